@@ -288,14 +288,39 @@ def run_proxy(data: Path, out: Path, *, student: Path | None = None, steps: int 
                       settings=proxy)  # fmt: skip
 
 
-def run_study(name: str, trials: int, *, settings: Settings | None = None, storage: str | None = None, **options):
-    """Run or resume a recipe-optimization study (see `optimizers.study`); returns the Optuna study."""
+def run_study(name: str, trials: int, *, settings: Settings | None = None, storage: str | None = None,
+              prompt_budget: int = 0, **options):  # fmt: skip
+    """Run or resume a recipe-optimization study (see `optimizers.study`); returns the Optuna study.
+
+    With `prompt_budget`, GEPA first rewrites the challenger's instructions (that many
+    inner-loop runs), so trials choosing the "latest" prompt use its result.
+    """
     from optimizers.study import StudySettings
     from optimizers.study import run_study as _run_study
 
     settings = settings or load_settings()
     prepare_world(settings, show_progress=False)
+    if prompt_budget:
+        optimize_prompt("challenger", budget=prompt_budget, settings=settings)
     return _run_study(name, trials, settings=settings, study=StudySettings(**options), storage=storage)
+
+
+def optimize_prompt(role: str, *, seeds: Path | None = None, budget: int | None = None, train_size: int | None = None,
+                    val_size: int | None = None, settings: Settings | None = None) -> dict:  # fmt: skip
+    """GEPA on `role`'s instructions with inner-loop feedback; registers an improvement as a new
+    prompt version (see `optimizers.prompts`). Seeds default to the demo world's train split."""
+    from dataclasses import replace
+
+    from optimizers.prompts import PromptOptimization
+    from optimizers.prompts import optimize_prompt as _optimize_prompt
+
+    settings = settings or load_settings()
+    if seeds is None:
+        prepare_world(settings, show_progress=False)
+        seeds = world_split_path(settings.world_dir, "train")
+    changes = {k: v for k, v in {"budget": budget, "train_size": train_size, "val_size": val_size}.items() if v}
+    return _optimize_prompt(role, load_seeds(Path(seeds)), settings=settings, retriever=retriever(settings),
+                            options=replace(PromptOptimization(), **changes))  # fmt: skip
 
 
 def show_study(name: str, *, settings: Settings | None = None, storage: str | None = None):

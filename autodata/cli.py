@@ -55,7 +55,7 @@ def cmd_demo(args, settings: Settings) -> int:
     missing = args.trials - complete_trials("demo", settings.effective_optuna_storage)
     if missing > 0:
         api.run_study("demo", missing, settings=settings, seeds_per_trial=args.seeds_per_trial,
-                      score_metric="format_valid")  # fmt: skip
+                      score_metric="format_valid", stages=(1.0,))  # fmt: skip
     else:
         print(f"Study 'demo' already has {args.trials} complete trials; nothing to do.")
     _print_study("demo", settings, None)
@@ -216,18 +216,35 @@ def _print_study(name: str, settings: Settings, storage: str | None) -> None:
         print(f"{r['trial']:>5} {r['state']:<9} {num(r['score'], '7.3f'):>7} {r['recipe_hash'] or '-':<17} "
               f"{num(r['acceptance_rate'], '7.2f'):>7} {num(r['accepted'], 'd'):>5} {num(r['calls_per_item'], '10.1f'):>10} "
               f"{num(r['attempts'], 'd'):>2} {num(r['rounds'], 'd'):>6} {num(r['top_k'], 'd'):>5} "
-              f"{r['challenger_prompt'] or '-':<10}")  # fmt: skip
+              f"{r['challenger_prompt'] or '-':<10}{'  pareto' if r['pareto'] else ''}")  # fmt: skip
     if best:
         print(f"best: trial {best['trial']} (score {best['score']:.3f}, recipe {best['recipe_hash']})")
 
 
 def cmd_study_run(args, settings: Settings) -> int:
     options = {k: v for k, v in {"seeds_per_trial": args.seeds_per_trial, "proxy_steps": args.proxy_steps,
-                                 "dev_limit": args.dev_limit, "score_metric": args.score_metric}.items() if v}  # fmt: skip
+                                 "dev_limit": args.dev_limit, "score_metric": args.score_metric,
+                                 "stages": args.stages, "pruner": args.pruner, "objectives": args.objectives,
+                                 "prompt_budget": args.optimize_prompts}.items() if v}  # fmt: skip
     api.run_study(args.name, args.trials, settings=settings, storage=args.storage, **options)
     _print_study(args.name, settings, args.storage)
     print(f"\nNext: `autodata mlflow ui` to compare trials and prompt versions; "
           f"`autodata promote {args.name}` to put the best recipe into production.")  # fmt: skip
+    return 0
+
+
+def cmd_prompts_optimize(args, settings: Settings) -> int:
+    print(f"GEPA on the {args.role}'s instructions: up to {args.budget} inner-loop runs on {args.train} train and "
+          f"{args.val} validation seeds (resumable)", flush=True)  # fmt: skip
+    result = api.optimize_prompt(args.role, seeds=args.seeds, budget=args.budget, train_size=args.train,
+                                 val_size=args.val, settings=settings)  # fmt: skip
+    print(f"{result['candidates']} candidate(s), {result['metric_calls']} inner-loop runs; validation score "
+          f"{result['start_score']:.3f} (version {result['start_version']}) -> best {result['best_score']:.3f}")  # fmt: skip
+    if result["version"] is None:
+        print("No candidate beat the current instructions; nothing registered.")
+    else:
+        print(f"Registered prompts:/autodata.{args.role}/{result['version']}; study trials choosing the 'latest' "
+              f"challenger prompt will use it.")  # fmt: skip
     return 0
 
 
@@ -248,6 +265,16 @@ def cmd_mlflow_ui(args, settings: Settings) -> int:
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                             "--host", args.host, "--port", str(args.port)])  # fmt: skip
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected fractions in (0, 1] separated by commas, e.g. 0.5,1")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,11 +419,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-steps", type=int, help="LoRA steps of the proxy (default 32)")
     p.add_argument("--dev-limit", type=int, help="dev questions the proxy scores (default 20)")
     p.add_argument("--score-metric", choices=["em", "subem", "f1", "format_valid"], help="the objective (default em)")
+    p.add_argument("--stages", type=_fractions, help="fractions of the seeds scored along the way for the pruner, "
+                   "e.g. 0.5,1 (default) or 1 for no interim scores")  # fmt: skip
+    p.add_argument("--pruner", choices=["median", "none"], help="stop trials whose interim score trails the median "
+                   "(default median)")  # fmt: skip
+    p.add_argument("--objectives", choices=["score", "score,calls"], help="'score,calls' also minimizes LLM calls "
+                   "per accepted item (two objectives, Pareto front; no pruning)")  # fmt: skip
+    p.add_argument("--optimize-prompts", type=int, metavar="RUNS", help="first run GEPA on the challenger's "
+                   "instructions with this many inner-loop runs (see `autodata prompts optimize`)")  # fmt: skip
+
     p.set_defaults(run=cmd_study_run)
+
     p = study.add_parser("show", help="a table of a study's trials and the best one")
     p.add_argument("name")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite under home)")
     p.set_defaults(run=cmd_study_show)
+
+    prompts = commands.add_parser("prompts", help="the agent's prompts").add_subparsers(dest="action", required=True)
+    p = prompts.add_parser(
+        "optimize", help="rewrite a role's instructions with DSPy's GEPA, scored by the inner loop",
+        description="GEPA runs the inner loop on seeds with candidate instructions; each seed's verdict (accepted, "
+        "or rejected as too easy, too hard, leak, unsupported...) is the metric and the textual feedback. An "
+        "improvement on the validation seeds is registered as a new version of autodata.ROLE in the MLflow prompt "
+        "registry. The solvers' prompts and the acceptance checks are never optimized.",
+    )  # fmt: skip
+    p.add_argument("role", choices=["challenger"])
+    p.add_argument("--seeds", type=Path, help="FlashRAG JSON/JSONL seeds (default: the demo world's train split)")
+    p.add_argument("--budget", type=int, default=24, help="inner-loop runs GEPA may spend (default %(default)s)")
+    p.add_argument("--train", type=int, default=6, help="seeds GEPA reflects on (default %(default)s)")
+    p.add_argument("--val", type=int, default=4, help="seeds candidates are compared on (default %(default)s)")
+    p.set_defaults(run=cmd_prompts_optimize)
 
     p = commands.add_parser("promote", help="move the production alias to a study trial's recipe and prompts")
     p.add_argument("name", help="the study")

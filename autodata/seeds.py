@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from math import ceil
 from pathlib import Path
 from typing import Any
@@ -62,30 +62,66 @@ class SeedItem(BaseModel):
         return row
 
 
-def _raw_records(path: Path) -> list[tuple[str, Any]]:
-    """(where, record) pairs; `where` is "line N" for JSONL and "record N" for a JSON list.
+def _raw_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, record) pairs, read lazily; `where` is "line N" for JSONL and "record N" for a JSON list.
 
     `.jsonl` files are always read line by line; other files are a JSON list when they
-    start with `[`, else JSONL (FlashRAG ships both under either name).
+    start with `[`, else JSONL (FlashRAG ships both under either name). Only JSONL is
+    streamed: a JSON list is parsed whole.
     """
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise SeedDataError(f"{path}: the file is empty.")
-    if path.suffix != ".jsonl" and text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SeedDataError(f"{path}, line {err.lineno}: not JSON ({err.msg}).") from err
-        return [(f"record {i}", record) for i, record in enumerate(data)]
-    records = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    if not path.is_file():
+        raise SeedDataError(f"Seed file {path} does not exist.")
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+        if not head and not f.read(1):
+            raise SeedDataError(f"{path}: the file is empty.")
+        f.seek(0)
+        if path.suffix != ".jsonl" and head.startswith("["):
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as err:
+                raise SeedDataError(f"{path}, line {err.lineno}: not JSON ({err.msg}).") from err
+            yield from ((f"record {i}", record) for i, record in enumerate(data))
+            return
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SeedDataError(f"{path}, line {line_no}: not JSON ({err.msg}).") from err
+            yield f"line {line_no}", record
+
+
+def _checked(path: Path, require_answers: bool) -> Iterator[tuple[SeedItem | None, str | None]]:
+    """(item, None) for each good record and (None, problem) for each bad one, in file order."""
+    first_seen: dict[str, str] = {}
+    for where, record in _raw_records(Path(path)):
+        if not isinstance(record, dict):
+            yield None, f"{where}: expected an object, got {type(record).__name__}"
             continue
         try:
-            records.append((f"line {line_no}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise SeedDataError(f"{path}, line {line_no}: not JSON ({err.msg}).") from err
-    return records
+            item = SeedItem.model_validate(record)
+        except ValidationError as err:
+            for e in err.errors(include_url=False):
+                yield None, f"{where}: {_describe(e)}"
+            continue
+        if require_answers and item.golden_answers is None:
+            yield None, f"{where}: missing 'golden_answers'"
+        elif item.id in first_seen:
+            yield None, f"{where}: duplicate id {item.id!r} (first at {first_seen[item.id]})"
+        else:
+            first_seen[item.id] = where
+            yield item, None
+
+
+def _raise_problems(path: Path, problems: list[str], count: int, total_problems: int) -> None:
+    if total_problems:
+        shown = "; ".join(problems)
+        more = f" (and {total_problems - len(problems)} more)" if total_problems > len(problems) else ""
+        raise SeedDataError(f"{path}: {total_problems} bad record(s): {shown}{more}")
+    if not count:
+        raise SeedDataError(f"{path}: no records.")
 
 
 def load_seeds(path: Path, *, require_answers: bool = True) -> list[SeedItem]:
@@ -100,36 +136,32 @@ def load_seeds(path: Path, *, require_answers: bool = True) -> list[SeedItem]:
         >>> items[0].golden_answers  # doctest: +SKIP
         ['William III of England', 'William']
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SeedDataError(f"Seed file {path} does not exist.")
-    items: list[SeedItem] = []
-    problems: list[str] = []
-    first_seen: dict[str, str] = {}
-    for where, record in _raw_records(path):
-        if not isinstance(record, dict):
-            problems.append(f"{where}: expected an object, got {type(record).__name__}")
-            continue
-        try:
-            item = SeedItem.model_validate(record)
-        except ValidationError as err:
-            problems.extend(f"{where}: {_describe(e)}" for e in err.errors(include_url=False))
-            continue
-        if require_answers and item.golden_answers is None:
-            problems.append(f"{where}: missing 'golden_answers'")
-            continue
-        if item.id in first_seen:
-            problems.append(f"{where}: duplicate id {item.id!r} (first at {first_seen[item.id]})")
-            continue
-        first_seen[item.id] = where
-        items.append(item)
-    if problems:
-        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-        more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > MAX_PROBLEMS_SHOWN else ""
-        raise SeedDataError(f"{path}: {len(problems)} bad record(s): {shown}{more}")
-    if not items:
-        raise SeedDataError(f"{path}: no records.")
+    items, problems = [], []
+    for item, problem in _checked(Path(path), require_answers):
+        items.append(item) if item is not None else problems.append(problem)
+    _raise_problems(Path(path), problems[:MAX_PROBLEMS_SHOWN], len(items), len(problems))
     return items
+
+
+def count_seeds(path: Path, *, require_answers: bool = True) -> int:
+    """Validate a seed file as `load_seeds` does, streaming it (memory: the ids); returns the count."""
+    count, problems, total_problems = 0, [], 0
+    for item, problem in _checked(Path(path), require_answers):
+        if item is not None:
+            count += 1
+        else:
+            total_problems += 1
+            problems += [problem][: MAX_PROBLEMS_SHOWN - len(problems)]
+    _raise_problems(Path(path), problems, count, total_problems)
+    return count
+
+
+def iter_seeds(path: Path, *, require_answers: bool = True) -> Iterator[SeedItem]:
+    """The seeds of a file one at a time, for files too large to hold; check them first with `count_seeds`."""
+    for item, problem in _checked(Path(path), require_answers):
+        if problem:
+            raise SeedDataError(f"{path}: {problem}")
+        yield item
 
 
 def _describe(error: dict) -> str:

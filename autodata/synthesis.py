@@ -10,7 +10,9 @@ Folder layout (OUT):
 
 A single writer (the main thread) appends whole seeds, so a crash or Ctrl-C loses at
 most the seeds in flight; on resume, lines of unfinished seeds are dropped and those
-seeds run again, replaying their cached LLM answers.
+seeds run again, replaying their cached LLM answers. Seed files are checked whole before
+anything is written, then read one seed at a time (JSONL), so a file of millions of
+seeds costs memory for its ids and the seeds in flight only.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
@@ -34,7 +37,7 @@ from autodata.llm import LLMSession
 from autodata.pipeline import SeedProcessor, SeedResult
 from autodata.recipe import Recipe
 from autodata.search.protocol import Retriever
-from autodata.seeds import SeedItem, find_contamination, find_near_duplicates, load_seeds
+from autodata.seeds import SeedItem, count_seeds, find_contamination, find_near_duplicates, iter_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -126,17 +129,27 @@ def synthesize(
     Bad seeds, an unreachable retriever and a mismatched existing run fail before
     anything is written. `held_out` questions (dev/test) gate contamination.
     """
-    seeds = load_seeds(seeds_file)[:limit] if limit is not None else load_seeds(seeds_file)
-    if not seeds:
+    # Every record is checked before anything is written; then the file is streamed, not held.
+    total = count_seeds(seeds_file)
+    total = min(total, limit) if limit is not None else total
+    if not total:
         raise SeedDataError(f"{seeds_file}: no seeds to synthesize from.")
-    retriever.search([seeds[0].question], topk=1)  # fail now, not halfway, if search is down
+    retriever.search([next(iter_seeds(seeds_file)).question], topk=1)  # fail now, not halfway, if search is down
     llms.check_reachable(("challenger", "weak", "strong", "judge"))  # likewise for the models
     output = _Output(Path(out), recipe, Path(seeds_file), recipe_source)
     done = output.open()
-    todo = [seed for seed in seeds if seed.id not in done]
     processor = SeedProcessor(recipe, retriever, llms)
-    progress = _Progress(output.out, total=len(seeds), initial=len(seeds) - len(todo), enabled=show_progress)
-    pending = iter(todo)
+    progress = _Progress(output.out, total=total, initial=min(len(done), total), enabled=show_progress)
+    run_now = 0
+
+    def todo():
+        nonlocal run_now
+        for seed in islice(iter_seeds(seeds_file), total):
+            if seed.id not in done:
+                run_now += 1
+                yield seed
+
+    pending = todo()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         running = set()
         try:
@@ -155,8 +168,8 @@ def synthesize(
             raise
         finally:
             progress.close()
-    manifest = finalize(output.out, recipe, seeds, held_out)
-    return SynthesisReport(output.out, manifest, seeds_run_now=len(todo))
+    manifest = finalize(output.out, recipe, total, held_out)
+    return SynthesisReport(output.out, manifest, seeds_run_now=run_now)
 
 
 class _Progress:
@@ -180,7 +193,7 @@ class _Progress:
         self.bar.close()
 
 
-def finalize(out: Path, recipe: Recipe, seeds: list[SeedItem], held_out: list[SeedItem]) -> dict:
+def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: list[SeedItem]) -> dict:
     """Datasets and manifest from the run folder's records (idempotent)."""
     accepted = _read_jsonl(out / "trajectories.jsonl")
     rejected = _read_jsonl(out / "rejected.jsonl")
@@ -212,7 +225,7 @@ def finalize(out: Path, recipe: Recipe, seeds: list[SeedItem], held_out: list[Se
         "acceptance_rule": recipe.acceptance.rule,
         "hint_mode": recipe.hint_mode,
         "weak_mode": recipe.weak_mode,
-        "seeds": {"total": len(seeds), "done": len(progress), "with_accepted_item": len({i["seed_id"] for i in accepted})},
+        "seeds": {"total": total_seeds, "done": len(progress), "with_accepted_item": len({i["seed_id"] for i in accepted})},
         "items": {"accepted": len(accepted), "in_datasets": len(kept), "rejected_candidates": len(rejected)},
         "acceptance_rate": round(len(accepted) / candidates, 4) if candidates else 0.0,
         "by_strategy": dict(Counter(i["strategy"] for i in kept)),

@@ -3,7 +3,12 @@
 Each trial: a recipe from the search space (acceptance thresholds, attempts, rounds,
 strategy mix, top-k, max turns, and which registered challenger prompt to use), a
 synthesis run on a fixed seed budget (resumable, named by the recipe hash, so a repeated
-recipe is not synthesized twice), then the scorer (the quick SFT proxy by default). Every
+recipe is not synthesized twice), then the scorer (the quick SFT proxy by default).
+Synthesis grows in stages (half the seeds, then all by default); the score of each
+earlier stage is reported to Optuna, and the median pruner stops a trial whose interim
+score trails the median of earlier trials at the same data size. With
+`objectives="score,calls"` the study is two-objective (score up, LLM calls per accepted
+item down; no pruning, which Optuna offers for one objective only). Every
 trial is an MLflow child run of the study's parent run. After a trial, the optimizer
 role rewrites the challenger's instructions from the trial's rejections and registers
 the result as a new prompt version, which later trials may pick ("latest").
@@ -21,23 +26,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import mlflow
 import optuna
-from pydantic import StringConstraints
 
 from autodata.errors import AutodataError
-from autodata.llm import LLMSession
-from autodata.llm.dspy_engine import dspy, our_errors
-from autodata.roles import SchemaJSONAdapter
 from autodata.recipe import Recipe
 from autodata.settings import Settings
 from optimizers import tracking
+from optimizers.prompts import rewrite_from_rejections
 
 logger = logging.getLogger(__name__)
 
-Scorer = Callable[[Path], dict]  # a finished synthesis folder -> {"score": float, ...metrics}
+Scorer = Callable[[Path, Path], dict]  # (synthesis folder, output folder) -> {"score": float, ...metrics}
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,15 @@ class StudySettings:
     score_metric: str = "em"
     rewrite_prompts: bool = True
     sampler_seed: int = 13
+    stages: tuple[float, ...] = (0.5, 1.0)  # fractions of seeds_per_trial scored along the way (pruning)
+    pruner: str = "median"  # or "none"
+    objectives: str = "score"  # or "score,calls": also minimize LLM calls per accepted item
+    heartbeat_interval: int = 30
+    grace_period: int = 90
+
+    def stage_sizes(self) -> list[int]:
+        sizes = sorted({max(1, round(self.seeds_per_trial * f)) for f in self.stages} | {self.seeds_per_trial})
+        return [s for s in sizes if s <= self.seeds_per_trial]
 
 
 BASELINE_PARAMS = {
@@ -57,13 +67,13 @@ BASELINE_PARAMS = {
 }  # fmt: skip
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats: a trial whose process died (Ctrl-C, crash, lost machine)
     is marked FAIL after the grace period and enqueued again with the same parameters, and
     its synthesis folder (named by the recipe hash) resumes where it stopped."""
     return optuna.storages.RDBStorage(
-        url, heartbeat_interval=30, grace_period=90,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+        url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
     )  # fmt: skip
 
 
@@ -116,15 +126,22 @@ def run_study(name: str, trials: int, *, settings: Settings, study: StudySetting
     parent = tracking.study_parent_run(experiment_id, name)
     tracking.ensure_seed_prompts()
     scorer = scorer or _proxy_scorer(settings, study)
+    multi = study.objectives == "score,calls"
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if study.pruner == "median" and not multi else None
     optuna_study = optuna.create_study(
-        study_name=name, storage=open_storage(storage or settings.effective_optuna_storage), direction="maximize",
-        load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=study.sampler_seed),
+        study_name=name, storage=open_storage(storage or settings.effective_optuna_storage, study),
+        directions=["maximize", "minimize"] if multi else ["maximize"], load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=study.sampler_seed), pruner=pruner or optuna.pruners.NopPruner(),
     )  # fmt: skip
+    made_to = ", ".join(f"{d.name.lower()} {what}" for d, what in zip(optuna_study.directions, ("score", "calls")))
+    if made_to != ("maximize score, minimize calls" if multi else "maximize score"):
+        raise AutodataError(f"Study {name!r} was made to {made_to}; run it with the --objectives it was created "
+                            f"with, or start a study with another name.")  # fmt: skip
     if not optuna_study.trials:
         optuna_study.enqueue_trial(BASELINE_PARAMS)  # the shipped default recipe is trial 0
     runs_dir = settings.home_dir / "studies" / name / "runs"
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         recipe, versions = suggest_recipe(trial, tracking.latest_prompt_version("challenger") or 1)
         trial.set_user_attr("recipe_hash", recipe.content_hash)
         with mlflow.start_run(run_name=f"{name} trial {trial.number}", parent_run_id=parent,
@@ -135,30 +152,45 @@ def run_study(name: str, trials: int, *, settings: Settings, study: StudySetting
             mlflow.log_params({**trial.params, "recipe_hash": recipe.content_hash, "hint_mode": recipe.hint_mode,
                                **{f"prompt.{r}": f"prompts:/{tracking.prompt_name(r)}/{v}" for r, v in versions.items()}})  # fmt: skip
             run_dir = runs_dir / recipe.content_hash
+            for seeds_now in study.stage_sizes()[:-1] if not multi else []:
+                # Intermediate score on the data so far, so the pruner can stop a bad trial before it is all made.
+                api.synthesize(run_dir, recipe=recipe, limit=seeds_now, settings=settings, show_progress=False)
+                interim = _score(scorer, run_dir, run_dir / f"proxy-{seeds_now}")
+                trial.report(interim["score"], step=seeds_now)
+                mlflow.log_metric("interim_score", interim["score"], step=seeds_now)
+                if trial.should_prune():
+                    mlflow.set_tag("autodata.pruned_at_seeds", str(seeds_now))
+                    mlflow.end_run("KILLED")
+                    raise optuna.TrialPruned(f"interim score {interim['score']:.3f} at {seeds_now} seeds")
             report, _ = api.synthesize(run_dir, recipe=recipe, limit=study.seeds_per_trial, settings=settings,
                                        show_progress=False)  # fmt: skip
             manifest = report.manifest
             accepted = manifest["items"]["accepted"]
             calls = sum(c["calls"] for c in manifest["llm_totals"].values())
             metrics = {"acceptance_rate": manifest["acceptance_rate"], "accepted_items": accepted,
-                       "llm_calls": calls, "llm_calls_per_accepted_item": calls / accepted if accepted else 0.0}  # fmt: skip
+                       "llm_calls": calls, "llm_calls_per_accepted_item": calls / max(accepted, 1)}  # fmt: skip
             for role, cost in manifest["llm_per_accepted_item"].items():
                 metrics |= {f"per_item.{role}.calls": cost["calls"],
                             f"per_item.{role}.tokens": cost["prompt_tokens"] + cost["completion_tokens"]}  # fmt: skip
-            trial.report(manifest["acceptance_rate"], step=0)
-            result = scorer(run_dir) if manifest["items"]["in_datasets"] else {"score": 0.0}
+            result = _score(scorer, run_dir, run_dir / "proxy")
             metrics |= {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
             mlflow.log_metrics(metrics)
             for key in ("acceptance_rate", "accepted_items", "llm_calls_per_accepted_item", "score"):
                 trial.set_user_attr(key, metrics.get(key, result.get(key)))
             _log_artifacts(run_dir, recipe)
             if study.rewrite_prompts:
-                _rewrite_challenger(settings, recipe, run_dir, trial.number, result["score"])
-            return float(result["score"])
+                rewrite_from_rejections(settings, recipe, run_dir, trial.number, result["score"])
+            score = float(result["score"])
+            return (score, metrics["llm_calls_per_accepted_item"]) if multi else score
 
     # Any failure ends only its trial (state FAIL, error logged in its MLflow run); the study goes on.
     optuna_study.optimize(objective, n_trials=trials, catch=(Exception,))
     return optuna_study
+
+
+def _score(scorer: Scorer, run_dir: Path, out: Path) -> dict:
+    has_data = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["items"]["in_datasets"]
+    return scorer(run_dir, out) if has_data else {"score": 0.0}
 
 
 def _log_artifacts(run_dir: Path, recipe: Recipe) -> None:
@@ -176,56 +208,14 @@ def _log_artifacts(run_dir: Path, recipe: Recipe) -> None:
 
 
 def _proxy_scorer(settings: Settings, study: StudySettings) -> Scorer:
-    def score(run_dir: Path) -> dict:
+    def score(run_dir: Path, out: Path) -> dict:
         from autodata.api import run_proxy
 
-        result = run_proxy(run_dir, run_dir / "proxy", steps=study.proxy_steps, dev_limit=study.dev_limit,
+        result = run_proxy(run_dir, out, steps=study.proxy_steps, dev_limit=study.dev_limit,
                            score_metric=study.score_metric, settings=settings)  # fmt: skip
         return {k: v for k, v in result.items() if k != "train_loss" and not isinstance(v, (dict, list))}
 
     return score
-
-
-# --- prompt rewriting ---------------------------------------------------------------------------
-
-
-class RewriteInstructions(dspy.Signature):
-    """Improve the instructions of an agent that writes training questions, using the feedback on what
-    its questions got rejected for. Keep every rule; make the instructions clearer about what failed."""
-
-    current_instructions: str = dspy.InputField(desc="the current instructions")
-    feedback: str = dspy.InputField(desc="why recent questions were rejected")
-    new_instructions: Annotated[str, StringConstraints(pattern=r'^[^{}"\\\n]{80,900}$')] = dspy.OutputField()
-    change_summary: Annotated[str, StringConstraints(pattern=r'^[^{}"\\\n]{5,160}$')] = dspy.OutputField()
-
-
-def _rewrite_challenger(settings: Settings, recipe: Recipe, run_dir: Path, trial_number: int, score: float) -> None:
-    """Ask the optimizer role for better challenger instructions, from this trial's rejections."""
-    rejected = [json.loads(line) for line in (run_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
-    reasons: dict[str, int] = {}
-    for row in rejected:
-        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
-    examples = [f"{r['reason']}: {r['question']!r} ({r['detail']})" for r in rejected if r["question"]][:5]
-    feedback = (f"Rejections: {reasons or 'none'}. Examples: " + "; ".join(examples)) if rejected else "No rejections."
-
-    with LLMSession(settings) as llms, our_errors():
-        with dspy.context(lm=llms.dspy_lm("optimizer"), adapter=SchemaJSONAdapter()):
-            try:
-                proposal = dspy.Predict(RewriteInstructions)(
-                    current_instructions=recipe.instructions["challenger"], feedback=feedback,
-                    config={"rollout_id": f"rewrite:{recipe.content_hash}"})  # fmt: skip
-            except Exception as err:  # a failed rewrite must not fail the trial
-                logger.warning("prompt rewrite skipped: %s", err)
-                return
-    text = proposal.new_instructions.strip()
-    if "question" not in text.lower():
-        logger.info("prompt rewrite rejected: it no longer talks about questions")
-        return
-    version = tracking.register_prompt_version(
-        "challenger", text, f"{proposal.change_summary.strip()} (from trial {trial_number}, score {score:.3f}, "
-        f"rejections {reasons})",
-    )  # fmt: skip
-    logger.info("registered challenger prompt version %d", version)
 
 
 # --- reading studies -------------------------------------------------------------------------
@@ -239,7 +229,7 @@ def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
         raise AutodataError(f"No study named {name!r} in {storage}. Start one with `autodata study run {name}`.") from err
     rows = [
         {
-            "trial": t.number, "state": t.state.name, "score": t.value, "recipe_hash": t.user_attrs.get("recipe_hash"),
+            "trial": t.number, "state": t.state.name, "score": t.values[0] if t.values else None, "recipe_hash": t.user_attrs.get("recipe_hash"),
             "acceptance_rate": t.user_attrs.get("acceptance_rate"), "accepted": t.user_attrs.get("accepted_items"),
             "calls_per_item": t.user_attrs.get("llm_calls_per_accepted_item"),
             "attempts": t.params.get("attempts_per_solver"), "rounds": t.params.get("max_rounds"),
@@ -248,6 +238,10 @@ def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
         }
         for t in study.trials
     ]  # fmt: skip
-    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    # With two objectives, the best is the highest score on the Pareto front (score vs calls per item).
+    front = {t.number for t in study.best_trials} if len(study.directions) > 1 else None
+    for row in rows:
+        row["pareto"] = front is not None and row["trial"] in front
+    complete = [r for r in rows if r["state"] == "COMPLETE" and (front is None or r["pareto"])]
     best = max(complete, key=lambda r: (r["score"], -r["trial"])) if complete else None
     return rows, best

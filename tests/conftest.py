@@ -66,3 +66,51 @@ def bm25_index(corpus_file, tmp_path_factory) -> BM25Index:
 def retriever_server(bm25_index):
     with BackgroundServer(create_app(bm25_index, documents=len(bm25_index))) as server:
         yield server
+
+
+def point_roles_at(monkeypatch, url: str, model: str = "fake") -> None:
+    """Every role's endpoint set to `url` through the AUTODATA_ROLES__* variables, as a user would."""
+    from autodata.settings import ROLE_NAMES
+
+    for role in ROLE_NAMES:
+        monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__BASE_URL", url)
+        monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__MODEL", model)
+
+
+@pytest.fixture
+def scripted_roles(monkeypatch, bm25_index):
+    """All roles served by the scripted OpenAI-compatible server on loopback, searching the test index.
+    Yields the ScriptedAgents, whose knobs a test may turn."""
+    from tests.fakes.agents import ScriptedAgents
+    from tests.fakes.openai_server import ScriptedOpenAI
+
+    monkeypatch.setenv("AUTODATA_RETRIEVER__INDEX_DIR", str(bm25_index.folder))
+    agents = ScriptedAgents()
+    with ScriptedOpenAI(reply=agents) as fake:
+        point_roles_at(monkeypatch, fake.url)
+        yield agents
+
+
+STUDY_TRAIN = [
+    ("t1", "who wrote the tragedy hamlet", "William Shakespeare"),
+    ("t2", "who discovered penicillin", "Alexander Fleming"),
+    ("t3", "who painted the mona lisa", "Leonardo da Vinci"),
+]
+
+
+@pytest.fixture
+def study_world(tmp_path, scripted_roles) -> Path:
+    """A three-seed world on the test index with scripted roles; yields the home folder."""
+    from autodata.seeds import SeedItem, write_seeds
+
+    home = tmp_path / "home"
+    write_seeds(home / "world" / "train.json", [SeedItem(id=i, question=q, golden_answers=[a]) for i, q, a in STUDY_TRAIN])
+    write_seeds(home / "world" / "dev.json", [SeedItem(id="d1", question="capital of japan", golden_answers=["Tokyo"])])
+    write_seeds(home / "world" / "test.json", [SeedItem(id="x1", question="where is the sahara")], with_answers=False)
+    return home
+
+
+def acceptance_scorer(run_dir: Path, out: Path) -> dict:
+    """A real, cheap score of a synthesis run (the proxy's LoRA is too slow for the fast suite)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return {"score": manifest["acceptance_rate"], "accepted": manifest["items"]["accepted"]}

@@ -7,41 +7,12 @@ import pytest
 from mlflow import MlflowClient
 
 from autodata.cli import main
-from autodata.seeds import SeedItem, write_seeds
-from autodata.settings import ROLE_NAMES, load_settings
+from autodata.settings import load_settings
 from optimizers import tracking
-from optimizers.study import run_study
-from tests.fakes.agents import ScriptedAgents
-from tests.fakes.openai_server import ScriptedOpenAI
+from optimizers.study import BASELINE_PARAMS, StudySettings, run_study, suggest_recipe
+from tests.conftest import acceptance_scorer
 
-TRAIN = [
-    SeedItem(id="t1", question="who wrote the tragedy hamlet", golden_answers=["William Shakespeare"]),
-    SeedItem(id="t2", question="who discovered penicillin", golden_answers=["Alexander Fleming"]),
-    SeedItem(id="t3", question="who painted the mona lisa", golden_answers=["Leonardo da Vinci"]),
-]
-
-
-def acceptance_scorer(run_dir):
-    """A real, cheap score of a synthesis run (the proxy's LoRA is too slow for the fast suite)."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    return {"score": manifest["acceptance_rate"], "accepted": manifest["items"]["accepted"]}
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch, bm25_index):
-    home = tmp_path / "home"
-    write_seeds(home / "world" / "train.json", TRAIN)
-    write_seeds(home / "world" / "dev.json", [SeedItem(id="d1", question="capital of japan", golden_answers=["Tokyo"])])
-    write_seeds(home / "world" / "test.json", [SeedItem(id="x1", question="where is the sahara")], with_answers=False)
-    monkeypatch.setenv("AUTODATA_RETRIEVER__INDEX_DIR", str(bm25_index.folder))
-    with ScriptedOpenAI(reply=ScriptedAgents()) as fake:
-        for role in ROLE_NAMES:
-            monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__BASE_URL", fake.url)
-            monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__MODEL", "fake")
-        yield home
-
-
-def test_study_trials_runs_prompts_and_promotion(world, capsys):
+def test_study_trials_runs_prompts_and_promotion(study_world, capsys):
     settings = load_settings()
     study = run_study("demo", 2, settings=settings, scorer=acceptance_scorer)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -72,7 +43,7 @@ def test_study_trials_runs_prompts_and_promotion(world, capsys):
     assert tracking.production_recipe_version() == 1
     assert MlflowClient().get_prompt_version_by_alias("autodata.challenger", "production").version in (1, "1")
 
-    out = world.parent / "prod"
+    out = study_world.parent / "prod"
     assert main(["synthesize", "--recipe", "production", "--out", str(out), "--limit", "2"]) in (0, 1)
     assert json.loads((out / "manifest.json").read_text())["recipe_source"] == "models:/autodata-recipe/1"
 
@@ -83,10 +54,64 @@ def test_study_trials_runs_prompts_and_promotion(world, capsys):
     assert tracking.production_recipe_version() == 1
 
 
-def test_promote_and_show_errors_are_one_line(world, capsys):
+def test_promote_and_show_errors_are_one_line(study_world, capsys):
     assert main(["study", "show", "nope"]) == 1
     assert "No study named 'nope'" in capsys.readouterr().err
     assert main(["promote", "x", "--rollback"]) == 1
     assert "Nothing to roll back" in capsys.readouterr().err
     assert main(["synthesize", "--recipe", "production", "--out", "/tmp/never", "--limit", "1"]) == 1
     assert "Promote a study trial" in capsys.readouterr().err
+
+
+def test_interim_scores_let_the_pruner_stop_a_trailing_trial(study_world, capsys):
+    order: list = []
+
+    def scorer(run_dir, out):  # the first two recipes score well, later ones badly, at every data size
+        order.append(run_dir) if run_dir not in order else None
+        return {"score": [1.0, 0.8][order.index(run_dir)] if order.index(run_dir) < 2 else 0.0}
+
+    settings = load_settings()
+    queued = optuna.create_study(study_name="pruned", storage=settings.effective_optuna_storage, direction="maximize")
+    for changes in ({}, {"max_rounds": 2}, {"top_k": 5}):  # three recipes that all accept items here
+        queued.enqueue_trial({**BASELINE_PARAMS, **changes})
+    study = run_study("pruned", 3, settings=settings, scorer=scorer, study=StudySettings(seeds_per_trial=2))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert study.trials[2].intermediate_values == {1: 0.0}  # reported after 1 of 2 seeds
+    run = MlflowClient().get_run(study.trials[2].user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["autodata.pruned_at_seeds"] == "1"
+    assert main(["study", "show", "pruned"]) == 0
+    assert "PRUNED" in capsys.readouterr().out
+
+
+def test_two_objectives_score_and_calls_per_item(study_world, capsys):
+    settings = load_settings()
+    options = StudySettings(seeds_per_trial=2, objectives="score,calls")
+    study = run_study("pareto", 2, settings=settings, scorer=acceptance_scorer, study=options)
+    assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
+    assert study.trials[0].values[1] == study.trials[0].user_attrs["llm_calls_per_accepted_item"] > 0
+    assert main(["study", "show", "pareto"]) == 0
+    shown = capsys.readouterr().out
+    assert "best: trial" in shown and "pareto" in shown
+    with pytest.raises(Exception, match="made to maximize score, minimize calls"):
+        run_study("pareto", 1, settings=settings, scorer=acceptance_scorer, study=StudySettings(seeds_per_trial=2))
+
+
+def test_a_trial_whose_process_died_is_retried_with_its_parameters(study_world):
+    """Heartbeats: a RUNNING trial that stopped beating is failed and enqueued again by the next process."""
+    import time
+
+    settings = load_settings()
+    options = StudySettings(seeds_per_trial=1, stages=(1.0,), heartbeat_interval=1, grace_period=2)
+    storage = settings.effective_optuna_storage
+    run_study("hb", 1, settings=settings, scorer=acceptance_scorer, study=options)
+    study = optuna.load_study(study_name="hb", storage=storage)
+    dead = study.ask()  # what a process killed mid-trial leaves behind: RUNNING, params chosen, no heartbeat
+    suggest_recipe(dead, 1)
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(3)
+    study = run_study("hb", 1, settings=settings, scorer=acceptance_scorer, study=options)
+    states = {t.number: t for t in study.trials}
+    assert states[dead.number].state.name == "FAIL"
+    retried = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    assert retried[0].params == states[dead.number].params

@@ -12,9 +12,10 @@ from autodata.recipe import Recipe
 from autodata.roles import check_trajectory
 from autodata.search import SearchClient
 from autodata.search.server import free_port
-from autodata.settings import ROLE_NAMES, load_settings
+from autodata.settings import load_settings
 from autodata.synthesis import synthesize
 from autodata.trajectory import SearchStep, Trajectory, inference_prompt, sharegpt_problems
+from tests.conftest import point_roles_at
 from tests.fakes.agents import ScriptedAgents
 from tests.fakes.openai_server import ScriptedOpenAI
 
@@ -39,9 +40,7 @@ def seeds_file(tmp_path):
 
 
 def run(fake, monkeypatch, seeds_file, out, bm25_index, recipe=KEEP_ONLY, budget=Budget(), **kwargs):
-    for role in ROLE_NAMES:
-        monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__BASE_URL", fake.url)
-        monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__MODEL", "fake")
+    point_roles_at(monkeypatch, fake.url)
     with LLMSession(load_settings(), budget=budget, cache=kwargs.pop("cache", True)) as llms:
         return synthesize(seeds_file, out, recipe=recipe, retriever=bm25_index, llms=llms, show_progress=False, **kwargs)
 
@@ -222,9 +221,7 @@ def test_cli_synthesize_reports_and_exits_by_outcome(tmp_path, monkeypatch, seed
     recipe = tmp_path / "keep.yaml"
     recipe.write_text("strategies:\n  keep: 1\n  rephrase: 0\n  multi_hop: 0\n")
     with ScriptedOpenAI(reply=ScriptedAgents()) as fake:
-        for role in ROLE_NAMES:
-            monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__BASE_URL", fake.url)
-            monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__MODEL", "fake")
+        point_roles_at(monkeypatch, fake.url)
         capsys.readouterr()
         code = main(["synthesize", "--recipe", str(recipe), "--seeds", str(seeds_file), "--out", str(tmp_path / "out")])
         out = capsys.readouterr().out
@@ -244,9 +241,40 @@ def test_unreachable_endpoint_fails_before_anything_is_written(tmp_path, monkeyp
     from autodata.errors import EndpointError
 
     url = f"http://127.0.0.1:{free_port()}/v1"
-    for role in ROLE_NAMES:
-        monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__BASE_URL", url)
+    point_roles_at(monkeypatch, url)
     with LLMSession(load_settings()) as llms:
         with pytest.raises(EndpointError, match="Role 'challenger'.*does not answer"):
             synthesize(seeds_file, tmp_path / "out", recipe=KEEP_ONLY, retriever=bm25_index, llms=llms, show_progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_large_seed_files_are_checked_whole_then_streamed(tmp_path, monkeypatch, bm25_index):
+    import tracemalloc
+
+    from autodata.seeds import load_seeds
+
+    big = tmp_path / "big.jsonl"
+    with open(big, "w") as f:
+        f.writelines(json.dumps(seed) + "\n" for seed in SEEDS[:3])
+        f.writelines(json.dumps({"id": f"x{i}", "question": f"filler question number {i} about nothing in the corpus",
+                                 "golden_answers": [f"answer {i}"]}) + "\n" for i in range(60_000))  # fmt: skip
+    with open(tmp_path / "bad.jsonl", "w") as f:
+        f.write(big.read_text() + '{"id": "last", "question": ""}\n')
+
+    def peak_bytes(call) -> int:
+        tracemalloc.start()
+        try:
+            call()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    with ScriptedOpenAI(reply=ScriptedAgents()) as fake:
+        with pytest.raises(SeedDataError, match="line 60004: 'question': question is blank"):  # the last line, before any work
+            run(fake, monkeypatch, tmp_path / "bad.jsonl", tmp_path / "never", bm25_index)
+        assert not (tmp_path / "never").exists()
+        streamed = peak_bytes(lambda: run(fake, monkeypatch, big, tmp_path / "out", bm25_index, limit=3))
+    held = peak_bytes(lambda: load_seeds(big))
+    assert [row["seed_id"] for row in read_jsonl(tmp_path / "out" / "progress.jsonl")] == ["s1", "s2", "s3"]
+    assert len(read_jsonl(tmp_path / "out" / "trajectories.jsonl")) == 2  # s3 has no evidence
+    assert streamed < held / 2, (streamed, held)  # the ids, not the seeds, are kept in memory

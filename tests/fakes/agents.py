@@ -26,6 +26,9 @@ class ScriptedAgents:
     challenger_question: str = "Which playwright wrote the tragedy set in Denmark?"
     challenger_answer: str | None = None  # None: copy the seed answer
     verdict: str = "accept"
+    # When set, the challenger writes a good question only if its instructions contain this rule;
+    # otherwise it puts the answer in the question (a leak), like a model that needs telling.
+    challenger_rule: str | None = None
     calls: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, request: dict) -> str:
@@ -49,6 +52,11 @@ class ScriptedAgents:
         if step == "tagger":
             reply = {"task_type": "simple_fact", "needs_search": True, "evidence_scope": "open_retrieval",
                      "recommended_sources": ["encyclopedia"]}  # fmt: skip
+        elif step == "challenger" and self.challenger_rule is not None:
+            follows = self.challenger_rule in request["messages"][0]["content"]
+            seed = inputs["seed_question"].rstrip("?")
+            question = f"{seed[:1].upper()}{seed[1:]}?" if follows else f"Is {inputs['seed_answer']} the answer to {seed}?"
+            reply = {"question": question, "answer": inputs["seed_answer"], "supporting_passages": [1]}
         elif step == "challenger":
             reply = {"question": self.challenger_question, "answer": self.challenger_answer or inputs["seed_answer"],
                      "supporting_passages": [1]}  # fmt: skip

@@ -1,0 +1,231 @@
+"""Rewriting the data-scientist agent's instructions: GEPA on the inner loop, and one-shot rewrites.
+
+`optimize_prompt("challenger")` runs DSPy's GEPA on a program that is the inner loop on
+one seed, where only the challenger's instructions can change. The metric is the
+loop's verdict on the seed (accepted, or why not), and its textual feedback is the
+loop's own rejection reasons and advice, which GEPA's reflection step turns into new
+instructions. The solvers, the verifier's checks and the Exact Match rule are not
+part of the optimized program: an optimizer that could weaken the weak solver or the
+checks would hack the acceptance rule instead of writing better questions.
+
+Proposals come from the optimizer role through `propose_instructions`, a grammar-
+constrained DSPy signature that small local models follow; the study's per-trial
+rewrite uses the same function. The best instructions, when they beat the starting
+ones on the validation seeds, become a new version of `autodata.challenger` in the
+MLflow prompt registry, with a commit message saying what changed and the score.
+GEPA's state lives in a folder under AUTODATA_HOME named by the run's inputs, so an
+interrupted run resumes there.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import mlflow
+from pydantic import StringConstraints
+
+from autodata.errors import AutodataError
+from autodata.llm import LLMSession
+from autodata.llm.dspy_engine import dspy, our_errors
+from autodata.pipeline import FEEDBACK, SeedProcessor
+from autodata.recipe import Recipe
+from autodata.roles import SchemaJSONAdapter
+from autodata.search.protocol import Retriever
+from autodata.seeds import SeedItem
+from autodata.settings import Settings
+from optimizers import tracking
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZED_ROLES = ("challenger",)
+# Partial credit: a question that was well-formed and grounded but missed the solvers' gap
+# still beats one that broke the rules (leak, unsupported, invalid, duplicate).
+REACHED_SOLVERS = ("too_easy", "too_hard", "gap", "unverified")
+REACHED_SOLVERS_SCORE = 0.3
+
+
+class RewriteInstructions(dspy.Signature):
+    """Improve the instructions of an agent that writes training questions, using the feedback on what
+    its questions got rejected for. Keep every rule; make the instructions clearer about what failed."""
+
+    current_instructions: str = dspy.InputField(desc="the current instructions")
+    feedback: str = dspy.InputField(desc="why recent questions were rejected")
+    new_instructions: Annotated[str, StringConstraints(pattern=r'^[^{}"\\\n]{80,900}$')] = dspy.OutputField()
+    change_summary: Annotated[str, StringConstraints(pattern=r'^[^{}"\\\n]{5,160}$')] = dspy.OutputField()
+
+
+def propose_instructions(llms: LLMSession, current: str, feedback: str, *, rollout_id: str) -> tuple[str, str] | None:
+    """(new instructions, what changed) from the optimizer role, or None when its proposal is unusable."""
+    with our_errors(), dspy.context(lm=llms.dspy_lm("optimizer"), adapter=SchemaJSONAdapter()):
+        try:
+            proposal = dspy.Predict(RewriteInstructions)(current_instructions=current, feedback=feedback,
+                                                         config={"rollout_id": rollout_id})  # fmt: skip
+        except Exception as err:  # a failed proposal costs one step, not the run
+            logger.warning("instruction proposal skipped: %s", err)
+            return None
+    text = proposal.new_instructions.strip()
+    if "question" not in text.lower():
+        logger.info("instruction proposal rejected: it no longer talks about questions")
+        return None
+    return text, proposal.change_summary.strip()
+
+
+def seed_feedback(result_rejected: list[dict], accepted: bool) -> tuple[float, str]:
+    """The inner loop's verdict on one seed as (score, feedback text)."""
+    if accepted:
+        return 1.0, "Accepted: the strong solver found and supported the answer by searching, the weak one did not."
+    if not result_rejected:
+        return 0.0, "No question was produced."
+    lines = []
+    for row in result_rejected:
+        question = f"question {row['question']!r}" if row["question"] else "no question"
+        lines.append(f"{question} rejected as {row['reason']} ({row['detail']}). {FEEDBACK.get(row['reason'], '')}")
+    reached = any(row["reason"] in REACHED_SOLVERS for row in result_rejected)
+    return (REACHED_SOLVERS_SCORE if reached else 0.0), " ".join(lines)
+
+
+class _Shared:
+    """Kept by reference when GEPA deep-copies the program (the retriever and endpoints are not copyable)."""
+
+    def __init__(self, processor: SeedProcessor):
+        self.processor = processor
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class InnerLoopProgram(dspy.Module):
+    """The inner loop on one seed; the challenger is its only predictor, so its only optimizable text."""
+
+    def __init__(self, processor: SeedProcessor):
+        super().__init__()
+        self.challenger = copy.deepcopy(processor.challenger)
+        self.shared = _Shared(processor)
+
+    def forward(self, seed_id: str, question: str, golden_answers: list[str]) -> dspy.Prediction:
+        processor = copy.copy(self.shared.processor)  # shallow: this program's challenger, shared everything else
+        processor.challenger = self.challenger
+        result = processor.process(SeedItem(id=seed_id, question=question, golden_answers=list(golden_answers)))
+        return dspy.Prediction(accepted=bool(result.accepted), rejected=result.rejected)
+
+
+def inner_loop_metric(gold, pred, trace=None, pred_name=None, pred_trace=None) -> dspy.Prediction:
+    score, feedback = seed_feedback(pred.rejected, pred.accepted)
+    return dspy.Prediction(score=score, feedback=feedback)
+
+
+@dataclass(frozen=True)
+class PromptOptimization:
+    budget: int = 24  # metric calls: each runs the inner loop on one seed
+    train_size: int = 6
+    val_size: int = 4
+    minibatch: int = 3
+    num_threads: int = 2
+
+
+def optimize_prompt(role: str, seeds: list[SeedItem], *, settings: Settings, retriever: Retriever,
+                    options: PromptOptimization = PromptOptimization(), base: Recipe | None = None,
+                    show_progress: bool = True) -> dict:  # fmt: skip
+    """GEPA on `role`'s instructions over `seeds` (see the module docstring); returns a summary dict."""
+    if role not in OPTIMIZED_ROLES:
+        raise AutodataError(f"Role {role!r} cannot be optimized: choose one of {', '.join(OPTIMIZED_ROLES)}. "
+                            "The solvers' prompts and the acceptance checks are never optimized.")  # fmt: skip
+    experiment_id = tracking.setup(settings)
+    tracking.ensure_seed_prompts()
+    start_version = tracking.latest_prompt_version(role) or 1
+    start_text = tracking.load_prompt_version(role, start_version)
+    base = base or Recipe()
+    # Every round goes through the challenger: the "keep" strategy would not use its instructions.
+    recipe = base.with_changes(instructions={**base.instructions, role: start_text},
+                               strategies={"keep": 0.0, "rephrase": 0.7, "multi_hop": 0.3})  # fmt: skip
+    key = hashlib.sha256(json.dumps([role, start_text, recipe.content_hash, [s.id for s in seeds],
+                                     options.__dict__]).encode()).hexdigest()[:16]  # fmt: skip
+    log_dir = settings.home_dir / "prompt-optimization" / role / key
+
+    with LLMSession(settings) as llms:
+        processor = SeedProcessor(recipe, retriever, llms)
+        usable = [s for s in seeds if processor.evidence_pack(s)[1] is not None]
+        need = options.train_size + options.val_size
+        if len(usable) < need:
+            raise AutodataError(f"Only {len(usable)} of {len(seeds)} seeds have evidence in their own search; "
+                                f"prompt optimization needs {need} (train {options.train_size} + val "
+                                f"{options.val_size}). Pass more seeds.")  # fmt: skip
+        examples = [dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers)
+                    .with_inputs("seed_id", "question", "golden_answers") for s in usable[:need]]  # fmt: skip
+        summaries: dict[str, str] = {}
+
+        def proposer(candidate: dict[str, str], reflective_dataset: dict, components_to_update: list[str]) -> dict:
+            new = {}
+            for name in components_to_update:
+                records = reflective_dataset.get(name, [])
+                feedback = " | ".join(_describe(r) for r in records[:5]) or "No feedback."
+                proposal = propose_instructions(llms, candidate[name], feedback,
+                                                rollout_id=f"gepa:{key}:{hashlib.sha256(candidate[name].encode()).hexdigest()[:12]}")  # fmt: skip
+                if proposal is not None:
+                    new[name], summaries[proposal[0]] = proposal
+            return new
+
+        optimizer = dspy.GEPA(
+            metric=inner_loop_metric, max_metric_calls=options.budget, reflection_minibatch_size=options.minibatch,
+            instruction_proposer=proposer, reflection_lm=llms.dspy_lm("optimizer"), num_threads=options.num_threads,
+            track_stats=True, log_dir=str(log_dir), use_merge=False, seed=0, warn_on_score_mismatch=False,
+        )  # fmt: skip
+        with mlflow.start_run(run_name=f"prompts optimize {role}", experiment_id=experiment_id,
+                              tags={"autodata.kind": "prompt-optimization", "autodata.role": role}):  # fmt: skip
+            mlflow.log_params({"optimizer": "GEPA", "role": role, "start_version": start_version, "budget": options.budget,
+                               "train_size": options.train_size, "val_size": options.val_size})  # fmt: skip
+            with our_errors(), dspy.context(adapter=SchemaJSONAdapter()):
+                optimized = optimizer.compile(InnerLoopProgram(processor), trainset=examples[: options.train_size],
+                                              valset=examples[options.train_size :])  # fmt: skip
+            results = optimized.detailed_results
+            scores = list(results.val_aggregate_scores)
+            best_text = optimized.challenger.propose.signature.instructions
+            summary = {
+                "role": role, "start_version": start_version, "start_score": scores[0], "best_score": max(scores),
+                "candidates": len(scores), "metric_calls": results.total_metric_calls, "version": None, "log_dir": str(log_dir),
+            }  # fmt: skip
+            mlflow.log_metrics({"start_val_score": scores[0], "best_val_score": max(scores), "candidates": len(scores)})
+            if best_text.strip() != start_text.strip() and max(scores) > scores[0]:
+                change = summaries.get(best_text, "rewritten by GEPA")
+                summary["version"] = tracking.register_prompt_version(
+                    role, best_text, f"GEPA: {change} (val score {scores[0]:.2f} -> {max(scores):.2f} on "
+                    f"{options.val_size} seeds, {results.total_metric_calls} metric calls, from version {start_version})",
+                )  # fmt: skip
+                mlflow.set_tag("autodata.prompt_version", f"prompts:/{tracking.prompt_name(role)}/{summary['version']}")
+    return summary
+
+
+def _describe(record: dict) -> str:
+    """One reflective example (challenger inputs, outputs, loop feedback) as a line for the proposer."""
+    outputs = record.get("Generated Outputs")
+    if isinstance(outputs, dict):
+        outputs = f"question {outputs.get('question')!r}, answer {outputs.get('answer')!r}"
+    strategy = (record.get("Inputs") or {}).get("strategy", "")
+    return f"[{str(strategy)[:60]}] {outputs}: {record.get('Feedback', '')}"[:600]
+
+
+def rewrite_from_rejections(settings: Settings, recipe: Recipe, run_dir: Path, trial_number: int, score: float) -> int | None:
+    """One proposal from a study trial's rejections, registered as a new challenger prompt version."""
+    rejected = [json.loads(line) for line in (run_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    reasons: dict[str, int] = {}
+    for row in rejected:
+        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+    examples = [f"{r['reason']}: {r['question']!r} ({r['detail']})" for r in rejected if r["question"]][:5]
+    feedback = (f"Rejections: {reasons or 'none'}. Examples: " + "; ".join(examples)) if rejected else "No rejections."
+    with LLMSession(settings) as llms:
+        proposal = propose_instructions(llms, recipe.instructions["challenger"], feedback,
+                                        rollout_id=f"rewrite:{recipe.content_hash}")  # fmt: skip
+    if proposal is None:
+        return None
+    text, change = proposal
+    version = tracking.register_prompt_version(
+        "challenger", text, f"{change} (from trial {trial_number}, score {score:.3f}, rejections {reasons})"
+    )
+    logger.info("registered challenger prompt version %d", version)
+    return version

@@ -1,0 +1,79 @@
+"""`autodata mlflow ui` shows a study's runs and the prompt versions, rendered by headless Chromium.
+
+Slow: starts the MLflow server and a browser. Needs Debian's `chromium` (`.ci/run` installs it).
+"""
+
+import html
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from autodata.search.server import free_port
+from autodata.settings import load_settings
+from optimizers import tracking
+from optimizers.study import StudySettings, run_study
+from tests.conftest import acceptance_scorer
+
+pytestmark = pytest.mark.slow
+
+# Without the networking flags Chromium keeps calling Google's hosts, which this closed network refuses.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def page_text(url: str, profile) -> str:
+    """The page's visible text after its JavaScript ran (the MLflow UI is a single-page app)."""
+    chromium = shutil.which("chromium") or pytest.fail("Debian's chromium is not installed: apt-get install chromium")
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=180, check=True).stdout  # fmt: skip
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+
+
+@pytest.fixture
+def mlflow_ui(study_world, tmp_path):
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "autodata.cli", "mlflow", "ui", "--port", str(port)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the MLflow UI did not answer within 120 s")
+        yield base
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+
+
+def test_study_runs_and_prompt_versions_show_in_the_ui(study_world, mlflow_ui, tmp_path):
+    settings = load_settings()
+    run_study("uitest", 3, settings=settings, scorer=acceptance_scorer, study=StudySettings(seeds_per_trial=2))
+    experiment_id = tracking.setup(settings)
+    parent = MlflowClient().search_runs([experiment_id], "tags.`autodata.kind` = 'study'")[0].info.run_id
+    profile = tmp_path / "chromium"
+
+    runs = page_text(f"{mlflow_ui}/#/experiments/{experiment_id}/runs", profile)
+    assert "study uitest" in runs and "4 matching runs" in runs  # the parent and its three trials
+
+    parent_page = page_text(f"{mlflow_ui}/#/experiments/{experiment_id}/runs/{parent}", profile)
+    assert all(f"uitest trial {n}" in parent_page for n in range(3)), parent_page[:2000]
+
+    prompt = page_text(f"{mlflow_ui}/#/prompts/autodata.challenger", profile)
+    latest = tracking.latest_prompt_version("challenger")
+    assert latest >= 2 and all(f"Version {v}" in prompt for v in range(1, latest + 1)), prompt[:2000]
+    assert "from trial" in prompt  # the latest version's commit message says where it came from
