@@ -225,7 +225,7 @@ def cmd_study_run(args, settings: Settings) -> int:
     options = {k: v for k, v in {"seeds_per_trial": args.seeds_per_trial, "proxy_steps": args.proxy_steps,
                                  "dev_limit": args.dev_limit, "score_metric": args.score_metric,
                                  "stages": args.stages, "pruner": args.pruner, "objectives": args.objectives,
-                                 "prompt_budget": args.optimize_prompts}.items() if v}  # fmt: skip
+                                 "prompt_budget": args.optimize_prompts, "jobs": args.jobs}.items() if v}  # fmt: skip
     api.run_study(args.name, args.trials, settings=settings, storage=args.storage, **options)
     _print_study(args.name, settings, args.storage)
     print(f"\nNext: `autodata mlflow ui` to compare trials and prompt versions; "
@@ -419,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-steps", type=int, help="LoRA steps of the proxy (default 32)")
     p.add_argument("--dev-limit", type=int, help="dev questions the proxy scores (default 20)")
     p.add_argument("--score-metric", choices=["em", "subem", "f1", "format_valid"], help="the objective (default em)")
+    p.add_argument("--jobs", type=int, help="trials run in parallel by this process (default 1); to use several "
+                   "machines, run the same command on each with one shared --storage")  # fmt: skip
     p.add_argument("--stages", type=_fractions, help="fractions of the seeds scored along the way for the pruner, "
                    "e.g. 0.5,1 (default) or 1 for no interim scores")  # fmt: skip
     p.add_argument("--pruner", choices=["median", "none"], help="stop trials whose interim score trails the median "

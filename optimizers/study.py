@@ -21,9 +21,11 @@ error; the study goes on.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,7 @@ class StudySettings:
     stages: tuple[float, ...] = (0.5, 1.0)  # fractions of seeds_per_trial scored along the way (pruning)
     pruner: str = "median"  # or "none"
     objectives: str = "score"  # or "score,calls": also minimize LLM calls per accepted item
+    jobs: int = 1  # trials in parallel threads of this process (more machines: same command, shared storage)
     heartbeat_interval: int = 30
     grace_period: int = 90
 
@@ -71,10 +74,31 @@ def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.sto
     """An RDB storage with heartbeats: a trial whose process died (Ctrl-C, crash, lost machine)
     is marked FAIL after the grace period and enqueued again with the same parameters, and
     its synthesis folder (named by the recipe hash) resumes where it stopped."""
-    return optuna.storages.RDBStorage(
+    storage = optuna.storages.RDBStorage(
         url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
     )  # fmt: skip
+    if storage.engine.name == "sqlite":
+        _serialize_sqlite_transactions(storage.engine)
+    return storage
+
+
+def _serialize_sqlite_transactions(engine) -> None:
+    """SQLite ignores SELECT ... FOR UPDATE, so two workers could both take the same waiting
+    trial (the enqueued baseline, a retried one); BEGIN IMMEDIATE makes each transaction
+    take the write lock first. (SQLAlchemy's recipe for pysqlite transactions.)"""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed
 
 
 def complete_trials(name: str, storage: str) -> int:
@@ -120,8 +144,6 @@ def suggest_recipe(trial: optuna.Trial, latest_challenger: int) -> tuple[Recipe,
 def run_study(name: str, trials: int, *, settings: Settings, study: StudySettings = StudySettings(),
               scorer: Scorer | None = None, storage: str | None = None) -> optuna.Study:  # fmt: skip
     """Run (or resume) study `name` for `trials` more trials; see the module docstring."""
-    from autodata import api
-
     experiment_id = tracking.setup(settings)
     parent = tracking.study_parent_run(experiment_id, name)
     tracking.ensure_seed_prompts()
@@ -152,40 +174,70 @@ def run_study(name: str, trials: int, *, settings: Settings, study: StudySetting
             mlflow.log_params({**trial.params, "recipe_hash": recipe.content_hash, "hint_mode": recipe.hint_mode,
                                **{f"prompt.{r}": f"prompts:/{tracking.prompt_name(r)}/{v}" for r, v in versions.items()}})  # fmt: skip
             run_dir = runs_dir / recipe.content_hash
-            for seeds_now in study.stage_sizes()[:-1] if not multi else []:
-                # Intermediate score on the data so far, so the pruner can stop a bad trial before it is all made.
-                api.synthesize(run_dir, recipe=recipe, limit=seeds_now, settings=settings, show_progress=False)
-                interim = _score(scorer, run_dir, run_dir / f"proxy-{seeds_now}")
-                trial.report(interim["score"], step=seeds_now)
-                mlflow.log_metric("interim_score", interim["score"], step=seeds_now)
-                if trial.should_prune():
-                    mlflow.set_tag("autodata.pruned_at_seeds", str(seeds_now))
-                    mlflow.end_run("KILLED")
-                    raise optuna.TrialPruned(f"interim score {interim['score']:.3f} at {seeds_now} seeds")
-            report, _ = api.synthesize(run_dir, recipe=recipe, limit=study.seeds_per_trial, settings=settings,
-                                       show_progress=False)  # fmt: skip
-            manifest = report.manifest
-            accepted = manifest["items"]["accepted"]
-            calls = sum(c["calls"] for c in manifest["llm_totals"].values())
-            metrics = {"acceptance_rate": manifest["acceptance_rate"], "accepted_items": accepted,
-                       "llm_calls": calls, "llm_calls_per_accepted_item": calls / max(accepted, 1)}  # fmt: skip
-            for role, cost in manifest["llm_per_accepted_item"].items():
-                metrics |= {f"per_item.{role}.calls": cost["calls"],
-                            f"per_item.{role}.tokens": cost["prompt_tokens"] + cost["completion_tokens"]}  # fmt: skip
-            result = _score(scorer, run_dir, run_dir / "proxy")
-            metrics |= {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
-            mlflow.log_metrics(metrics)
-            for key in ("acceptance_rate", "accepted_items", "llm_calls_per_accepted_item", "score"):
-                trial.set_user_attr(key, metrics.get(key, result.get(key)))
-            _log_artifacts(run_dir, recipe)
+            with _exclusive(run_dir):  # trials that drew the same recipe share its folder, one at a time
+                if not multi:
+                    _report_interim_scores(trial, recipe, run_dir, scorer, study, settings)
+                metrics, result = _final_scores(recipe, run_dir, scorer, study, settings)
+                for key in ("acceptance_rate", "accepted_items", "llm_calls_per_accepted_item", "score"):
+                    trial.set_user_attr(key, metrics.get(key, result.get(key)))
+                _log_artifacts(run_dir, recipe)
             if study.rewrite_prompts:
                 rewrite_from_rejections(settings, recipe, run_dir, trial.number, result["score"])
             score = float(result["score"])
             return (score, metrics["llm_calls_per_accepted_item"]) if multi else score
 
     # Any failure ends only its trial (state FAIL, error logged in its MLflow run); the study goes on.
-    optuna_study.optimize(objective, n_trials=trials, catch=(Exception,))
+    optuna_study.optimize(objective, n_trials=trials, n_jobs=study.jobs, catch=(Exception,))
     return optuna_study
+
+
+def _report_interim_scores(trial: optuna.Trial, recipe: Recipe, run_dir: Path, scorer: Scorer, study: StudySettings,
+                           settings: Settings) -> None:  # fmt: skip
+    """Score the data of each earlier stage, so the pruner can stop a bad trial before it is all made."""
+    from autodata import api
+
+    for seeds_now in study.stage_sizes()[:-1]:
+        api.synthesize(run_dir, recipe=recipe, limit=seeds_now, settings=settings, show_progress=False)
+        interim = _score(scorer, run_dir, run_dir / f"proxy-{seeds_now}")
+        trial.report(interim["score"], step=seeds_now)
+        mlflow.log_metric("interim_score", interim["score"], step=seeds_now)
+        if trial.should_prune():
+            mlflow.set_tag("autodata.pruned_at_seeds", str(seeds_now))
+            mlflow.end_run("KILLED")
+            raise optuna.TrialPruned(f"interim score {interim['score']:.3f} at {seeds_now} seeds")
+
+
+def _final_scores(recipe: Recipe, run_dir: Path, scorer: Scorer, study: StudySettings,
+                  settings: Settings) -> tuple[dict, dict]:  # fmt: skip
+    """Synthesis on the whole seed budget, its costs and the scorer's result, logged to the active run."""
+    from autodata import api
+
+    report, _ = api.synthesize(run_dir, recipe=recipe, limit=study.seeds_per_trial, settings=settings,
+                               show_progress=False)  # fmt: skip
+    manifest = report.manifest
+    accepted = manifest["items"]["accepted"]
+    calls = sum(c["calls"] for c in manifest["llm_totals"].values())
+    metrics = {"acceptance_rate": manifest["acceptance_rate"], "accepted_items": accepted,
+               "llm_calls": calls, "llm_calls_per_accepted_item": calls / max(accepted, 1)}  # fmt: skip
+    for role, cost in manifest["llm_per_accepted_item"].items():
+        metrics |= {f"per_item.{role}.calls": cost["calls"],
+                    f"per_item.{role}.tokens": cost["prompt_tokens"] + cost["completion_tokens"]}  # fmt: skip
+    result = _score(scorer, run_dir, run_dir / "proxy")
+    metrics |= {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
+    mlflow.log_metrics(metrics)
+    return metrics, result
+
+
+@contextmanager
+def _exclusive(folder: Path):
+    """An advisory lock on `folder`, held across processes (and threads: one open file each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _score(scorer: Scorer, run_dir: Path, out: Path) -> dict:

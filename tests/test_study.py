@@ -115,3 +115,15 @@ def test_a_trial_whose_process_died_is_retried_with_its_parameters(study_world):
     retried = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert retried[0].params == states[dead.number].params
+
+
+def test_parallel_trials_each_get_their_child_run(study_world):
+    settings = load_settings()
+    study = run_study("parallel", 2, settings=settings, scorer=acceptance_scorer,
+                      study=StudySettings(seeds_per_trial=2, jobs=2, rewrite_prompts=False))  # fmt: skip
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # no "Run ... is already active"
+    experiment_id = tracking.setup(settings)
+    parent = MlflowClient().search_runs([experiment_id], "tags.`autodata.study` = 'parallel' and tags.`autodata.kind` = 'study'")
+    children = MlflowClient().search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}'")
+    assert sorted(c.info.run_id for c in children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
+    assert all(c.info.status == "FINISHED" for c in children)
