@@ -66,7 +66,7 @@ class StudySettings:
 BASELINE_PARAMS = {
     "attempts_per_solver": 3, "strong_min_accuracy": 0.65, "weak_max_accuracy": 0.5, "min_gap": 0.2,
     "max_rounds": 3, "keep": 0.6, "rephrase": 0.25, "multi_hop": 0.15, "top_k": 3, "max_turns": 4,
-    "challenger_prompt": "seed",
+    "challenger_prompt": "seed", "tagger_prompt": "seed", "verifier_prompt": "seed",
 }  # fmt: skip
 
 
@@ -109,8 +109,8 @@ def complete_trials(name: str, storage: str) -> int:
     return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
-def suggest_recipe(trial: optuna.Trial, latest_challenger: int) -> tuple[Recipe, dict[str, int]]:
-    """The trial's recipe and the prompt versions it uses."""
+def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe, dict[str, int]]:
+    """The trial's recipe and the prompt versions it uses (`latest`: each optimizable role's newest version)."""
     p = {
         "attempts_per_solver": trial.suggest_int("attempts_per_solver", 1, 3),
         "strong_min_accuracy": trial.suggest_categorical("strong_min_accuracy", [0.5, 0.65, 0.8]),
@@ -122,11 +122,11 @@ def suggest_recipe(trial: optuna.Trial, latest_challenger: int) -> tuple[Recipe,
         "multi_hop": trial.suggest_float("multi_hop", 0.0, 0.5),
         "top_k": trial.suggest_categorical("top_k", [3, 5]),
         "max_turns": trial.suggest_categorical("max_turns", [3, 4]),
-        # "seed" or "latest": fixed choices, although new prompt versions appear as the study runs
-        "challenger_prompt": trial.suggest_categorical("challenger_prompt", ["seed", "latest"]),
-    }
-    versions = {role: 1 for role in tracking.OPTIMIZABLE_PROMPTS}
-    versions["challenger"] = 1 if p["challenger_prompt"] == "seed" else latest_challenger
+        # per role, "seed" or "latest": fixed choices, although new prompt versions appear as the study runs
+        **{f"{role}_prompt": trial.suggest_categorical(f"{role}_prompt", ["seed", "latest"])
+           for role in tracking.OPTIMIZABLE_PROMPTS},
+    }  # fmt: skip
+    versions = {role: 1 if p[f"{role}_prompt"] == "seed" else latest[role] for role in tracking.OPTIMIZABLE_PROMPTS}
     base = Recipe()
     recipe = base.with_changes(
         name=f"trial-{trial.number}",
@@ -164,7 +164,8 @@ def run_study(name: str, trials: int, *, settings: Settings, study: StudySetting
     runs_dir = settings.home_dir / "studies" / name / "runs"
 
     def objective(trial: optuna.Trial) -> float | tuple[float, float]:
-        recipe, versions = suggest_recipe(trial, tracking.latest_prompt_version("challenger") or 1)
+        latest = {role: tracking.latest_prompt_version(role) or 1 for role in tracking.OPTIMIZABLE_PROMPTS}
+        recipe, versions = suggest_recipe(trial, latest)
         trial.set_user_attr("recipe_hash", recipe.content_hash)
         with mlflow.start_run(run_name=f"{name} trial {trial.number}", parent_run_id=parent,
                               experiment_id=experiment_id,

@@ -106,7 +106,7 @@ def test_a_trial_whose_process_died_is_retried_with_its_parameters(study_world):
     run_study("hb", 1, settings=settings, scorer=acceptance_scorer, study=options)
     study = optuna.load_study(study_name="hb", storage=storage)
     dead = study.ask()  # what a process killed mid-trial leaves behind: RUNNING, params chosen, no heartbeat
-    suggest_recipe(dead, 1)
+    suggest_recipe(dead, {role: 1 for role in tracking.OPTIMIZABLE_PROMPTS})
     study._storage.record_heartbeat(dead._trial_id)
     time.sleep(3)
     study = run_study("hb", 1, settings=settings, scorer=acceptance_scorer, study=options)
