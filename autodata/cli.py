@@ -50,14 +50,13 @@ def cmd_demo(args, settings: Settings) -> int:
         return 0
     print(f"\nRecipe-optimization study 'demo': {args.trials} trial(s) on the embedded model (each: synthesis "
           f"from {args.seeds_per_trial} train seeds, then the quick SFT proxy; resumable):", flush=True)  # fmt: skip
-    from optimizers.study import complete_trials
+    from optimizers.study import finished_trials
 
-    missing = args.trials - complete_trials("demo", settings.effective_optuna_storage)
-    if missing > 0:
-        api.run_study("demo", missing, settings=settings, seeds_per_trial=args.seeds_per_trial,
+    if finished_trials("demo", settings.effective_optuna_storage) < args.trials:
+        api.run_study("demo", args.trials, settings=settings, seeds_per_trial=args.seeds_per_trial,
                       score_metric="format_valid", stages=(1.0,))  # fmt: skip
     else:
-        print(f"Study 'demo' already has {args.trials} complete trials; nothing to do.")
+        print(f"Study 'demo' already has {args.trials} finished trials; nothing to do.")
     _print_study("demo", settings, None)
     print("\nNext: `autodata mlflow ui` to compare trials and prompt versions, `autodata promote demo` to put the")
     print("      best recipe into production, then `autodata synthesize --recipe production --out DIR`.")
@@ -263,6 +262,8 @@ def cmd_mlflow_ui(args, settings: Settings) -> int:
 
     uri = settings.effective_tracking_uri
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    print("  Experiments > autodata: a 'study NAME' run per study, its page lists the trial runs;", flush=True)
+    print("  Prompts > autodata.challenger: the prompt versions with their commit messages.", flush=True)
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                             "--host", args.host, "--port", str(args.port)])  # fmt: skip
 
@@ -413,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
         "score. One MLflow parent run per study, a child run per trial. Re-running adds trials.",
     )
     p.add_argument("name")
-    p.add_argument("--trials", type=int, default=3, help="trials to add (default %(default)s)")
+    p.add_argument("--trials", type=int, default=3, help="finished trials the study should have (default %(default)s); "
+                   "re-running with a larger number adds the difference")  # fmt: skip
     p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://... (default: SQLite under home)")
     p.add_argument("--seeds-per-trial", type=int, help="train seeds each trial synthesizes from (default 30)")
     p.add_argument("--proxy-steps", type=int, help="LoRA steps of the proxy (default 32)")

@@ -14,8 +14,9 @@ role rewrites the challenger's instructions from the trial's rejections and regi
 the result as a new prompt version, which later trials may pick ("latest").
 
 The storage is any SQLAlchemy URL (SQLite under AUTODATA_HOME by default), with
-`load_if_exists`: re-running `autodata study run NAME` resumes and adds trials, and
-several processes may work on one study. A trial that fails is marked FAIL with its
+`load_if_exists`: `autodata study run NAME --trials N` runs until the study has N
+finished trials, so re-running with a larger N adds the difference, and several
+processes may work on one study. A trial that fails is marked FAIL with its
 error; the study goes on.
 """
 
@@ -101,12 +102,16 @@ def _serialize_sqlite_transactions(engine) -> None:
     engine.dispose()  # connections opened before the listeners existed
 
 
-def complete_trials(name: str, storage: str) -> int:
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def finished_trials(name: str, storage: str) -> int:
+    """Trials of study `name` that completed or were pruned (failed ones do not count)."""
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
         return 0
-    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    return sum(t.state in FINISHED for t in study.trials)
 
 
 def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe, dict[str, int]]:
@@ -143,7 +148,11 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
 
 def run_study(name: str, trials: int, *, settings: Settings, study: StudySettings = StudySettings(),
               scorer: Scorer | None = None, storage: str | None = None) -> optuna.Study:  # fmt: skip
-    """Run (or resume) study `name` for `trials` more trials; see the module docstring."""
+    """Run (or resume) study `name` until it has `trials` finished trials; see the module docstring.
+
+    Finished means complete or pruned. Failed trials do not count, and up to as many again
+    are allowed to fail; several processes on one storage stop together at the target.
+    """
     experiment_id = tracking.setup(settings)
     parent = tracking.study_parent_run(experiment_id, name)
     tracking.ensure_seed_prompts()
@@ -188,7 +197,10 @@ def run_study(name: str, trials: int, *, settings: Settings, study: StudySetting
             return (score, metrics["llm_calls_per_accepted_item"]) if multi else score
 
     # Any failure ends only its trial (state FAIL, error logged in its MLflow run); the study goes on.
-    optuna_study.optimize(objective, n_trials=trials, n_jobs=study.jobs, catch=(Exception,))
+    missing = trials - sum(t.state in FINISHED for t in optuna_study.trials)
+    if missing > 0:
+        optuna_study.optimize(objective, n_trials=2 * missing, n_jobs=study.jobs, catch=(Exception,),
+                              callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)])  # fmt: skip
     return optuna_study
 
 

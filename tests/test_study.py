@@ -31,7 +31,9 @@ def test_study_trials_runs_prompts_and_promotion(study_world, capsys):
         assert {"recipe", "manifest.json", "sample_trajectories.jsonl"} <= artifacts
     assert tracking.latest_prompt_version("challenger") >= 2  # the optimizer rewrote it after each trial
 
-    run_study("demo", 1, settings=settings, scorer=acceptance_scorer)  # resumes and adds
+    run_study("demo", 3, settings=settings, scorer=acceptance_scorer)  # resumes and adds the difference
+    assert len(optuna.load_study(study_name="demo", storage=settings.effective_optuna_storage).trials) == 3
+    run_study("demo", 3, settings=settings, scorer=acceptance_scorer)  # already there: nothing to do
     assert len(optuna.load_study(study_name="demo", storage=settings.effective_optuna_storage).trials) == 3
 
     assert main(["study", "show", "demo"]) == 0
@@ -109,7 +111,7 @@ def test_a_trial_whose_process_died_is_retried_with_its_parameters(study_world):
     suggest_recipe(dead, {role: 1 for role in tracking.OPTIMIZABLE_PROMPTS})
     study._storage.record_heartbeat(dead._trial_id)
     time.sleep(3)
-    study = run_study("hb", 1, settings=settings, scorer=acceptance_scorer, study=options)
+    study = run_study("hb", 2, settings=settings, scorer=acceptance_scorer, study=options)
     states = {t.number: t for t in study.trials}
     assert states[dead.number].state.name == "FAIL"
     retried = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
@@ -120,8 +122,9 @@ def test_a_trial_whose_process_died_is_retried_with_its_parameters(study_world):
 def test_parallel_trials_each_get_their_child_run(study_world):
     settings = load_settings()
     study = run_study("parallel", 2, settings=settings, scorer=acceptance_scorer,
-                      study=StudySettings(seeds_per_trial=2, jobs=2, rewrite_prompts=False))  # fmt: skip
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # no "Run ... is already active"
+                      study=StudySettings(seeds_per_trial=2, stages=(1.0,), jobs=2, rewrite_prompts=False))  # fmt: skip
+    # No "Run ... is already active"; a third trial may have started before the study stopped at two.
+    assert len(study.trials) >= 2 and all(t.state.name == "COMPLETE" for t in study.trials)
     experiment_id = tracking.setup(settings)
     parent = MlflowClient().search_runs([experiment_id], "tags.`autodata.study` = 'parallel' and tags.`autodata.kind` = 'study'")
     children = MlflowClient().search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}'")
