@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,11 +76,13 @@ def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.sto
     """An RDB storage with heartbeats: a trial whose process died (Ctrl-C, crash, lost machine)
     is marked FAIL after the grace period and enqueued again with the same parameters, and
     its synthesis folder (named by the recipe hash) resumes where it stopped."""
-    storage = optuna.storages.RDBStorage(
-        url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; users need not hear it each run
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+        )  # fmt: skip
     if storage.engine.name == "sqlite":
         _serialize_sqlite_transactions(storage.engine)
     return storage
