@@ -292,17 +292,22 @@ def run_study(name: str, trials: int, *, settings: Settings | None = None, stora
               prompt_budget: int = 0, **options):  # fmt: skip
     """Run or resume a recipe-optimization study (see `optimizers.study`); returns the Optuna study.
 
+    `options` are `StudySettings` fields; those left out keep the values the study was
+    created with, and changing how trials are scored is refused.
+
     With `prompt_budget`, GEPA first rewrites the challenger's instructions (that many
     inner-loop runs), so trials choosing the "latest" prompt use its result.
     """
-    from optimizers.study import StudySettings
     from optimizers.study import run_study as _run_study
+    from optimizers.study import settings_for
 
     settings = settings or load_settings()
+    storage = storage or settings.effective_optuna_storage
+    study = settings_for(name, storage, options)  # a clear error now if options clash with the study's
     prepare_world(settings, show_progress=False)
     if prompt_budget:
         optimize_prompt("challenger", budget=prompt_budget, settings=settings)
-    return _run_study(name, trials, settings=settings, study=StudySettings(**options), storage=storage)
+    return _run_study(name, trials, settings=settings, study=study, storage=storage)
 
 
 def optimize_prompt(role: str, *, seeds: Path | None = None, budget: int | None = None, train_size: int | None = None,

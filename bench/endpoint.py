@@ -22,7 +22,9 @@ from tests.fakes.openai_server import ScriptedOpenAI
 
 def serve(latency_s: float, every: int, ready, stop) -> None:
     """The scripted server in its own process, so its work does not share our GIL."""
-    faults = (lambda call: 429 if every and call % every == 0 else None)
+    def faults(call: int) -> int | None:
+        return 429 if every and call % every == 0 else None
+
     with ScriptedOpenAI(reply=lambda req: "ok", latency_s=latency_s, faults=faults) as fake:
         ready.put(fake.url)
         stop.wait()

@@ -28,7 +28,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
@@ -106,6 +106,27 @@ def _serialize_sqlite_transactions(engine) -> None:
 
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+SETTINGS_ATTR = "autodata.settings"
+# Changing these between runs of one study would make its trials' scores incomparable.
+COMPARABILITY = ("score_metric", "seeds_per_trial", "proxy_steps", "dev_limit", "objectives")
+
+
+def settings_for(name: str, storage: str, options: dict) -> StudySettings:
+    """The settings of study `name`: `options`, and for what they leave out, those the study was
+    created with (so `study run NAME --trials 5` scores new trials like the first ones)."""
+    try:
+        stored = optuna.load_study(study_name=name, storage=open_storage(storage)).user_attrs.get(SETTINGS_ATTR, {})
+    except KeyError:
+        stored = {}
+    for key in COMPARABILITY:
+        if key in options and key in stored and options[key] != stored[key]:
+            raise AutodataError(f"Study {name!r} scores trials with {key}={stored[key]!r}; with {options[key]!r} its "
+                                f"scores would not compare. Leave --{key.replace('_', '-')} out, or start a study "
+                                f"with another name.")  # fmt: skip
+    merged = {**stored, **options}
+    if "stages" in merged:
+        merged["stages"] = tuple(merged["stages"])  # stored as a JSON list
+    return StudySettings(**merged)
 
 
 def finished_trials(name: str, storage: str) -> int:
@@ -173,6 +194,8 @@ def run_study(name: str, trials: int, *, settings: Settings, study: StudySetting
                             f"with, or start a study with another name.")  # fmt: skip
     if not optuna_study.trials:
         optuna_study.enqueue_trial(BASELINE_PARAMS)  # the shipped default recipe is trial 0
+    if SETTINGS_ATTR not in optuna_study.user_attrs:
+        optuna_study.set_user_attr(SETTINGS_ATTR, asdict(study))
     runs_dir = settings.home_dir / "studies" / name / "runs"
 
     def objective(trial: optuna.Trial) -> float | tuple[float, float]:

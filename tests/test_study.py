@@ -9,7 +9,8 @@ from mlflow import MlflowClient
 from autodata.cli import main
 from autodata.settings import load_settings
 from optimizers import tracking
-from optimizers.study import BASELINE_PARAMS, StudySettings, run_study, suggest_recipe
+from autodata.errors import AutodataError
+from optimizers.study import BASELINE_PARAMS, StudySettings, run_study, settings_for, suggest_recipe
 from tests.conftest import acceptance_scorer
 
 def test_study_trials_runs_prompts_and_promotion(study_world, capsys):
@@ -130,3 +131,15 @@ def test_parallel_trials_each_get_their_child_run(study_world):
     children = MlflowClient().search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}'")
     assert sorted(c.info.run_id for c in children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
     assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_a_resumed_study_keeps_how_it_scores(study_world):
+    settings = load_settings()
+    storage = settings.effective_optuna_storage
+    options = StudySettings(seeds_per_trial=2, score_metric="format_valid", stages=(1.0,))
+    run_study("kept", 1, settings=settings, scorer=acceptance_scorer, study=options)
+    assert settings_for("kept", storage, {}) == options  # `study run kept --trials 5` scores like the first run
+    assert settings_for("kept", storage, {"stages": (0.5, 1.0)}).score_metric == "format_valid"
+    with pytest.raises(AutodataError, match="score_metric='format_valid'; with 'em' its scores would not compare"):
+        settings_for("kept", storage, {"score_metric": "em"})
+    assert settings_for("new", storage, {"seeds_per_trial": 4}) == StudySettings(seeds_per_trial=4)
