@@ -310,22 +310,33 @@ def run_study(name: str, trials: int, *, settings: Settings | None = None, stora
     return _run_study(name, trials, settings=settings, study=study, storage=storage)
 
 
-def optimize_prompt(role: str, *, seeds: Path | None = None, budget: int | None = None, train_size: int | None = None,
-                    val_size: int | None = None, settings: Settings | None = None) -> dict:  # fmt: skip
-    """GEPA on `role`'s instructions with inner-loop feedback; registers an improvement as a new
-    prompt version (see `optimizers.prompts`). Seeds default to the demo world's train split."""
+def optimize_prompt(role: str, *, seeds: Path | None = None, data: Path | None = None, budget: int | None = None,
+                    train_size: int | None = None, val_size: int | None = None,
+                    settings: Settings | None = None) -> dict:  # fmt: skip
+    """GEPA on `role`'s instructions; registers an improvement as a new prompt version (see
+    `optimizers.prompts`). The challenger learns from the inner loop on `seeds` (default: the
+    demo world's train split); the verifier's judge from the accepted items of the finished
+    synthesis folder `data`."""
+    import json
     from dataclasses import replace
 
     from optimizers.prompts import PromptOptimization
     from optimizers.prompts import optimize_prompt as _optimize_prompt
 
     settings = settings or load_settings()
+    changes = {k: v for k, v in {"budget": budget, "train_size": train_size, "val_size": val_size}.items() if v}
+    options = replace(PromptOptimization(), **changes)
+    if role == "verifier":
+        if data is None or not (Path(data) / "trajectories.jsonl").is_file():
+            raise AutodataError(f"The verifier learns from a synthesis run's accepted items: pass --data with a "
+                                f"synthesis folder (holding trajectories.jsonl){f', not {data}' if data else ''}.")  # fmt: skip
+        lines = (Path(data) / "trajectories.jsonl").read_text(encoding="utf-8").splitlines()
+        return _optimize_prompt(role, items=[json.loads(line) for line in lines], settings=settings, options=options)
     if seeds is None:
         prepare_world(settings, show_progress=False)
         seeds = world_split_path(settings.world_dir, "train")
-    changes = {k: v for k, v in {"budget": budget, "train_size": train_size, "val_size": val_size}.items() if v}
-    return _optimize_prompt(role, load_seeds(Path(seeds)), settings=settings, retriever=retriever(settings),
-                            options=replace(PromptOptimization(), **changes))  # fmt: skip
+    return _optimize_prompt(role, seeds=load_seeds(Path(seeds)), retriever=retriever(settings), settings=settings,
+                            options=options)  # fmt: skip
 
 
 def show_study(name: str, *, settings: Settings | None = None, storage: str | None = None):

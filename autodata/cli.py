@@ -233,17 +233,17 @@ def cmd_study_run(args, settings: Settings) -> int:
 
 
 def cmd_prompts_optimize(args, settings: Settings) -> int:
-    print(f"GEPA on the {args.role}'s instructions: up to {args.budget} inner-loop runs on {args.train} train and "
-          f"{args.val} validation seeds (resumable)", flush=True)  # fmt: skip
-    result = api.optimize_prompt(args.role, seeds=args.seeds, budget=args.budget, train_size=args.train,
+    print(f"GEPA on the {args.role}'s instructions: about {args.budget} metric calls on {args.train} train and "
+          f"{args.val} validation cases (resumable)", flush=True)  # fmt: skip
+    result = api.optimize_prompt(args.role, seeds=args.seeds, data=args.data, budget=args.budget, train_size=args.train,
                                  val_size=args.val, settings=settings)  # fmt: skip
-    print(f"{result['candidates']} candidate(s), {result['metric_calls']} inner-loop runs; validation score "
+    print(f"{result['candidates']} candidate(s), {result['metric_calls']} metric calls; validation score "
           f"{result['start_score']:.3f} (version {result['start_version']}) -> best {result['best_score']:.3f}")  # fmt: skip
     if result["version"] is None:
         print("No candidate beat the current instructions; nothing registered.")
     else:
         print(f"Registered prompts:/autodata.{args.role}/{result['version']}; study trials choosing the 'latest' "
-              f"challenger prompt will use it.")  # fmt: skip
+              f"{args.role} prompt will use it.")  # fmt: skip
     return 0
 
 
@@ -442,13 +442,17 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = commands.add_parser("prompts", help="the agent's prompts").add_subparsers(dest="action", required=True)
     p = prompts.add_parser(
         "optimize", help="rewrite a role's instructions with DSPy's GEPA, scored by the inner loop",
-        description="GEPA runs the inner loop on seeds with candidate instructions; each seed's verdict (accepted, "
-        "or rejected as too easy, too hard, leak, unsupported...) is the metric and the textual feedback. An "
-        "improvement on the validation seeds is registered as a new version of autodata.ROLE in the MLflow prompt "
-        "registry. The solvers' prompts and the acceptance checks are never optimized.",
+        description="challenger: GEPA runs the inner loop on seeds with candidate instructions; each seed's verdict "
+        "(accepted, or rejected as too easy, too hard, leak, unsupported...) is the metric and the textual feedback. "
+        "verifier: GEPA tunes the LLM judge's instructions on labelled cases made from a synthesis run's accepted "
+        "items. An improvement on the validation cases is registered as a new version of autodata.ROLE in the MLflow "
+        "prompt registry. The solvers' prompts and the programmatic checks are never optimized.",
     )  # fmt: skip
-    p.add_argument("role", choices=["challenger"])
-    p.add_argument("--seeds", type=Path, help="FlashRAG JSON/JSONL seeds (default: the demo world's train split)")
+    p.add_argument("role", choices=["challenger", "verifier"])
+    p.add_argument("--seeds", type=Path, help="challenger: FlashRAG JSON/JSONL seeds (default: the demo world's train "
+                   "split)")  # fmt: skip
+    p.add_argument("--data", type=Path, help="verifier: a synthesis folder; its accepted items make labelled cases "
+                   "(own answer: accept; another item's answer: reject)")  # fmt: skip
     p.add_argument("--budget", type=int, default=24, help="inner-loop runs GEPA may spend (default %(default)s)")
     p.add_argument("--train", type=int, default=6, help="seeds GEPA reflects on (default %(default)s)")
     p.add_argument("--val", type=int, default=4, help="seeds candidates are compared on (default %(default)s)")

@@ -8,10 +8,15 @@ instructions. The solvers, the verifier's checks and the Exact Match rule are no
 part of the optimized program: an optimizer that could weaken the weak solver or the
 checks would hack the acceptance rule instead of writing better questions.
 
+`optimize_prompt("verifier")` tunes the verifier's LLM judge (the part after the
+programmatic checks, used when a recipe sets `llm_judge`) on labelled cases built from
+accepted items: the item's own answer, stated by its evidence, must be accepted;
+another item's answer, which the evidence does not state, rejected.
+
 Proposals come from the optimizer role through `propose_instructions`, a grammar-
 constrained DSPy signature that small local models follow; the study's per-trial
 rewrite uses the same function. The best instructions, when they beat the starting
-ones on the validation seeds, become a new version of `autodata.challenger` in the
+ones on the validation cases, become a new version of `autodata.ROLE` in the
 MLflow prompt registry, with a commit message saying what changed and the score.
 GEPA's state lives in a folder under AUTODATA_HOME named by the run's inputs, so an
 interrupted run resumes there.
@@ -36,14 +41,17 @@ from autodata.llm.dspy_engine import dspy, our_errors
 from autodata.pipeline import FEEDBACK, SeedProcessor
 from autodata.recipe import Recipe
 from autodata.roles import SchemaJSONAdapter
+from autodata.roles.verifier import JudgeTrajectory
 from autodata.search.protocol import Retriever
 from autodata.seeds import SeedItem
 from autodata.settings import Settings
+from autodata.trajectory import render_information
+from evals.metrics import sub_exact_match
 from optimizers import tracking
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZED_ROLES = ("challenger",)
+OPTIMIZED_ROLES = ("challenger", "verifier")
 # Partial credit: a question that was well-formed and grounded but missed the solvers' gap
 # still beats one that broke the rules (leak, unsupported, invalid, duplicate).
 REACHED_SOLVERS = ("too_easy", "too_hard", "gap", "unverified")
@@ -51,27 +59,37 @@ REACHED_SOLVERS_SCORE = 0.3
 
 
 class RewriteInstructions(dspy.Signature):
-    """Improve the instructions of an agent that writes training questions, using the feedback on what
-    its questions got rejected for. Keep every rule; make the instructions clearer about what failed."""
+    """Improve the instructions of an agent, using the feedback on what its recent outputs got wrong.
+    Keep every rule; make the instructions clearer about what failed."""
 
+    agent: str = dspy.InputField(desc="what the agent does")
     current_instructions: str = dspy.InputField(desc="the current instructions")
-    feedback: str = dspy.InputField(desc="why recent questions were rejected")
+    feedback: str = dspy.InputField(desc="what recent outputs got wrong")
     new_instructions: Annotated[str, StringConstraints(pattern=r'^[^{}"\\\n]{80,900}$')] = dspy.OutputField()
     change_summary: Annotated[str, StringConstraints(pattern=r'^[^{}"\\\n]{5,160}$')] = dspy.OutputField()
 
 
-def propose_instructions(llms: LLMSession, current: str, feedback: str, *, rollout_id: str) -> tuple[str, str] | None:
+# What each optimizable role does, and a word its instructions must keep using.
+AGENTS = {
+    "challenger": ("writes one grounded training question and its answer from retrieved passages", "question"),
+    "verifier": ("judges whether retrieved evidence states a given answer to a question", "answer"),
+}
+
+
+def propose_instructions(llms: LLMSession, role: str, current: str, feedback: str, *,
+                         rollout_id: str) -> tuple[str, str] | None:  # fmt: skip
     """(new instructions, what changed) from the optimizer role, or None when its proposal is unusable."""
+    job, keyword = AGENTS[role]
     with our_errors(), dspy.context(lm=llms.dspy_lm("optimizer"), adapter=SchemaJSONAdapter()):
         try:
-            proposal = dspy.Predict(RewriteInstructions)(current_instructions=current, feedback=feedback,
+            proposal = dspy.Predict(RewriteInstructions)(agent=job, current_instructions=current, feedback=feedback,
                                                          config={"rollout_id": rollout_id})  # fmt: skip
         except Exception as err:  # a failed proposal costs one step, not the run
             logger.warning("instruction proposal skipped: %s", err)
             return None
     text = proposal.new_instructions.strip()
-    if "question" not in text.lower():
-        logger.info("instruction proposal rejected: it no longer talks about questions")
+    if keyword not in text.lower():
+        logger.info("instruction proposal rejected: it no longer mentions %r", keyword)
         return None
     return text, proposal.change_summary.strip()
 
@@ -93,8 +111,8 @@ def seed_feedback(result_rejected: list[dict], accepted: bool) -> tuple[float, s
 class _Shared:
     """Kept by reference when GEPA deep-copies the program (the retriever and endpoints are not copyable)."""
 
-    def __init__(self, processor: SeedProcessor):
-        self.processor = processor
+    def __init__(self, value):
+        self.value = value
 
     def __deepcopy__(self, memo):
         return self
@@ -109,7 +127,7 @@ class InnerLoopProgram(dspy.Module):
         self.shared = _Shared(processor)
 
     def forward(self, seed_id: str, question: str, golden_answers: list[str]) -> dspy.Prediction:
-        processor = copy.copy(self.shared.processor)  # shallow: this program's challenger, shared everything else
+        processor = copy.copy(self.shared.value)  # shallow: this program's challenger, shared everything else
         processor.challenger = self.challenger
         result = processor.process(SeedItem(id=seed_id, question=question, golden_answers=list(golden_answers)))
         return dspy.Prediction(accepted=bool(result.accepted), rejected=result.rejected)
@@ -118,6 +136,42 @@ class InnerLoopProgram(dspy.Module):
 def inner_loop_metric(gold, pred, trace=None, pred_name=None, pred_trace=None) -> dspy.Prediction:
     score, feedback = seed_feedback(pred.rejected, pred.accepted)
     return dspy.Prediction(score=score, feedback=feedback)
+
+
+class JudgeProgram(dspy.Module):
+    """The verifier's LLM judge alone; the programmatic checks around it are not part of it."""
+
+    def __init__(self, instructions: str, llms: LLMSession):
+        super().__init__()
+        self.judge = dspy.Predict(JudgeTrajectory.with_instructions(instructions))
+        self.shared = _Shared(llms)
+
+    def forward(self, question: str, answer: str, evidence: str) -> dspy.Prediction:
+        with dspy.context(lm=self.shared.value.dspy_lm("judge"), adapter=SchemaJSONAdapter()):
+            return self.judge(question=question, answer=answer, evidence=evidence)
+
+
+def judge_examples(items: list[dict]) -> list[dspy.Example]:
+    """Labelled cases from accepted items: each item's own answer, which its evidence states
+    (accept), and another item's answer, which it does not (reject)."""
+    examples = []
+    for index, item in enumerate(items):
+        evidence = "\n".join(render_information(s["observation"]) for s in item["trajectory"]["steps"] if s["kind"] == "search")
+        others = items[index + 1 :] + items[:index]
+        wrong = next((o["answer"] for o in others if not sub_exact_match(evidence, [o["answer"]])), None)
+        for answer, label in ((item["answer"], "accept"), (wrong, "reject")):
+            if answer is not None:
+                examples.append(dspy.Example(question=item["question"], answer=answer, evidence=evidence, label=label)
+                                .with_inputs("question", "answer", "evidence"))  # fmt: skip
+    return examples
+
+
+def judge_metric(gold, pred, trace=None, pred_name=None, pred_trace=None) -> dspy.Prediction:
+    states = "states" if gold.label == "accept" else "does not state"
+    if pred.verdict == gold.label:
+        return dspy.Prediction(score=1.0, feedback=f"Right: the evidence {states} {gold.answer!r}.")
+    return dspy.Prediction(score=0.0, feedback=f"Wrong: the evidence {states} {gold.answer!r}, so the verdict must "
+                                               f"be {gold.label}.")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -129,10 +183,14 @@ class PromptOptimization:
     num_threads: int = 2
 
 
-def optimize_prompt(role: str, seeds: list[SeedItem], *, settings: Settings, retriever: Retriever,
-                    options: PromptOptimization = PromptOptimization(), base: Recipe | None = None,
-                    show_progress: bool = True) -> dict:  # fmt: skip
-    """GEPA on `role`'s instructions over `seeds` (see the module docstring); returns a summary dict."""
+def optimize_prompt(role: str, *, settings: Settings, seeds: list[SeedItem] = (), items: list[dict] = (),
+                    retriever: Retriever | None = None, options: PromptOptimization = PromptOptimization(),
+                    base: Recipe | None = None) -> dict:  # fmt: skip
+    """GEPA on `role`'s instructions (see the module docstring); returns a summary dict.
+
+    The challenger learns from the inner loop run on `seeds` (with `retriever`); the
+    verifier's judge from labelled cases made of accepted `items` of a synthesis run.
+    """
     if role not in OPTIMIZED_ROLES:
         raise AutodataError(f"Role {role!r} cannot be optimized: choose one of {', '.join(OPTIMIZED_ROLES)}. "
                             "The solvers' prompts and the acceptance checks are never optimized.")  # fmt: skip
@@ -140,24 +198,29 @@ def optimize_prompt(role: str, seeds: list[SeedItem], *, settings: Settings, ret
     tracking.ensure_seed_prompts()
     start_version = tracking.latest_prompt_version(role) or 1
     start_text = tracking.load_prompt_version(role, start_version)
-    base = base or Recipe()
-    # Every round goes through the challenger: the "keep" strategy would not use its instructions.
-    recipe = base.with_changes(instructions={**base.instructions, role: start_text},
-                               strategies={"keep": 0.0, "rephrase": 0.7, "multi_hop": 0.3})  # fmt: skip
-    key = hashlib.sha256(json.dumps([role, start_text, recipe.content_hash, [s.id for s in seeds],
-                                     options.__dict__]).encode()).hexdigest()[:16]  # fmt: skip
-    log_dir = settings.home_dir / "prompt-optimization" / role / key
+    need = options.train_size + options.val_size
 
     with LLMSession(settings) as llms:
-        processor = SeedProcessor(recipe, retriever, llms)
-        usable = [s for s in seeds if processor.evidence_pack(s)[1] is not None]
-        need = options.train_size + options.val_size
-        if len(usable) < need:
-            raise AutodataError(f"Only {len(usable)} of {len(seeds)} seeds have evidence in their own search; "
-                                f"prompt optimization needs {need} (train {options.train_size} + val "
-                                f"{options.val_size}). Pass more seeds.")  # fmt: skip
-        examples = [dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers)
-                    .with_inputs("seed_id", "question", "golden_answers") for s in usable[:need]]  # fmt: skip
+        if role == "challenger":
+            base = base or Recipe()
+            # Every round goes through the challenger: the "keep" strategy would not use its instructions.
+            recipe = base.with_changes(instructions={**base.instructions, role: start_text},
+                                       strategies={"keep": 0.0, "rephrase": 0.7, "multi_hop": 0.3})  # fmt: skip
+            processor = SeedProcessor(recipe, retriever, llms)
+            usable = [s for s in seeds if processor.evidence_pack(s)[1] is not None]
+            examples = [dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers)
+                        .with_inputs("seed_id", "question", "golden_answers") for s in usable[:need]]  # fmt: skip
+            program, metric, inputs = InnerLoopProgram(processor), inner_loop_metric, [recipe.content_hash, [s.id for s in usable[:need]]]
+            shortage = f"Only {len(usable)} of {len(seeds)} seeds have evidence in their own search"
+        else:
+            examples = judge_examples(list(items))[:need]
+            program, metric, inputs = JudgeProgram(start_text, llms), judge_metric, [ex.toDict() for ex in examples]
+            shortage = f"The accepted items make only {len(examples)} labelled cases"
+        if len(examples) < need:
+            raise AutodataError(f"{shortage}; prompt optimization needs {need} (train {options.train_size} + val "
+                                f"{options.val_size}). Pass more {'seeds' if role == 'challenger' else 'items'}.")  # fmt: skip
+        key = hashlib.sha256(json.dumps([role, start_text, inputs, options.__dict__]).encode()).hexdigest()[:16]
+        log_dir = settings.home_dir / "prompt-optimization" / role / key
         summaries: dict[str, str] = {}
 
         def proposer(candidate: dict[str, str], reflective_dataset: dict, components_to_update: list[str]) -> dict:
@@ -165,14 +228,14 @@ def optimize_prompt(role: str, seeds: list[SeedItem], *, settings: Settings, ret
             for name in components_to_update:
                 records = reflective_dataset.get(name, [])
                 feedback = " | ".join(_describe(r) for r in records[:5]) or "No feedback."
-                proposal = propose_instructions(llms, candidate[name], feedback,
-                                                rollout_id=f"gepa:{key}:{hashlib.sha256(candidate[name].encode()).hexdigest()[:12]}")  # fmt: skip
+                rollout_id = f"gepa:{key}:{hashlib.sha256(candidate[name].encode()).hexdigest()[:12]}"
+                proposal = propose_instructions(llms, role, candidate[name], feedback, rollout_id=rollout_id)
                 if proposal is not None:
                     new[name], summaries[proposal[0]] = proposal
             return new
 
         optimizer = dspy.GEPA(
-            metric=inner_loop_metric, max_metric_calls=options.budget, reflection_minibatch_size=options.minibatch,
+            metric=metric, max_metric_calls=options.budget, reflection_minibatch_size=options.minibatch,
             instruction_proposer=proposer, reflection_lm=llms.dspy_lm("optimizer"), num_threads=options.num_threads,
             track_stats=True, log_dir=str(log_dir), use_merge=False, seed=0, warn_on_score_mismatch=False,
         )  # fmt: skip
@@ -181,11 +244,12 @@ def optimize_prompt(role: str, seeds: list[SeedItem], *, settings: Settings, ret
             mlflow.log_params({"optimizer": "GEPA", "role": role, "start_version": start_version, "budget": options.budget,
                                "train_size": options.train_size, "val_size": options.val_size})  # fmt: skip
             with our_errors(), dspy.context(adapter=SchemaJSONAdapter()):
-                optimized = optimizer.compile(InnerLoopProgram(processor), trainset=examples[: options.train_size],
+                optimized = optimizer.compile(program, trainset=examples[: options.train_size],
                                               valset=examples[options.train_size :])  # fmt: skip
             results = optimized.detailed_results
             scores = list(results.val_aggregate_scores)
-            best_text = optimized.challenger.propose.signature.instructions
+            (_, predictor), = optimized.named_predictors()
+            best_text = predictor.signature.instructions
             summary = {
                 "role": role, "start_version": start_version, "start_score": scores[0], "best_score": max(scores),
                 "candidates": len(scores), "metric_calls": results.total_metric_calls, "version": None, "log_dir": str(log_dir),
@@ -195,7 +259,7 @@ def optimize_prompt(role: str, seeds: list[SeedItem], *, settings: Settings, ret
                 change = summaries.get(best_text, "rewritten by GEPA")
                 summary["version"] = tracking.register_prompt_version(
                     role, best_text, f"GEPA: {change} (val score {scores[0]:.2f} -> {max(scores):.2f} on "
-                    f"{options.val_size} seeds, {results.total_metric_calls} metric calls, from version {start_version})",
+                    f"{options.val_size} cases, {results.total_metric_calls} metric calls, from version {start_version})",
                 )  # fmt: skip
                 mlflow.set_tag("autodata.prompt_version", f"prompts:/{tracking.prompt_name(role)}/{summary['version']}")
     return summary
@@ -219,7 +283,7 @@ def rewrite_from_rejections(settings: Settings, recipe: Recipe, run_dir: Path, t
     examples = [f"{r['reason']}: {r['question']!r} ({r['detail']})" for r in rejected if r["question"]][:5]
     feedback = (f"Rejections: {reasons or 'none'}. Examples: " + "; ".join(examples)) if rejected else "No rejections."
     with LLMSession(settings) as llms:
-        proposal = propose_instructions(llms, recipe.instructions["challenger"], feedback,
+        proposal = propose_instructions(llms, "challenger", recipe.instructions["challenger"], feedback,
                                         rollout_id=f"rewrite:{recipe.content_hash}")  # fmt: skip
     if proposal is None:
         return None

@@ -41,7 +41,7 @@ def test_gepa_registers_instructions_that_fix_the_leak(scripted_roles, tmp_path,
 
 def test_solver_prompts_are_not_optimizable(capsys):
     with pytest.raises(SystemExit):
-        main(["prompts", "optimize", "weak_solver"])
+        main(["prompts", "optimize", "weak"])
     assert "invalid choice" in capsys.readouterr().err
 
 
@@ -52,3 +52,24 @@ def test_seed_feedback_scores_and_explains():
     assert score == 0.0 and "rejected as leak" in text and "remove the answer from the question" in text
     rows.append({"question": "Who?", "reason": "too_easy", "detail": "weak 1.0"})
     assert seed_feedback(rows, False)[0] == 0.3
+
+
+def test_gepa_tunes_the_verifiers_judge_on_labelled_cases(scripted_roles, tmp_path, capsys):
+    seeds, keep = tmp_path / "seeds.jsonl", tmp_path / "keep.yaml"
+    write_seeds(seeds, SEEDS)
+    keep.write_text("strategies:\n  keep: 1\n  rephrase: 0\n  multi_hop: 0\n")
+    assert main(["synthesize", "--recipe", str(keep), "--seeds", str(seeds), "--out", str(tmp_path / "run")]) == 0
+    rule = "Reject an answer the evidence does not state"
+    scripted_roles.judge_rule, scripted_roles.rewrite_adds = rule, f" {rule}."
+    capsys.readouterr()
+
+    args = ["prompts", "optimize", "verifier", "--data", str(tmp_path / "run"), "--budget", "16", "--train", "2",
+            "--val", "4"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    # Half the validation cases carry another item's answer: accepting everything scores 0.5.
+    assert "validation score 0.500 (version 1) -> best 1.000" in out, out
+    assert rule in MlflowClient().get_prompt_version("autodata.verifier", 2).template
+
+    assert main(["prompts", "optimize", "verifier", "--data", str(tmp_path / "nowhere")]) == 1
+    assert "pass --data with a synthesis folder" in capsys.readouterr().err

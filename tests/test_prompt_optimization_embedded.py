@@ -16,7 +16,7 @@ def test_gepa_runs_on_the_embedded_model_and_resumes(tmp_path, monkeypatch):
     assert finish(autodata(home, "world", "prepare"))[0] == 0
     code, first = finish(autodata(home, *ARGS))
     assert code == 0, first
-    summary = re.search(r"(\d+) candidate\(s\), (\d+) inner-loop runs; validation score ([\d.]+) \(version 1\)", first)
+    summary = re.search(r"(\d+) candidate\(s\), (\d+) metric calls; validation score ([\d.]+) \(version 1\)", first)
     assert summary and int(summary.group(2)) >= 6, first[-3000:]
 
     code, second = finish(autodata(home, *ARGS))

@@ -29,6 +29,10 @@ class ScriptedAgents:
     # When set, the challenger writes a good question only if its instructions contain this rule;
     # otherwise it puts the answer in the question (a leak), like a model that needs telling.
     challenger_rule: str | None = None
+    # Likewise for the judge: with this rule in its instructions it rejects answers the evidence does not
+    # state; without it, it accepts everything.
+    judge_rule: str | None = None
+    rewrite_adds: str = " Never put the answer in the question."  # what the optimizer role appends
     calls: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, request: dict) -> str:
@@ -73,11 +77,15 @@ class ScriptedAgents:
             reply = {"think": "The first passage states the answer."}
         elif step == "strong_final":
             reply = {"think": "I could not find it.", "answer": "unknown"}
+        elif step == "judge" and self.judge_rule is not None:
+            follows = self.judge_rule in request["messages"][0]["content"]
+            stated = inputs["answer"].lower() in inputs["evidence"].lower()
+            reply = {"verdict": "accept" if stated or not follows else "reject", "reason": "Checked the evidence."}
         elif step == "judge":
             reply = {"verdict": self.verdict, "reason": "The answer is stated in the first passage."}
         elif step == "rewrite":
-            reply = {"new_instructions": inputs["current_instructions"].replace("\n", " ") + " Never put the answer in the "
-                     "question.", "change_summary": "warn against leaking the answer"}  # fmt: skip
+            reply = {"new_instructions": inputs["current_instructions"].replace("\n", " ") + self.rewrite_adds,
+                     "change_summary": "warn against leaking the answer"}  # fmt: skip
         else:
             raise AssertionError(f"unexpected request with output keys {keys}")
         return json.dumps(reply)
