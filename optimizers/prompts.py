@@ -228,7 +228,8 @@ def optimize_prompt(role: str, *, settings: Settings, seeds: list[SeedItem] = ()
             for name in components_to_update:
                 records = reflective_dataset.get(name, [])
                 feedback = " | ".join(_describe(r) for r in records[:5]) or "No feedback."
-                rollout_id = f"gepa:{key}:{hashlib.sha256(candidate[name].encode()).hexdigest()[:12]}"
+                # a new sample for each (instructions, feedback): the same pair replays from the LLM cache
+                rollout_id = f"gepa:{key}:{hashlib.sha256((candidate[name] + feedback).encode()).hexdigest()[:12]}"
                 proposal = propose_instructions(llms, role, candidate[name], feedback, rollout_id=rollout_id)
                 if proposal is not None:
                     new[name], summaries[proposal[0]] = proposal
