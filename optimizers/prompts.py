@@ -28,6 +28,7 @@ import copy
 import hashlib
 import json
 import logging
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -207,10 +208,12 @@ def optimize_prompt(role: str, *, settings: Settings, seeds: list[SeedItem] = ()
             recipe = base.with_changes(instructions={**base.instructions, role: start_text},
                                        strategies={"keep": 0.0, "rephrase": 0.7, "multi_hop": 0.3})  # fmt: skip
             processor = SeedProcessor(recipe, retriever, llms)
-            usable = [s for s in seeds if processor.evidence_pack(s)[1] is not None]
+            # the first seeds whose own search reaches an answer (the others would cost no LLM call and teach nothing)
+            usable = list(islice((s for s in seeds if processor.evidence_pack(s)[1] is not None), need))
             examples = [dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers)
-                        .with_inputs("seed_id", "question", "golden_answers") for s in usable[:need]]  # fmt: skip
-            program, metric, inputs = InnerLoopProgram(processor), inner_loop_metric, [recipe.content_hash, [s.id for s in usable[:need]]]
+                        .with_inputs("seed_id", "question", "golden_answers") for s in usable]  # fmt: skip
+            program, metric = InnerLoopProgram(processor), inner_loop_metric
+            inputs = [recipe.content_hash, [s.id for s in usable]]
             shortage = f"Only {len(usable)} of {len(seeds)} seeds have evidence in their own search"
         else:
             examples = judge_examples(list(items))[:need]
