@@ -23,7 +23,6 @@ error; the study goes on.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import warnings
 from collections.abc import Callable
@@ -236,8 +235,8 @@ def _report_interim_scores(trial: optuna.Trial, recipe: Recipe, run_dir: Path, s
     from autodata import api
 
     for seeds_now in study.stage_sizes()[:-1]:
-        api.synthesize(run_dir, recipe=recipe, limit=seeds_now, settings=settings, show_progress=False)
-        interim = _score(scorer, run_dir, run_dir / f"proxy-{seeds_now}")
+        report, _ = api.synthesize(run_dir, recipe=recipe, limit=seeds_now, settings=settings, show_progress=False)
+        interim = _score(scorer, report.manifest, run_dir, run_dir / f"proxy-{seeds_now}")
         trial.report(interim["score"], step=seeds_now)
         mlflow.log_metric("interim_score", interim["score"], step=seeds_now)
         if trial.should_prune():
@@ -261,7 +260,7 @@ def _final_scores(recipe: Recipe, run_dir: Path, scorer: Scorer, study: StudySet
     for role, cost in manifest["llm_per_accepted_item"].items():
         metrics |= {f"per_item.{role}.calls": cost["calls"],
                     f"per_item.{role}.tokens": cost["prompt_tokens"] + cost["completion_tokens"]}  # fmt: skip
-    result = _score(scorer, run_dir, run_dir / "proxy")
+    result = _score(scorer, manifest, run_dir, run_dir / "proxy")
     metrics |= {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
     mlflow.log_metrics(metrics)
     return metrics, result
@@ -279,9 +278,9 @@ def _exclusive(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _score(scorer: Scorer, run_dir: Path, out: Path) -> dict:
-    has_data = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["items"]["in_datasets"]
-    return scorer(run_dir, out) if has_data else {"score": 0.0}
+def _score(scorer: Scorer, manifest: dict, run_dir: Path, out: Path) -> dict:
+    """The scorer's result, or 0 when the run's datasets are empty (nothing to train on)."""
+    return scorer(run_dir, out) if manifest["items"]["in_datasets"] else {"score": 0.0}
 
 
 def _log_artifacts(run_dir: Path, recipe: Recipe) -> None:
