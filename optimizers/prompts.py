@@ -28,8 +28,9 @@ import copy
 import hashlib
 import json
 import logging
-from itertools import islice
+from collections import Counter
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
@@ -52,7 +53,6 @@ from optimizers import tracking
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZED_ROLES = ("challenger", "verifier")
 # Partial credit: a question that was well-formed and grounded but missed the solvers' gap
 # still beats one that broke the rules (leak, unsupported, invalid, duplicate).
 REACHED_SOLVERS = ("too_easy", "too_hard", "gap", "unverified")
@@ -75,6 +75,7 @@ AGENTS = {
     "challenger": ("writes one grounded training question and its answer from retrieved passages", "question"),
     "verifier": ("judges whether retrieved evidence states a given answer to a question", "answer"),
 }
+OPTIMIZED_ROLES = tuple(AGENTS)
 
 
 def propose_instructions(llms: LLMSession, role: str, current: str, feedback: str, *,
@@ -281,9 +282,7 @@ def _describe(record: dict) -> str:
 def rewrite_from_rejections(settings: Settings, recipe: Recipe, run_dir: Path, trial_number: int, score: float) -> int | None:
     """One proposal from a study trial's rejections, registered as a new challenger prompt version."""
     rejected = [json.loads(line) for line in (run_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
-    reasons: dict[str, int] = {}
-    for row in rejected:
-        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+    reasons = dict(Counter(row["reason"] for row in rejected))
     examples = [f"{r['reason']}: {r['question']!r} ({r['detail']})" for r in rejected if r["question"]][:5]
     feedback = (f"Rejections: {reasons or 'none'}. Examples: " + "; ".join(examples)) if rejected else "No rejections."
     with LLMSession(settings) as llms:
