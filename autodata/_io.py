@@ -41,3 +41,10 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def ensure_sqlite_folder(url: str) -> str:
+    """Create the folder of a `sqlite:///PATH` database (SQLite creates the file, not its folder)."""
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return url

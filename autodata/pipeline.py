@@ -31,10 +31,10 @@ from autodata.llm.usage import attribute_usage_to
 from autodata.recipe import Recipe, Strategy
 from autodata.roles import Challenger, SchemaJSONAdapter, StrongSolver, Tagger, Verifier, WeakSolver
 from autodata.search.protocol import Hit, Retriever
-from autodata.seeds import SeedItem, question_similarity
+from autodata.seeds import HeldOutQuestions, SeedItem, question_similarity
 from autodata.settings import RoleName
 from autodata.trajectory import Trajectory
-from evals.metrics import exact_match, normalize_answer, sub_exact_match
+from autodata.answers import exact_match, normalize_answer, sub_exact_match
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,9 @@ def number_passages(hits: list[Hit] | tuple[Hit, ...]) -> str:
 class SeedProcessor:
     """Runs the roles for one seed at a time; safe to share between worker threads."""
 
-    def __init__(self, recipe: Recipe, retriever: Retriever, llms: LLMSession):
-        self.recipe, self.retriever, self.llms = recipe, retriever, llms
+    def __init__(self, recipe: Recipe, retriever: Retriever, llms: LLMSession, *,
+                 held_out: HeldOutQuestions | None = None):  # fmt: skip
+        self.recipe, self.retriever, self.llms, self.held_out = recipe, retriever, llms, held_out
         self.hash = recipe.content_hash
         self.tagger = Tagger(recipe.instructions["tagger"])
         self.challenger = Challenger(recipe.instructions["challenger"])
@@ -143,6 +144,10 @@ class SeedProcessor:
         return result
 
     def _process(self, seed: SeedItem, result: SeedResult) -> None:
+        if self.held_out is not None and (found := self.held_out.overlap(seed)) is not None:
+            detail = f"overlaps held-out question {found['held_out_id']!r} ({found['overlap']:.0%} of its word 5-grams)"
+            result.rejected.append(self._rejection(seed, None, "contaminated_seed", detail))
+            return  # its items would teach a dev/test answer: no LLM call spent
         evidence, answer = self.evidence_pack(seed)
         if answer is None:  # nothing to ground a question in: no LLM call spent
             result.rejected.append(self._rejection(seed, None, "no_evidence", "no retrieved passage holds a golden answer"))

@@ -100,7 +100,9 @@ class Recipe(_Frozen):
 
     @property
     def content_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """What the recipe does, hashed; its `name` is only a label, so equal recipes with other
+        names share output folders (a repeated study trial resumes the same synthesis)."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"name"}), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def with_changes(self, **changes) -> Recipe:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autodata._io import atomic_write_json, atomic_write_jsonl
 from autodata.errors import SeedDataError
-from evals.metrics import normalize_answer
+from autodata.answers import normalize_answer
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -241,27 +241,39 @@ def _ngrams(question: str, n: int) -> set[str]:
     return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
+class HeldOutQuestions:
+    """The word n-grams of held-out questions, to test train questions one at a time (streaming).
+
+    Questions shorter than `n` words count as one n-gram (so exact repeats always show).
+    """
+
+    def __init__(self, held_out: Iterable[SeedItem], *, n: int = 5, min_overlap: float = 0.5):
+        self.n, self.min_overlap, self.size = n, min_overlap, 0
+        self._owners: dict[str, set[str]] = defaultdict(set)
+        for item in held_out:
+            self.size += 1
+            for gram in _ngrams(item.question, n):
+                self._owners[gram].add(item.id)
+
+    def overlap(self, item: SeedItem) -> dict[str, Any] | None:
+        """`{"id", "held_out_id", "overlap"}` when `item` shares at least `min_overlap` of its
+        n-grams with one held-out question (the one it overlaps most), else None."""
+        grams = _ngrams(item.question, self.n)
+        hits = Counter(owner for gram in grams for owner in self._owners.get(gram, ()))
+        if not hits:
+            return None
+        other_id, shared = hits.most_common(1)[0]
+        overlap = shared / len(grams)
+        return {"id": item.id, "held_out_id": other_id, "overlap": round(overlap, 4)} if overlap >= self.min_overlap else None
+
+
 def find_contamination(
     train: Sequence[SeedItem], held_out: Sequence[SeedItem], *, n: int = 5, min_overlap: float = 0.5
 ) -> list[dict[str, Any]]:
     """Train questions that share at least `min_overlap` of their word n-grams with a held-out one.
 
-    Questions shorter than `n` words count as one n-gram (so exact repeats always show).
     Returns one record per contaminated train question: its id, the held-out id it
     overlaps most, and the overlap fraction.
     """
-    owners: dict[str, set[str]] = defaultdict(set)
-    for item in held_out:
-        for gram in _ngrams(item.question, n):
-            owners[gram].add(item.id)
-    found = []
-    for item in train:
-        grams = _ngrams(item.question, n)
-        hits = Counter(owner for gram in grams for owner in owners.get(gram, ()))
-        if not hits:
-            continue
-        other_id, shared = hits.most_common(1)[0]
-        overlap = shared / len(grams)
-        if overlap >= min_overlap:
-            found.append({"id": item.id, "held_out_id": other_id, "overlap": round(overlap, 4)})
-    return found
+    index = HeldOutQuestions(held_out, n=n, min_overlap=min_overlap)
+    return [found for item in train if (found := index.overlap(item)) is not None]

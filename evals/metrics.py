@@ -11,44 +11,14 @@ search inside it.
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 
-_PUNCTUATION = set(string.punctuation)
+from autodata.answers import exact_match, normalize_answer, sub_exact_match
+
+__all__ = ["exact_match", "f1_score", "normalize_answer", "score_answers", "sub_exact_match"]
+
 _CLOSED_ANSWERS = ("yes", "no", "noanswer")  # F1 gives these no partial credit
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, drop punctuation and the articles a/an/the, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, golden_answers: Sequence[str], *, regex: bool = False) -> float:
-    """1.0 when the normalized prediction equals some normalized golden answer."""
-    predicted = normalize_answer(prediction)
-    for golden in golden_answers:
-        if regex:
-            if re.fullmatch(golden, predicted, flags=re.IGNORECASE):
-                return 1.0
-        elif normalize_answer(golden) == predicted:
-            return 1.0
-    return 0.0
-
-
-def sub_exact_match(prediction: str, golden_answers: Sequence[str], *, regex: bool = False) -> float:
-    """1.0 when some normalized golden answer occurs inside the normalized prediction."""
-    predicted = normalize_answer(prediction)
-    for golden in golden_answers:
-        if regex:
-            if re.search(golden, predicted, flags=re.IGNORECASE):
-                return 1.0
-        elif normalize_answer(golden) in predicted:
-            return 1.0
-    return 0.0
 
 
 def f1_score(prediction: str, golden_answers: Sequence[str]) -> float:

@@ -260,3 +260,12 @@ def run_proxy(data_dir: Path, out: Path, *, dev_items: list[SeedItem], retriever
     result["score"] = result[metric_key[settings.score_metric]]
     atomic_write_json(out / "proxy.json", result)
     return result
+
+
+def run_proxy_in(workspace, data_dir: Path, out: Path, *, student: Path | None = None,
+                 settings: ProxySettings = ProxySettings()) -> dict:  # fmt: skip
+    """`run_proxy` on a `Workspace`'s world: its dev split, its retriever, the embedded student by default."""
+    load_examples(data_dir)  # a clear error before anything else starts
+    return run_proxy(Path(data_dir), Path(out), dev_items=workspace.world.items("dev"), retriever=workspace.retriever,
+                     cache_dir=workspace.settings.cache_dir, embedded_gguf=workspace.embedded_gguf, student=student,
+                     settings=settings)  # fmt: skip

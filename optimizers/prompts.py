@@ -30,6 +30,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 from typing import Annotated
@@ -48,7 +49,7 @@ from autodata.search.protocol import Retriever
 from autodata.seeds import SeedItem
 from autodata.settings import Settings
 from autodata.trajectory import render_information
-from evals.metrics import sub_exact_match
+from autodata.answers import sub_exact_match
 from optimizers import tracking
 
 logger = logging.getLogger(__name__)
@@ -185,13 +186,14 @@ class PromptOptimization:
     num_threads: int = 2
 
 
-def optimize_prompt(role: str, *, settings: Settings, seeds: list[SeedItem] = (), items: list[dict] = (),
-                    retriever: Retriever | None = None, options: PromptOptimization = PromptOptimization(),
-                    base: Recipe | None = None) -> dict:  # fmt: skip
+def optimize_prompt(role: str, *, settings: Settings, llms: LLMSession, seeds: Iterable[SeedItem] = (),
+                    items: list[dict] = (), retriever: Retriever | None = None,
+                    options: PromptOptimization = PromptOptimization(), base: Recipe | None = None) -> dict:  # fmt: skip
     """GEPA on `role`'s instructions (see the module docstring); returns a summary dict.
 
     The challenger learns from the inner loop run on `seeds` (with `retriever`); the
     verifier's judge from labelled cases made of accepted `items` of a synthesis run.
+    Every call goes through `llms`, the caller's session.
     """
     if role not in OPTIMIZED_ROLES:
         raise AutodataError(f"Role {role!r} cannot be optimized: choose one of {', '.join(OPTIMIZED_ROLES)}. "
@@ -202,71 +204,70 @@ def optimize_prompt(role: str, *, settings: Settings, seeds: list[SeedItem] = ()
     start_text = tracking.load_prompt_version(role, start_version)
     need = options.train_size + options.val_size
 
-    with LLMSession(settings) as llms:
-        if role == "challenger":
-            base = base or Recipe()
-            # Every round goes through the challenger: the "keep" strategy would not use its instructions.
-            recipe = base.with_changes(instructions={**base.instructions, role: start_text},
-                                       strategies={"keep": 0.0, "rephrase": 0.7, "multi_hop": 0.3})  # fmt: skip
-            processor = SeedProcessor(recipe, retriever, llms)
-            # the first seeds whose own search reaches an answer (the others would cost no LLM call and teach nothing)
-            usable = list(islice((s for s in seeds if processor.evidence_pack(s)[1] is not None), need))
-            examples = [dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers)
-                        .with_inputs("seed_id", "question", "golden_answers") for s in usable]  # fmt: skip
-            program, metric = InnerLoopProgram(processor), inner_loop_metric
-            inputs = [recipe.content_hash, [s.id for s in usable]]
-            shortage = f"Only {len(usable)} of {len(seeds)} seeds have evidence in their own search"
-        else:
-            examples = judge_examples(list(items))[:need]
-            program, metric, inputs = JudgeProgram(start_text, llms), judge_metric, [ex.toDict() for ex in examples]
-            shortage = f"The accepted items make only {len(examples)} labelled cases"
-        if len(examples) < need:
-            raise AutodataError(f"{shortage}; prompt optimization needs {need} (train {options.train_size} + val "
-                                f"{options.val_size}). Pass more {'seeds' if role == 'challenger' else 'items'}.")  # fmt: skip
-        key = hashlib.sha256(json.dumps([role, start_text, inputs, options.__dict__]).encode()).hexdigest()[:16]
-        log_dir = settings.home_dir / "prompt-optimization" / role / key
-        summaries: dict[str, str] = {}
+    if role == "challenger":
+        base = base or Recipe()
+        # Every round goes through the challenger: the "keep" strategy would not use its instructions.
+        recipe = base.with_changes(instructions={**base.instructions, role: start_text},
+                                   strategies={"keep": 0.0, "rephrase": 0.7, "multi_hop": 0.3})  # fmt: skip
+        processor = SeedProcessor(recipe, retriever, llms)
+        # the first seeds whose own search reaches an answer (the others would cost no LLM call and teach nothing)
+        usable = list(islice((s for s in seeds if processor.evidence_pack(s)[1] is not None), need))
+        examples = [dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers)
+                    .with_inputs("seed_id", "question", "golden_answers") for s in usable]  # fmt: skip
+        program, metric = InnerLoopProgram(processor), inner_loop_metric
+        inputs = [recipe.content_hash, [s.id for s in usable]]
+        shortage = f"Only {len(usable)} of the seeds have evidence in their own search"
+    else:
+        examples = judge_examples(list(items))[:need]
+        program, metric, inputs = JudgeProgram(start_text, llms), judge_metric, [ex.toDict() for ex in examples]
+        shortage = f"The accepted items make only {len(examples)} labelled cases"
+    if len(examples) < need:
+        raise AutodataError(f"{shortage}; prompt optimization needs {need} (train {options.train_size} + val "
+                            f"{options.val_size}). Pass more {'seeds' if role == 'challenger' else 'items'}.")  # fmt: skip
+    key = hashlib.sha256(json.dumps([role, start_text, inputs, options.__dict__]).encode()).hexdigest()[:16]
+    log_dir = settings.home_dir / "prompt-optimization" / role / key
+    summaries: dict[str, str] = {}
 
-        def proposer(candidate: dict[str, str], reflective_dataset: dict, components_to_update: list[str]) -> dict:
-            new = {}
-            for name in components_to_update:
-                records = reflective_dataset.get(name, [])
-                feedback = " | ".join(_describe(r) for r in records[:5]) or "No feedback."
-                # a new sample for each (instructions, feedback): the same pair replays from the LLM cache
-                rollout_id = f"gepa:{key}:{hashlib.sha256((candidate[name] + feedback).encode()).hexdigest()[:12]}"
-                proposal = propose_instructions(llms, role, candidate[name], feedback, rollout_id=rollout_id)
-                if proposal is not None:
-                    new[name], summaries[proposal[0]] = proposal
-            return new
+    def proposer(candidate: dict[str, str], reflective_dataset: dict, components_to_update: list[str]) -> dict:
+        new = {}
+        for name in components_to_update:
+            records = reflective_dataset.get(name, [])
+            feedback = " | ".join(_describe(r) for r in records[:5]) or "No feedback."
+            # a new sample for each (instructions, feedback): the same pair replays from the LLM cache
+            rollout_id = f"gepa:{key}:{hashlib.sha256((candidate[name] + feedback).encode()).hexdigest()[:12]}"
+            proposal = propose_instructions(llms, role, candidate[name], feedback, rollout_id=rollout_id)
+            if proposal is not None:
+                new[name], summaries[proposal[0]] = proposal
+        return new
 
-        optimizer = dspy.GEPA(
-            metric=metric, max_metric_calls=options.budget, reflection_minibatch_size=options.minibatch,
-            instruction_proposer=proposer, reflection_lm=llms.dspy_lm("optimizer"), num_threads=options.num_threads,
-            track_stats=True, log_dir=str(log_dir), use_merge=False, seed=0, warn_on_score_mismatch=False,
-        )  # fmt: skip
-        with mlflow.start_run(run_name=f"prompts optimize {role}", experiment_id=experiment_id,
-                              tags={"autodata.kind": "prompt-optimization", "autodata.role": role}):  # fmt: skip
-            mlflow.log_params({"optimizer": "GEPA", "role": role, "start_version": start_version, "budget": options.budget,
-                               "train_size": options.train_size, "val_size": options.val_size})  # fmt: skip
-            with our_errors(), dspy.context(adapter=SchemaJSONAdapter()):
-                optimized = optimizer.compile(program, trainset=examples[: options.train_size],
-                                              valset=examples[options.train_size :])  # fmt: skip
-            results = optimized.detailed_results
-            scores = list(results.val_aggregate_scores)
-            (_, predictor), = optimized.named_predictors()
-            best_text = predictor.signature.instructions
-            summary = {
-                "role": role, "start_version": start_version, "start_score": scores[0], "best_score": max(scores),
-                "candidates": len(scores), "metric_calls": results.total_metric_calls, "version": None, "log_dir": str(log_dir),
-            }  # fmt: skip
-            mlflow.log_metrics({"start_val_score": scores[0], "best_val_score": max(scores), "candidates": len(scores)})
-            if best_text.strip() != start_text.strip() and max(scores) > scores[0]:
-                change = summaries.get(best_text, "rewritten by GEPA")
-                summary["version"] = tracking.register_prompt_version(
-                    role, best_text, f"GEPA: {change} (val score {scores[0]:.2f} -> {max(scores):.2f} on "
-                    f"{options.val_size} cases, {results.total_metric_calls} metric calls, from version {start_version})",
-                )  # fmt: skip
-                mlflow.set_tag("autodata.prompt_version", f"prompts:/{tracking.prompt_name(role)}/{summary['version']}")
+    optimizer = dspy.GEPA(
+        metric=metric, max_metric_calls=options.budget, reflection_minibatch_size=options.minibatch,
+        instruction_proposer=proposer, reflection_lm=llms.dspy_lm("optimizer"), num_threads=options.num_threads,
+        track_stats=True, log_dir=str(log_dir), use_merge=False, seed=0, warn_on_score_mismatch=False,
+    )  # fmt: skip
+    with mlflow.start_run(run_name=f"prompts optimize {role}", experiment_id=experiment_id,
+                          tags={"autodata.kind": "prompt-optimization", "autodata.role": role}):  # fmt: skip
+        mlflow.log_params({"optimizer": "GEPA", "role": role, "start_version": start_version, "budget": options.budget,
+                           "train_size": options.train_size, "val_size": options.val_size})  # fmt: skip
+        with our_errors(), dspy.context(adapter=SchemaJSONAdapter()):
+            optimized = optimizer.compile(program, trainset=examples[: options.train_size],
+                                          valset=examples[options.train_size :])  # fmt: skip
+        results = optimized.detailed_results
+        scores = list(results.val_aggregate_scores)
+        (_, predictor), = optimized.named_predictors()
+        best_text = predictor.signature.instructions
+        summary = {
+            "role": role, "start_version": start_version, "start_score": scores[0], "best_score": max(scores),
+            "candidates": len(scores), "metric_calls": results.total_metric_calls, "version": None, "log_dir": str(log_dir),
+        }  # fmt: skip
+        mlflow.log_metrics({"start_val_score": scores[0], "best_val_score": max(scores), "candidates": len(scores)})
+        if best_text.strip() != start_text.strip() and max(scores) > scores[0]:
+            change = summaries.get(best_text, "rewritten by GEPA")
+            summary["version"] = tracking.register_prompt_version(
+                role, best_text, f"GEPA: {change} (val score {scores[0]:.2f} -> {max(scores):.2f} on "
+                f"{options.val_size} cases, {results.total_metric_calls} metric calls, from version {start_version})",
+            )  # fmt: skip
+            mlflow.set_tag("autodata.prompt_version", f"prompts:/{tracking.prompt_name(role)}/{summary['version']}")
     return summary
 
 
@@ -279,15 +280,15 @@ def _describe(record: dict) -> str:
     return f"[{str(strategy)[:60]}] {outputs}: {record.get('Feedback', '')}"[:600]
 
 
-def rewrite_from_rejections(settings: Settings, recipe: Recipe, run_dir: Path, trial_number: int, score: float) -> int | None:
+def rewrite_from_rejections(llms: LLMSession, recipe: Recipe, run_dir: Path, trial_number: int,
+                            score: float) -> int | None:  # fmt: skip
     """One proposal from a study trial's rejections, registered as a new challenger prompt version."""
     rejected = [json.loads(line) for line in (run_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
     reasons = dict(Counter(row["reason"] for row in rejected))
     examples = [f"{r['reason']}: {r['question']!r} ({r['detail']})" for r in rejected if r["question"]][:5]
     feedback = (f"Rejections: {reasons or 'none'}. Examples: " + "; ".join(examples)) if rejected else "No rejections."
-    with LLMSession(settings) as llms:
-        proposal = propose_instructions(llms, "challenger", recipe.instructions["challenger"], feedback,
-                                        rollout_id=f"rewrite:{recipe.content_hash}")  # fmt: skip
+    proposal = propose_instructions(llms, "challenger", recipe.instructions["challenger"], feedback,
+                                    rollout_id=f"rewrite:{recipe.content_hash}")  # fmt: skip
     if proposal is None:
         return None
     text, change = proposal

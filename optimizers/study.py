@@ -25,7 +25,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import warnings
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,15 +32,16 @@ from pathlib import Path
 import mlflow
 import optuna
 
+from autodata._io import ensure_sqlite_folder
 from autodata.errors import AutodataError
 from autodata.recipe import Recipe
-from autodata.settings import Settings
+from autodata.synthesis import seeds_done
+from autodata.workspace import Workspace
+from evals.recipe_score import RecipeScore, Scorer, proxy_scorer, score_recipe
 from optimizers import tracking
 from optimizers.prompts import rewrite_from_rejections
 
 logger = logging.getLogger(__name__)
-
-Scorer = Callable[[Path, Path], dict]  # (synthesis folder, output folder) -> {"score": float, ...metrics}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class StudySettings:
     jobs: int = 1  # trials in parallel threads of this process (more machines: same command, shared storage)
     heartbeat_interval: int = 30
     grace_period: int = 90
+    world: str = ""  # the world's fingerprint: a study's trials all work in one world
 
     def stage_sizes(self) -> list[int]:
         sizes = sorted({max(1, round(self.seeds_per_trial * f)) for f in self.stages} | {self.seeds_per_trial})
@@ -78,7 +79,7 @@ def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.sto
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; users need not hear it each run
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
-            url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
+            ensure_sqlite_folder(url), heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
             engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
         )  # fmt: skip
@@ -107,7 +108,7 @@ def _serialize_sqlite_transactions(engine) -> None:
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SETTINGS_ATTR = "autodata.settings"
 # Changing these between runs of one study would make its trials' scores incomparable.
-COMPARABILITY = ("score_metric", "seeds_per_trial", "proxy_steps", "dev_limit", "objectives")
+COMPARABILITY = ("score_metric", "seeds_per_trial", "proxy_steps", "dev_limit", "objectives", "world")
 
 
 def settings_for(name: str, storage: str, options: dict) -> StudySettings:
@@ -117,6 +118,10 @@ def settings_for(name: str, storage: str, options: dict) -> StudySettings:
         stored = optuna.load_study(study_name=name, storage=open_storage(storage)).user_attrs.get(SETTINGS_ATTR, {})
     except KeyError:
         stored = {}
+    if options.get("world") and stored.get("world") and options["world"] != stored["world"]:
+        raise AutodataError(f"Study {name!r} runs in the world with fingerprint {stored['world']}, not in this one "
+                            f"({options['world']}); pass the --world it was created with, or start a study with "
+                            f"another name.")  # fmt: skip
     for key in COMPARABILITY:
         if key in options and key in stored and options[key] != stored[key]:
             raise AutodataError(f"Study {name!r} scores trials with {key}={stored[key]!r}; with {options[key]!r} its "
@@ -157,7 +162,6 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
     versions = {role: 1 if p[f"{role}_prompt"] == "seed" else latest[role] for role in tracking.OPTIMIZABLE_PROMPTS}
     base = Recipe()
     recipe = base.with_changes(
-        name=f"trial-{trial.number}",
         instructions={role: tracking.load_prompt_version(role, v) for role, v in versions.items()},
         acceptance={"attempts_per_solver": p["attempts_per_solver"], "strong_min_accuracy": p["strong_min_accuracy"],
                     "weak_max_accuracy": p["weak_max_accuracy"], "min_gap": p["min_gap"],
@@ -169,17 +173,21 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
     return recipe, versions
 
 
-def run_study(name: str, trials: int, *, settings: Settings, study: StudySettings = StudySettings(),
+def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySettings = StudySettings(),
               scorer: Scorer | None = None, storage: str | None = None) -> optuna.Study:  # fmt: skip
     """Run (or resume) study `name` until it has `trials` finished trials; see the module docstring.
 
-    Finished means complete or pruned. Failed trials do not count, and up to as many again
-    are allowed to fail; several processes on one storage stop together at the target.
+    Every trial works in `workspace` (its world, retriever and one LLM session for the
+    whole study). Finished means complete or pruned. Failed trials do not count, and up
+    to as many again are allowed to fail; several processes on one storage stop together
+    at the target.
     """
+    settings = workspace.settings
     experiment_id = tracking.setup(settings)
     parent = tracking.study_parent_run(experiment_id, name)
     tracking.ensure_seed_prompts()
-    scorer = scorer or _proxy_scorer(settings, study)
+    scorer = scorer or proxy_scorer(workspace, steps=study.proxy_steps, dev_limit=study.dev_limit,
+                                    score_metric=study.score_metric)  # fmt: skip
     multi = study.objectives == "score,calls"
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if study.pruner == "median" and not multi else None
     optuna_study = optuna.create_study(
@@ -210,16 +218,16 @@ def run_study(name: str, trials: int, *, settings: Settings, study: StudySetting
                                **{f"prompt.{r}": f"prompts:/{tracking.prompt_name(r)}/{v}" for r, v in versions.items()}})  # fmt: skip
             run_dir = runs_dir / recipe.content_hash
             with _exclusive(run_dir):  # trials that drew the same recipe share its folder, one at a time
+                # > 0 when an earlier trial with this recipe (or this one before a crash) left seeds done
+                trial.set_user_attr("seeds_resumed", seeds_done(run_dir))
                 if not multi:
-                    _report_interim_scores(trial, recipe, run_dir, scorer, study, settings)
-                metrics, result = _final_scores(recipe, run_dir, scorer, study, settings)
-                for key in ("acceptance_rate", "accepted_items", "llm_calls_per_accepted_item", "score"):
-                    trial.set_user_attr(key, metrics.get(key, result.get(key)))
+                    _report_interim_scores(trial, recipe, run_dir, scorer, study, workspace)
+                final = score_recipe(recipe, workspace, run_dir, seeds=study.seeds_per_trial, scorer=scorer)
+                _record(trial, final)
                 _log_artifacts(run_dir, recipe)
             if study.rewrite_prompts:
-                rewrite_from_rejections(settings, recipe, run_dir, trial.number, result["score"])
-            score = float(result["score"])
-            return (score, metrics["llm_calls_per_accepted_item"]) if multi else score
+                rewrite_from_rejections(workspace.llms, recipe, run_dir, trial.number, final.score)
+            return (final.score, final.metrics["llm_calls_per_accepted_item"]) if multi else final.score
 
     # Any failure ends only its trial (state FAIL, error logged in its MLflow run); the study goes on.
     missing = trials - sum(t.state in FINISHED for t in optuna_study.trials)
@@ -230,40 +238,23 @@ def run_study(name: str, trials: int, *, settings: Settings, study: StudySetting
 
 
 def _report_interim_scores(trial: optuna.Trial, recipe: Recipe, run_dir: Path, scorer: Scorer, study: StudySettings,
-                           settings: Settings) -> None:  # fmt: skip
+                           workspace: Workspace) -> None:  # fmt: skip
     """Score the data of each earlier stage, so the pruner can stop a bad trial before it is all made."""
-    from autodata import api
-
     for seeds_now in study.stage_sizes()[:-1]:
-        report, _ = api.synthesize(run_dir, recipe=recipe, limit=seeds_now, settings=settings, show_progress=False)
-        interim = _score(scorer, report.manifest, run_dir, run_dir / f"proxy-{seeds_now}")
-        trial.report(interim["score"], step=seeds_now)
-        mlflow.log_metric("interim_score", interim["score"], step=seeds_now)
+        interim = score_recipe(recipe, workspace, run_dir, seeds=seeds_now, scorer=scorer, out_name=f"proxy-{seeds_now}")
+        trial.report(interim.score, step=seeds_now)
+        mlflow.log_metric("interim_score", interim.score, step=seeds_now)
         if trial.should_prune():
             mlflow.set_tag("autodata.pruned_at_seeds", str(seeds_now))
             mlflow.end_run("KILLED")
-            raise optuna.TrialPruned(f"interim score {interim['score']:.3f} at {seeds_now} seeds")
+            raise optuna.TrialPruned(f"interim score {interim.score:.3f} at {seeds_now} seeds")
 
 
-def _final_scores(recipe: Recipe, run_dir: Path, scorer: Scorer, study: StudySettings,
-                  settings: Settings) -> tuple[dict, dict]:  # fmt: skip
-    """Synthesis on the whole seed budget, its costs and the scorer's result, logged to the active run."""
-    from autodata import api
-
-    report, _ = api.synthesize(run_dir, recipe=recipe, limit=study.seeds_per_trial, settings=settings,
-                               show_progress=False)  # fmt: skip
-    manifest = report.manifest
-    accepted = manifest["items"]["accepted"]
-    calls = sum(c["calls"] for c in manifest["llm_totals"].values())
-    metrics = {"acceptance_rate": manifest["acceptance_rate"], "accepted_items": accepted,
-               "llm_calls": calls, "llm_calls_per_accepted_item": calls / max(accepted, 1)}  # fmt: skip
-    for role, cost in manifest["llm_per_accepted_item"].items():
-        metrics |= {f"per_item.{role}.calls": cost["calls"],
-                    f"per_item.{role}.tokens": cost["prompt_tokens"] + cost["completion_tokens"]}  # fmt: skip
-    result = _score(scorer, manifest, run_dir, run_dir / "proxy")
-    metrics |= {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
-    mlflow.log_metrics(metrics)
-    return metrics, result
+def _record(trial: optuna.Trial, final: RecipeScore) -> None:
+    """The trial's final numbers, on the Optuna trial and in its MLflow run."""
+    mlflow.log_metrics(final.metrics)
+    for key in ("acceptance_rate", "accepted_items", "llm_calls_per_accepted_item", "score"):
+        trial.set_user_attr(key, final.metrics.get(key, final.result.get(key)))
 
 
 @contextmanager
@@ -278,11 +269,6 @@ def _exclusive(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _score(scorer: Scorer, manifest: dict, run_dir: Path, out: Path) -> dict:
-    """The scorer's result, or 0 when the run's datasets are empty (nothing to train on)."""
-    return scorer(run_dir, out) if manifest["items"]["in_datasets"] else {"score": 0.0}
-
-
 def _log_artifacts(run_dir: Path, recipe: Recipe) -> None:
     folder = run_dir / "mlflow"
     folder.mkdir(exist_ok=True)
@@ -295,17 +281,6 @@ def _log_artifacts(run_dir: Path, recipe: Recipe) -> None:
     predictions = run_dir / "proxy" / "eval-tuned" / "predictions.json"
     if predictions.is_file():
         mlflow.log_artifact(str(predictions))
-
-
-def _proxy_scorer(settings: Settings, study: StudySettings) -> Scorer:
-    def score(run_dir: Path, out: Path) -> dict:
-        from autodata.api import run_proxy
-
-        result = run_proxy(run_dir, out, steps=study.proxy_steps, dev_limit=study.dev_limit,
-                           score_metric=study.score_metric, settings=settings)  # fmt: skip
-        return {k: v for k, v in result.items() if k != "train_loss" and not isinstance(v, (dict, list))}
-
-    return score
 
 
 # --- reading studies -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+from autodata._io import ensure_sqlite_folder  # noqa: E402
 from autodata.errors import AutodataError  # noqa: E402
 from autodata.recipe import Recipe, parse_recipe  # noqa: E402
 from autodata.settings import Settings  # noqa: E402
@@ -37,7 +38,7 @@ def prompt_name(role: str) -> str:
 
 def setup(settings: Settings) -> str:
     """Point MLflow at the settings' tracking URI; returns the experiment id."""
-    mlflow.set_tracking_uri(settings.effective_tracking_uri)
+    mlflow.set_tracking_uri(ensure_sqlite_folder(settings.effective_tracking_uri))
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:

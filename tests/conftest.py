@@ -78,13 +78,13 @@ def point_roles_at(monkeypatch, url: str, model: str = "fake") -> None:
 
 
 @pytest.fixture
-def scripted_roles(monkeypatch, bm25_index):
-    """All roles served by the scripted OpenAI-compatible server on loopback, searching the test index.
-    Yields the ScriptedAgents, whose knobs a test may turn."""
+def scripted_roles(monkeypatch, tmp_path, corpus_file):
+    """All roles served by the scripted OpenAI-compatible server on loopback, in a world on the test
+    corpus (AUTODATA_WORLD). Yields the ScriptedAgents, whose knobs a test may turn."""
     from tests.fakes.agents import ScriptedAgents
     from tests.fakes.openai_server import ScriptedOpenAI
 
-    monkeypatch.setenv("AUTODATA_RETRIEVER__INDEX_DIR", str(bm25_index.folder))
+    monkeypatch.setenv("AUTODATA_WORLD", str(make_world(tmp_path / "scripted-world", corpus_file)))
     agents = ScriptedAgents()
     with ScriptedOpenAI(reply=agents) as fake:
         point_roles_at(monkeypatch, fake.url)
@@ -98,16 +98,28 @@ STUDY_TRAIN = [
 ]
 
 
+def make_world(folder: Path, corpus: Path, train=None, dev=(("d1", "capital of japan", "Tokyo"),),
+               test=(("x1", "where is the sahara"),)) -> Path:  # fmt: skip
+    """A world made as a user makes one: seed files written, then `autodata world create`'s code."""
+    from autodata.seeds import SeedItem, write_seeds
+    from autodata.world import create_world
+
+    train = STUDY_TRAIN if train is None else train
+    files = folder.with_name(folder.name + "-files")
+    write_seeds(files / "train.jsonl", [SeedItem(id=i, question=q, golden_answers=[a]) for i, q, a in train])
+    write_seeds(files / "dev.jsonl", [SeedItem(id=i, question=q, golden_answers=[a]) for i, q, a in dev])
+    write_seeds(files / "test.jsonl", [SeedItem(id=i, question=q) for i, q in test], with_answers=False)
+    create_world(folder, train=files / "train.jsonl", dev=files / "dev.jsonl", test=files / "test.jsonl", corpus=corpus,
+                 show_progress=False)  # fmt: skip
+    return folder
+
+
 @pytest.fixture
 def study_world(tmp_path, scripted_roles) -> Path:
-    """A three-seed world on the test index with scripted roles; yields the home folder."""
-    from autodata.seeds import SeedItem, write_seeds
-
-    home = tmp_path / "home"
-    write_seeds(home / "world" / "train.json", [SeedItem(id=i, question=q, golden_answers=[a]) for i, q, a in STUDY_TRAIN])
-    write_seeds(home / "world" / "dev.json", [SeedItem(id="d1", question="capital of japan", golden_answers=["Tokyo"])])
-    write_seeds(home / "world" / "test.json", [SeedItem(id="x1", question="where is the sahara")], with_answers=False)
-    return home
+    """A three-seed world of the user's own files on the test corpus, with scripted roles, named by
+    AUTODATA_WORLD; yields the home folder (created, as any earlier command would have)."""
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return tmp_path / "home"
 
 
 def acceptance_scorer(run_dir: Path, out: Path) -> dict:

@@ -76,12 +76,12 @@ def test_hidden_test_split_gets_predictions_only_and_runs_resume(tmp_path, monke
     assert len(json.loads((tmp_path / "test" / "predictions.json").read_text())) == 3
 
 
-def test_cli_eval_with_baselines_on_a_world_split(tmp_path, monkeypatch, bm25_index, capsys):
+def test_cli_eval_with_baselines_on_a_world_split(tmp_path, monkeypatch, corpus_file, capsys):
     from autodata.cli import main
+    from tests.conftest import make_world
 
-    world = tmp_path / "home" / "world"
-    write_seeds(world / "dev.json", ITEMS)
-    monkeypatch.setenv("AUTODATA_RETRIEVER__INDEX_DIR", str(bm25_index.folder))
+    dev = [(i.id, i.question, i.golden_answers[0]) for i in ITEMS]
+    world = make_world(tmp_path / "own", corpus_file, dev=dev)  # eval searches the world's own index
 
     def reply(request):
         content = request["messages"][0]["content"]
@@ -94,13 +94,14 @@ def test_cli_eval_with_baselines_on_a_world_split(tmp_path, monkeypatch, bm25_in
     with ScriptedOpenAI(reply=reply) as fake:
         monkeypatch.setenv("AUTODATA_ROLES__STUDENT__BASE_URL", fake.url)
         monkeypatch.setenv("AUTODATA_ROLES__STUDENT__MODEL", "fake")
-        assert main(["eval", "--split", "dev", "--out", str(tmp_path / "ev"), "--baselines", "--limit", "2"]) == 0
+        assert main(["eval", "--world", str(world), "--split", "dev", "--out", str(tmp_path / "ev"), "--baselines",
+                     "--limit", "2"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert re.search(r"search_agent\s+2\s+0\.500", out)
     assert re.search(r"direct\s+2\s+0\.500", out)  # "Paris" is right for q2
     assert re.search(r"naive_rag\s+2\s+0\.000\s+0\.000\s+0\.000\s+1\.000\s+1\.00", out)
     assert json.loads((tmp_path / "ev" / "baselines" / "direct" / "metrics.json").read_text())["n"] == 2
-    assert load_seeds(world / "dev.json")[0].id == "q1"
+    assert [p["id"] for p in json.loads((tmp_path / "ev" / "predictions.json").read_text())] == ["q1", "q2"]
 
 
 def test_export_llamafactory_writes_yaml_and_refuses_empty_data(tmp_path, capsys):

@@ -11,11 +11,19 @@ from autodata.settings import load_settings
 from optimizers import tracking
 from autodata.errors import AutodataError
 from optimizers.study import BASELINE_PARAMS, StudySettings, run_study, settings_for, suggest_recipe
+from autodata.workspace import Workspace
 from tests.conftest import acceptance_scorer
+
+
+def run_in_world(name, trials, **options):
+    """`run_study` in a workspace on the configured world (AUTODATA_WORLD, set by the fixtures)."""
+    with Workspace(load_settings()) as workspace:
+        return run_study(name, trials, workspace=workspace, **options)
+
 
 def test_study_trials_runs_prompts_and_promotion(study_world, capsys):
     settings = load_settings()
-    study = run_study("demo", 2, settings=settings, scorer=acceptance_scorer)
+    study = run_in_world("demo", 2, scorer=acceptance_scorer)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert study.trials[0].params["challenger_prompt"] == "seed" and study.trials[0].params["max_rounds"] == 3  # baseline
 
@@ -32,9 +40,9 @@ def test_study_trials_runs_prompts_and_promotion(study_world, capsys):
         assert {"recipe", "manifest.json", "sample_trajectories.jsonl"} <= artifacts
     assert tracking.latest_prompt_version("challenger") >= 2  # the optimizer rewrote it after each trial
 
-    run_study("demo", 3, settings=settings, scorer=acceptance_scorer)  # resumes and adds the difference
+    run_in_world("demo", 3, scorer=acceptance_scorer)  # resumes and adds the difference
     assert len(optuna.load_study(study_name="demo", storage=settings.effective_optuna_storage).trials) == 3
-    run_study("demo", 3, settings=settings, scorer=acceptance_scorer)  # already there: nothing to do
+    run_in_world("demo", 3, scorer=acceptance_scorer)  # already there: nothing to do
     assert len(optuna.load_study(study_name="demo", storage=settings.effective_optuna_storage).trials) == 3
 
     assert main(["study", "show", "demo"]) == 0
@@ -77,7 +85,7 @@ def test_interim_scores_let_the_pruner_stop_a_trailing_trial(study_world, capsys
     queued = optuna.create_study(study_name="pruned", storage=settings.effective_optuna_storage, direction="maximize")
     for changes in ({}, {"max_rounds": 2}, {"top_k": 5}):  # three recipes that all accept items here
         queued.enqueue_trial({**BASELINE_PARAMS, **changes})
-    study = run_study("pruned", 3, settings=settings, scorer=scorer, study=StudySettings(seeds_per_trial=2))
+    study = run_in_world("pruned", 3, scorer=scorer, study=StudySettings(seeds_per_trial=2))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert study.trials[2].intermediate_values == {1: 0.0}  # reported after 1 of 2 seeds
     run = MlflowClient().get_run(study.trials[2].user_attrs["mlflow_run_id"])
@@ -89,14 +97,14 @@ def test_interim_scores_let_the_pruner_stop_a_trailing_trial(study_world, capsys
 def test_two_objectives_score_and_calls_per_item(study_world, capsys):
     settings = load_settings()
     options = StudySettings(seeds_per_trial=2, objectives="score,calls")
-    study = run_study("pareto", 2, settings=settings, scorer=acceptance_scorer, study=options)
+    study = run_in_world("pareto", 2, scorer=acceptance_scorer, study=options)
     assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
     assert study.trials[0].values[1] == study.trials[0].user_attrs["llm_calls_per_accepted_item"] > 0
     assert main(["study", "show", "pareto"]) == 0
     shown = capsys.readouterr().out
     assert "best: trial" in shown and "pareto" in shown
     with pytest.raises(Exception, match="made to maximize score, minimize calls"):
-        run_study("pareto", 1, settings=settings, scorer=acceptance_scorer, study=StudySettings(seeds_per_trial=2))
+        run_in_world("pareto", 1, scorer=acceptance_scorer, study=StudySettings(seeds_per_trial=2))
 
 
 def test_a_trial_whose_process_died_is_retried_with_its_parameters(study_world):
@@ -106,13 +114,13 @@ def test_a_trial_whose_process_died_is_retried_with_its_parameters(study_world):
     settings = load_settings()
     options = StudySettings(seeds_per_trial=1, stages=(1.0,), heartbeat_interval=1, grace_period=2)
     storage = settings.effective_optuna_storage
-    run_study("hb", 1, settings=settings, scorer=acceptance_scorer, study=options)
+    run_in_world("hb", 1, scorer=acceptance_scorer, study=options)
     study = optuna.load_study(study_name="hb", storage=storage)
     dead = study.ask()  # what a process killed mid-trial leaves behind: RUNNING, params chosen, no heartbeat
     suggest_recipe(dead, {role: 1 for role in tracking.OPTIMIZABLE_PROMPTS})
     study._storage.record_heartbeat(dead._trial_id)
     time.sleep(3)
-    study = run_study("hb", 2, settings=settings, scorer=acceptance_scorer, study=options)
+    study = run_in_world("hb", 2, scorer=acceptance_scorer, study=options)
     states = {t.number: t for t in study.trials}
     assert states[dead.number].state.name == "FAIL"
     retried = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
@@ -122,7 +130,7 @@ def test_a_trial_whose_process_died_is_retried_with_its_parameters(study_world):
 
 def test_parallel_trials_each_get_their_child_run(study_world):
     settings = load_settings()
-    study = run_study("parallel", 2, settings=settings, scorer=acceptance_scorer,
+    study = run_in_world("parallel", 2, scorer=acceptance_scorer,
                       study=StudySettings(seeds_per_trial=2, stages=(1.0,), jobs=2, rewrite_prompts=False))  # fmt: skip
     # No "Run ... is already active"; a third trial may have started before the study stopped at two.
     assert len(study.trials) >= 2 and all(t.state.name == "COMPLETE" for t in study.trials)
@@ -137,7 +145,7 @@ def test_a_resumed_study_keeps_how_it_scores(study_world):
     settings = load_settings()
     storage = settings.effective_optuna_storage
     options = StudySettings(seeds_per_trial=2, score_metric="format_valid", stages=(1.0,))
-    run_study("kept", 1, settings=settings, scorer=acceptance_scorer, study=options)
+    run_in_world("kept", 1, scorer=acceptance_scorer, study=options)
     assert settings_for("kept", storage, {}) == options  # `study run kept --trials 5` scores like the first run
     assert settings_for("kept", storage, {"stages": (0.5, 1.0)}).score_metric == "format_valid"
     with pytest.raises(AutodataError, match="score_metric='format_valid'; with 'em' its scores would not compare"):

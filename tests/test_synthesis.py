@@ -215,9 +215,12 @@ def test_cli_synthesize_reports_and_exits_by_outcome(tmp_path, monkeypatch, seed
     from autodata.cli import main
     from tests.conftest import write_corpus
 
-    index_dir = tmp_path / "index"
-    assert main(["index", "build", "--corpus", str(write_corpus(tmp_path / "corpus.jsonl")), "--out", str(index_dir)]) == 0
-    monkeypatch.setenv("AUTODATA_RETRIEVER__INDEX_DIR", str(index_dir))
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text('{"id": "d1", "question": "capital of japan", "golden_answers": ["Tokyo"]}\n')
+    world = str(tmp_path / "world")
+    assert main(["world", "create", world, "--train", str(seeds_file), "--dev", str(dev),
+                 "--corpus", str(write_corpus(tmp_path / "corpus.jsonl"))]) == 0  # fmt: skip
+    monkeypatch.setenv("AUTODATA_WORLD", world)
     recipe = tmp_path / "keep.yaml"
     recipe.write_text("strategies:\n  keep: 1\n  rephrase: 0\n  multi_hop: 0\n")
     with ScriptedOpenAI(reply=ScriptedAgents()) as fake:

@@ -20,7 +20,7 @@ from autodata.recipe import SearchRecipe
 from autodata.roles._types import SearchQuery, ShortAnswer, Thought
 from autodata.search.protocol import Retriever, format_hits
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, truncate_words
-from evals.metrics import sub_exact_match
+from autodata.answers import sub_exact_match
 from prompts import load_prompt
 
 

@@ -19,7 +19,7 @@ from autodata.recipe import SearchRecipe
 from autodata.roles._types import Reason
 from autodata.search.protocol import Retriever, format_hits
 from autodata.trajectory import SearchStep, Trajectory, render_information, truncate_words
-from evals.metrics import exact_match, normalize_answer, sub_exact_match
+from autodata.answers import exact_match, normalize_answer, sub_exact_match
 
 
 class JudgeTrajectory(dspy.Signature):

@@ -9,9 +9,11 @@ from autodata.search.protocol import Hit, Retriever, format_hits
 __all__ = ["BM25Index", "Hit", "Retriever", "SearchClient", "format_hits", "open_retriever", "read_corpus"]
 
 
-def open_retriever(settings) -> Retriever:
-    """The retriever the settings name: a server URL if set, else the local index."""
-    if settings.retriever.url:
-        r = settings.retriever
-        return SearchClient(r.url, timeout_s=r.timeout_s, max_retries=r.max_retries, batch_size=r.batch_size)
-    return BM25Index.load(settings.index_dir)
+def open_retriever(settings, *, url: str | None = None, index_dir=None) -> Retriever:
+    """The retriever to search: `settings.url` or else `url` (a Search-R1 server), else the index at
+    `settings.index_dir` or else `index_dir`. `settings` is a `RetrieverSettings`."""
+    url = settings.url or (None if settings.index_dir else url)
+    if url:
+        return SearchClient(url, timeout_s=settings.timeout_s, max_retries=settings.max_retries,
+                            batch_size=settings.batch_size)  # fmt: skip
+    return BM25Index.load((settings.index_dir or index_dir).expanduser())

@@ -1,0 +1,62 @@
+"""A recipe's score: synthesis on a seed budget in a workspace, then a scorer on the data.
+
+`score_recipe` is the objective of a study trial as a plain function: it can be called
+on its own, and `optimizers.study` calls it once per stage of a trial. The synthesis
+folder is named by the caller (by the recipe's content hash in studies), so a repeated
+or retried recipe resumes its folder instead of starting again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from autodata.recipe import Recipe
+from autodata.workspace import Workspace
+
+Scorer = Callable[[Path, Path], dict]  # (synthesis folder, output folder) -> {"score": float, ...metrics}
+
+
+@dataclass(frozen=True)
+class RecipeScore:
+    score: float
+    metrics: dict[str, float]  # costs, acceptance and the scorer's numbers: what MLflow logs
+    manifest: dict  # the synthesis manifest
+    result: dict  # the scorer's own result
+
+
+def score_recipe(recipe: Recipe, workspace: Workspace, run_dir: Path, *, seeds: int, scorer: Scorer,
+                 out_name: str = "proxy") -> RecipeScore:  # fmt: skip
+    """Synthesize from the first `seeds` train seeds of the workspace's world into `run_dir`
+    (resuming what is there), then score the data with `scorer` into `run_dir/out_name`.
+
+    An empty dataset scores 0 without calling the scorer (nothing to train on).
+    """
+    report = workspace.synthesize(run_dir, recipe=recipe, limit=seeds, show_progress=False)
+    manifest = report.manifest
+    accepted = manifest["items"]["accepted"]
+    calls = sum(c["calls"] for c in manifest["llm_totals"].values())
+    metrics = {"acceptance_rate": manifest["acceptance_rate"], "accepted_items": accepted,
+               "llm_calls": calls, "llm_calls_per_accepted_item": calls / max(accepted, 1)}  # fmt: skip
+    for role, cost in manifest["llm_per_accepted_item"].items():
+        metrics |= {f"per_item.{role}.calls": cost["calls"],
+                    f"per_item.{role}.tokens": cost["prompt_tokens"] + cost["completion_tokens"]}  # fmt: skip
+    result = scorer(run_dir, run_dir / out_name) if manifest["items"]["in_datasets"] else {"score": 0.0}
+    metrics |= {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
+    return RecipeScore(float(result["score"]), metrics, manifest, result)
+
+
+def proxy_scorer(workspace: Workspace, *, steps: int, dev_limit: int, score_metric: str) -> Scorer:
+    """The quick SFT proxy on the workspace's dev split as a scorer."""
+    from dataclasses import replace
+
+    from evals.proxy import ProxySettings, run_proxy_in
+
+    settings = replace(ProxySettings(), steps=steps, dev_limit=dev_limit, score_metric=score_metric)
+
+    def score(run_dir: Path, out: Path) -> dict:
+        result = run_proxy_in(workspace, run_dir, out, settings=settings)
+        return {k: v for k, v in result.items() if k != "train_loss" and not isinstance(v, (dict, list))}
+
+    return score
