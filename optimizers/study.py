@@ -26,7 +26,7 @@ import fcntl
 import logging
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -118,10 +118,7 @@ def settings_for(name: str, storage: str, options: dict) -> StudySettings:
         stored = optuna.load_study(study_name=name, storage=open_storage(storage)).user_attrs.get(SETTINGS_ATTR, {})
     except KeyError:
         stored = {}
-    if options.get("world") and stored.get("world") and options["world"] != stored["world"]:
-        raise AutodataError(f"Study {name!r} runs in the world with fingerprint {stored['world']}, not in this one "
-                            f"({options['world']}); pass the --world it was created with, or start a study with "
-                            f"another name.")  # fmt: skip
+    _check_world(name, stored, options.get("world"))
     for key in COMPARABILITY:
         if key in options and key in stored and options[key] != stored[key]:
             raise AutodataError(f"Study {name!r} scores trials with {key}={stored[key]!r}; with {options[key]!r} its "
@@ -131,6 +128,12 @@ def settings_for(name: str, storage: str, options: dict) -> StudySettings:
     if "stages" in merged:
         merged["stages"] = tuple(merged["stages"])  # stored as a JSON list
     return StudySettings(**merged)
+
+
+def _check_world(name: str, stored: dict, world: str | None) -> None:
+    if world and stored.get("world") and world != stored["world"]:
+        raise AutodataError(f"Study {name!r} runs in the world with fingerprint {stored['world']}, not in this one "
+                            f"({world}); pass the --world it was created with, or start a study with another name.")  # fmt: skip
 
 
 def finished_trials(name: str, storage: str) -> int:
@@ -183,6 +186,7 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
     at the target.
     """
     settings = workspace.settings
+    study = replace(study, world=study.world or workspace.world.fingerprint)
     experiment_id = tracking.setup(settings)
     parent = tracking.study_parent_run(experiment_id, name)
     tracking.ensure_seed_prompts()
@@ -199,6 +203,7 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
     if made_to != ("maximize score, minimize calls" if multi else "maximize score"):
         raise AutodataError(f"Study {name!r} was made to {made_to}; run it with the --objectives it was created "
                             f"with, or start a study with another name.")  # fmt: skip
+    _check_world(name, optuna_study.user_attrs.get(SETTINGS_ATTR, {}), study.world)
     if not optuna_study.trials:
         optuna_study.enqueue_trial(BASELINE_PARAMS)  # the shipped default recipe is trial 0
     if SETTINGS_ATTR not in optuna_study.user_attrs:

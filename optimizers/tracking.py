@@ -37,15 +37,28 @@ def prompt_name(role: str) -> str:
 
 
 def setup(settings: Settings) -> str:
-    """Point MLflow at the settings' tracking URI; returns the experiment id."""
-    mlflow.set_tracking_uri(ensure_sqlite_folder(settings.effective_tracking_uri))
+    """Point MLflow at the settings' tracking URI; returns the experiment id.
+
+    With a tracking server (http/https), the server chooses where artifacts go (with
+    `mlflow server`'s default `--serve-artifacts`, `mlflow-artifacts:/` locations it
+    stores and serves itself), so a recipe promoted on one machine is readable on any
+    other. With a database URI, artifacts go to `<home>/mlartifacts`.
+    """
+    uri = ensure_sqlite_folder(settings.effective_tracking_uri)
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
         return experiment.experiment_id
+    if uses_tracking_server(uri):
+        return client.create_experiment(EXPERIMENT)
     artifacts = settings.home_dir / "mlartifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     return client.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
+
+
+def uses_tracking_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
 
 
 def study_parent_run(experiment_id: str, study: str) -> str:

@@ -106,3 +106,23 @@ def test_real_proxy_raises_format_validity_and_is_reproducible(tmp_path, monkeyp
     second = run_proxy(data, tmp_path / "p2", steps=40, dev_limit=8, settings=settings)
     assert second["train_loss"] == first["train_loss"]
     assert second["format_valid"] == first["format_valid"] and second["dev_em"] == first["dev_em"]
+
+
+@pytest.mark.slow
+def test_proxy_scores_the_dev_split_of_the_world_it_is_given(tmp_path, corpus_file):
+    """`autodata proxy --world DIR` evaluates on that world's dev questions, searching its index."""
+    from autodata.cli import main
+    from tests.conftest import make_world
+
+    dev = [("own-dev-1", "who painted the mona lisa", "Leonardo da Vinci"), ("own-dev-2", "capital of japan", "Tokyo")]
+    world = make_world(tmp_path / "own", corpus_file, dev=dev)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "sft_dataset.json").write_text(json.dumps([example()]))
+    out = tmp_path / "proxy"
+    assert main(["proxy", "--world", str(world), "--data", str(data), "--out", str(out), "--steps", "2",
+                 "--dev-limit", "5", "--score-metric", "format_valid"]) == 0  # fmt: skip
+    for folder in ("eval-base", "eval-tuned"):
+        predictions = json.loads((out / folder / "predictions.json").read_text())
+        assert [p["id"] for p in predictions] == ["own-dev-1", "own-dev-2"]
+    assert json.loads((out / "proxy.json").read_text())["dev_n"] == 2
