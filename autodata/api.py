@@ -241,7 +241,8 @@ def evaluate_split(out: Path, *, split: str = "dev", limit: int | None = None, r
     items = workspace.world.items(split)
     items = items[:limit] if limit is not None else items
     search = Recipe().search
-    loop = LoopSettings(top_k=search.top_k, max_turns=search.max_turns, max_observation_words=search.max_observation_tokens)
+    loop = LoopSettings(top_k=search.top_k, max_turns=search.max_turns, max_observation_tokens=search.max_observation_tokens,
+                        observation_tokenizer=search.observation_tokenizer)  # fmt: skip
     modes = {"search_agent": Path(out)}
     if baselines:
         modes |= {"direct": Path(out) / "baselines" / "direct", "naive_rag": Path(out) / "baselines" / "naive_rag"}

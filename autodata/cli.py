@@ -74,7 +74,7 @@ def _report_world(result) -> None:
         print(f"{what} already at {result.world_dir} (fingerprint {m['fingerprint']}); nothing to do.")
         return
     splits = ", ".join(f"{k} {v}" for k, v in m["seeds"]["splits"].items())
-    print(f"{what} written to {result.world_dir}")
+    print(f"{what} prepared at {result.world_dir}")
     if "corpus" in m:
         print(f"  corpus: {m['corpus']['documents']} passages, indexed with BM25")
     if m.get("retriever", {}).get("url"):

@@ -43,10 +43,26 @@ class Acceptance(_Frozen):
 
 
 class SearchRecipe(_Frozen):
+    """How the solvers and the eval loop search, and what an observation holds.
+
+    By default an observation is exactly Search-R1's `_passages2string` of the hits, not
+    cut (Search-R1's trainer truncates observation tokens itself, 500 by default). To cut
+    in the text instead, set `max_observation_tokens` and `observation_tokenizer`: the
+    student's tokenizer (a Hugging Face folder or a .gguf file), whose tokens are counted.
+    """
+
     top_k: int = Field(3, ge=1, le=50)
     max_turns: int = Field(4, ge=1, le=10)  # assistant turns, the answer turn included
-    max_observation_tokens: int = Field(500, ge=50, le=4000)  # counted as whitespace words
+    max_observation_tokens: int | None = Field(None, ge=16, le=32_000)  # None: not cut
+    observation_tokenizer: str | None = None  # the student's tokenizer: HF folder or .gguf file
     evidence_passages: int = Field(5, ge=1, le=20)  # size of the challenger's evidence pack
+
+    @model_validator(mode="after")
+    def _tokens_need_a_tokenizer(self) -> SearchRecipe:
+        if self.max_observation_tokens is not None and not self.observation_tokenizer:
+            raise ValueError("max_observation_tokens counts tokens of the student's tokenizer: set "
+                             "observation_tokenizer to its Hugging Face folder or .gguf file")  # fmt: skip
+        return self
 
 
 class StrategyMix(_Frozen):

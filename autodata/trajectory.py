@@ -14,11 +14,14 @@ inference. LLaMA-Factory trains on assistant turns only, so retrieved text is ma
 
 from __future__ import annotations
 
+import functools
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from autodata.search.protocol import format_hits
 from prompts import load_prompt
 
 SEARCH_STOP = "</search>"
@@ -136,6 +139,32 @@ def parse_search(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-def truncate_words(text: str, max_words: int) -> str:
-    words = text.split(" ")
-    return text if len(words) <= max_words else " ".join(words[:max_words])
+def observation_text(hits, max_tokens: int | None = None, tokenizer: str | None = None) -> str:
+    """What a search step observes: the hits as Search-R1's `_passages2string` renders them,
+    cut to `max_tokens` tokens of `tokenizer` when set (see `SearchRecipe`)."""
+    text = format_hits(hits)
+    if max_tokens is None:
+        return text
+    tok = _load_tokenizer(tokenizer)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= max_tokens else tok.decode(ids[:max_tokens])
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(path: str):
+    """A Hugging Face tokenizer from a folder, or from the tokenizer inside a .gguf file."""
+    from autodata.errors import RecipeError
+
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as err:
+        raise RecipeError("Cutting observations by tokens needs transformers (pip install 'autodata[proxy]').") from err
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise RecipeError(f"observation_tokenizer {path} does not exist: give the student's tokenizer folder or .gguf.")
+    try:
+        if file.suffix == ".gguf":
+            return AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
+        return AutoTokenizer.from_pretrained(file)
+    except (OSError, ValueError) as err:
+        raise RecipeError(f"observation_tokenizer {path} is not a tokenizer: {err}") from err

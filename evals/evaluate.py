@@ -34,7 +34,7 @@ from autodata.trajectory import (
     parse_answer,
     parse_search,
     render_information,
-    truncate_words,
+    observation_text,
     well_formed,
 )
 from evals.metrics import score_answers
@@ -56,7 +56,8 @@ RAG_PROMPT = (
 class LoopSettings:
     top_k: int = 3
     max_turns: int = 4
-    max_observation_words: int = 500
+    max_observation_tokens: int | None = None  # None: observations as Search-R1 renders them, not cut
+    observation_tokenizer: str | None = None  # whose tokens max_observation_tokens counts
     max_tokens_per_turn: int = 256
 
 
@@ -75,7 +76,7 @@ def run_search_agent(client: RoleClient, retriever: Retriever, question: str, lo
         if not query:
             break  # an answer, or neither a search nor an answer
         hits = retriever.search([query], topk=loop.top_k)[0]
-        observation = truncate_words(format_hits(hits), loop.max_observation_words)
+        observation = observation_text(hits, loop.max_observation_tokens, loop.observation_tokenizer)
         messages.append({"role": "user", "content": render_information(observation)})
         searches += 1
     turns = [m["content"] for m in messages if m["role"] == "assistant"]
@@ -88,7 +89,7 @@ def run_single_turn(client: RoleClient, retriever: Retriever, question: str, loo
         prompt = DIRECT_PROMPT.format(question=question)
     else:
         hits = retriever.search([question], topk=loop.top_k)[0]
-        documents = truncate_words(format_hits(hits), loop.max_observation_words)
+        documents = observation_text(hits, loop.max_observation_tokens, loop.observation_tokenizer)
         prompt = RAG_PROMPT.format(documents=documents, question=question)
     messages = [{"role": "user", "content": prompt}]
     reply = client.chat(messages, max_tokens=loop.max_tokens_per_turn, temperature=0.0).text

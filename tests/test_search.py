@@ -46,9 +46,11 @@ def test_topk_is_capped_by_corpus_size_and_scores_come_back(retriever):
     assert all(isinstance(h.score, float) for h in hits)
 
 
-def test_unknown_words_still_answer(retriever):
-    hits = retriever.search(["zzzqqq xxyyzz"], topk=2)[0]
-    assert len(hits) == 2 and all(h.score == 0.0 for h in hits)
+def test_queries_without_a_known_word_get_no_hits(retriever):
+    """As Search-R1's BM25 server: an empty query matches nothing (no zero-score filler)."""
+    assert retriever.search(["zzzqqq xxyyzz", "", "the of and", "   "], topk=2) == [[], [], [], []]
+    partly = retriever.search(["zzzqqq hamlet"], topk=2)[0]  # one known word: ranked as usual
+    assert partly[0].title == '"Hamlet"' 
 
 
 def test_in_process_and_http_agree(bm25_index, retriever_server):
@@ -94,13 +96,10 @@ def test_health(retriever_server):
 @pytest.mark.parametrize(
     "body, content",
     [
-        ({"queries": []}, None),
         ({"queries": "not a list"}, None),
         ({"topk": 3}, None),
-        ({"queries": ["x"], "topk": 0}, None),
-        ({"queries": ["x"], "topk": 10_000}, None),
         ({"queries": [1, 2]}, None),
-        ({"queries": ["x"], "unknown": 1}, None),
+        ({"queries": ["x"], "topk": "many"}, None),
         (None, b"{not json"),
         (None, b""),
     ],

@@ -33,3 +33,25 @@ def test_real_world_prepare_is_idempotent_and_searchable(tmp_path, monkeypatch, 
     assert main(["search", "--json", "--topk", "1", *[i.question for i in top1]]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert all(sub_exact_match(h[0]["contents"], i.golden_answers) for h, i in zip(hits, top1))
+
+
+@pytest.mark.slow
+def test_demo_observations_equal_search_r1s_passages2string(tmp_path, monkeypatch):
+    """On the demo world's dev questions, top 5 through our server: the observation autodata trains
+    and evaluates with is byte for byte what Search-R1's `_passages2string` makes of the response."""
+    from autodata.api import prepare_world
+    from autodata.search import BM25Index
+    from autodata.search.server import BackgroundServer, create_app
+    from autodata.settings import load_settings
+    from autodata.trajectory import observation_text
+    from tests.test_search_r1_client import SearchR1Loop
+
+    monkeypatch.setenv("AUTODATA_HOME", str(tmp_path / "home"))
+    settings = load_settings()
+    world = prepare_world(settings, show_progress=False).world_dir
+    index = BM25Index.load(world / "index")
+    questions = [item.question for item in load_seeds(world / "dev.json")][:300]
+    with BackgroundServer(create_app(index, documents=len(index))) as server:
+        theirs = SearchR1Loop(server.url + "/retrieve", topk=5).batch_search(questions)
+    ours = [observation_text(hits) for hits in index.search(questions, topk=5)]
+    assert len(ours) == 300 and sum(a == b for a, b in zip(ours, theirs)) == 300

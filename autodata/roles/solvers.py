@@ -19,7 +19,7 @@ import dspy
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import SearchQuery, ShortAnswer, Thought
 from autodata.search.protocol import Retriever, format_hits
-from autodata.trajectory import AnswerStep, SearchStep, Trajectory, truncate_words
+from autodata.trajectory import AnswerStep, SearchStep, Trajectory, observation_text
 from autodata.answers import sub_exact_match
 from prompts import load_prompt
 
@@ -78,7 +78,7 @@ class WeakSolver(dspy.Module):
         if self.mode == "closed_book":
             return self.closed_book(question=question, config=config)
         hits = self.retriever.search([question], topk=self.search.top_k)[0]
-        passages = truncate_words(format_hits(hits), self.search.max_observation_tokens)
+        passages = observation_text(hits, self.search.max_observation_tokens, self.search.observation_tokenizer)
         return self.with_passages(question=question, passages=passages, config=config)
 
 
@@ -94,7 +94,7 @@ class StrongSolver(dspy.Module):
 
     def _search_step(self, think: str, query: str) -> SearchStep:
         hits = self.retriever.search([query], topk=self.search.top_k)[0]
-        observation = truncate_words(format_hits(hits), self.search.max_observation_tokens)
+        observation = observation_text(hits, self.search.max_observation_tokens, self.search.observation_tokenizer)
         return SearchStep(think=think, query=query, observation=observation, hit_ids=[h.id for h in hits])
 
     def forward(self, question: str, hint: str, config: dict, known_answer: str | None = None) -> dspy.Prediction:

@@ -18,7 +18,7 @@ import dspy
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import Reason
 from autodata.search.protocol import Retriever, format_hits
-from autodata.trajectory import SearchStep, Trajectory, render_information, truncate_words
+from autodata.trajectory import SearchStep, Trajectory, render_information, observation_text
 from autodata.answers import exact_match, normalize_answer, sub_exact_match
 
 
@@ -43,7 +43,7 @@ def check_trajectory(trajectory: Trajectory, answer: str, retriever: Retriever, 
         return f"final answer {trajectory.answer!r} does not match {answer!r}"
     fresh = retriever.search([s.query for s in searches], topk=search.top_k)
     for step, hits in zip(searches, fresh):
-        if step.observation != truncate_words(format_hits(hits), search.max_observation_tokens):
+        if step.observation != observation_text(hits, search.max_observation_tokens, search.observation_tokenizer):
             return f"fabricated observation for query {step.query!r}"
     if not any(sub_exact_match(s.observation, [answer]) for s in searches):
         return "answer not supported by any observation"

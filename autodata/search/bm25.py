@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from autodata._io import atomic_write_json, sha256_file
 from autodata.errors import CorpusError
-from autodata.search.protocol import MAX_TOPK, Hit, Passage
+from autodata.search.protocol import Hit, Passage
 
 logger = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every empty query at INFO
@@ -159,8 +159,8 @@ class BM25Index:
         return self.meta.get("corpus_sha256") == sha256_file(corpus_path)
 
     def search(self, queries: Sequence[str], topk: int = 3) -> list[list[Hit]]:
-        if not 1 <= topk <= MAX_TOPK:
-            raise ValueError(f"topk must be between 1 and {MAX_TOPK}, got {topk}")
+        if topk < 1:
+            raise ValueError(f"topk must be at least 1, got {topk}")
         if not queries:
             return []
         k = min(topk, len(self))
@@ -170,6 +170,9 @@ class BM25Index:
         results = []
         for query_tokens in tokens:
             token_ids = self._retriever.get_tokens_ids(query_tokens)  # unknown words are dropped
+            if not token_ids:  # empty, stop words only, or no known word: nothing matches (as in Search-R1's BM25)
+                results.append([])
+                continue
             rows, scores = self._postings_scores(token_ids)
             ranked = rank(rows, scores, k, max_repeats=max(1, len(token_ids)))
             results.append([self._hit(row, score) for row, score in ranked])

@@ -6,6 +6,11 @@
 
 `contents` holds the title, quoted, on its first line and the text after it.
 Inside autodata every hit is a `Hit`; the two wire forms exist only at the edge.
+
+Requests are read the way Search-R1's own server reads them (its trainer is the client
+that matters): unknown fields are ignored, `topk` missing, null or not positive means the
+server's default, an empty `queries` list gets `{"result": []}`, and a batch of thousands
+of queries (train batch x rollouts, 2,560 in its GRPO script) is one request.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_TOPK = 100
-MAX_QUERIES_PER_REQUEST = 1024
+DEFAULT_TOPK = 3
+# Far above any training batch (Search-R1's GRPO script sends 2,560); a larger request is
+# refused with HTTP 413 rather than held in memory.
+MAX_QUERIES_PER_REQUEST = 65_536
 
 
 class Passage(BaseModel):
@@ -42,9 +49,11 @@ class ScoredPassage(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    queries: list[str] = Field(min_length=1, max_length=MAX_QUERIES_PER_REQUEST)
-    topk: int = Field(3, ge=1, le=MAX_TOPK)
+    """`POST /retrieve`'s body, as Search-R1's server reads it (see the module docstring)."""
+
+    model_config = ConfigDict(extra="ignore")
+    queries: list[str]
+    topk: int | None = None  # None, 0 or negative: the server's default
     return_scores: bool = False
 
 
@@ -95,7 +104,8 @@ def hits_to_wire(hits: list[list[Hit]], *, return_scores: bool) -> SearchRespons
 
 
 def format_hits(hits: Sequence[Hit]) -> str:
-    """Render hits as Search-R1 renders them inside <information>: `Doc i(Title: t) text`."""
+    """Render hits as Search-R1's `_passages2string` does inside <information>: `Doc i(Title: t) text`
+    per hit, the title the first line of `contents` and the text all the rest, nothing cut."""
     return "".join(f"Doc {i}(Title: {hit.title}) {hit.text}\n" for i, hit in enumerate(hits, start=1))
 
 

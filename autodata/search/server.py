@@ -11,11 +11,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from autodata.search.protocol import Retriever, SearchRequest, SearchResponse, hits_to_wire
+from autodata.search.protocol import (
+    DEFAULT_TOPK,
+    MAX_QUERIES_PER_REQUEST,
+    Retriever,
+    SearchRequest,
+    SearchResponse,
+    hits_to_wire,
+)
 
 
-def create_app(retriever: Retriever, *, documents: int | None = None) -> FastAPI:
+def create_app(retriever: Retriever, *, documents: int | None = None, default_topk: int = DEFAULT_TOPK) -> FastAPI:
     """A FastAPI app serving `POST /retrieve` and `GET /health` over `retriever`.
+
+    `topk` missing, null or not positive means `default_topk`; a `topk` above the corpus
+    size (`documents`) is clamped to it.
 
     Example:
         >>> app = create_app(BM25Index.load("index/"))  # doctest: +SKIP
@@ -30,10 +40,17 @@ def create_app(retriever: Retriever, *, documents: int | None = None) -> FastAPI
         ]
         return JSONResponse(status_code=422, content={"error": "invalid request", "details": problems})
 
-    @app.post("/retrieve", response_model=SearchResponse)
-    def retrieve(request: SearchRequest) -> SearchResponse:
+    @app.post("/retrieve", response_model=SearchResponse, responses={413: {"description": "too many queries"}})
+    def retrieve(request: SearchRequest):
         # A plain `def`: FastAPI runs it in its thread pool, so BM25 never blocks the event loop.
-        hits = retriever.search(request.queries, topk=request.topk)
+        if len(request.queries) > MAX_QUERIES_PER_REQUEST:
+            return JSONResponse(status_code=413, content={
+                "error": f"{len(request.queries)} queries in one request; at most {MAX_QUERIES_PER_REQUEST}. "
+                         "Split the batch."})  # fmt: skip
+        topk = request.topk if request.topk and request.topk > 0 else default_topk
+        if documents:
+            topk = min(topk, documents)
+        hits = retriever.search(request.queries, topk=topk) if request.queries else []
         return hits_to_wire(hits, return_scores=request.return_scores)
 
     @app.get("/health")
