@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,9 +55,16 @@ FEEDBACK: dict[str, str] = {
     "invalid": "The question broke the format: ask exactly one thing, end with '?', keep the answer short.",
     "duplicate": "The question repeats an earlier one: ask about a different fact.",
     "unverified": "The search agent's trajectory failed verification: ask something the passages state directly.",
+    "hint_leak": "The search agent wrote the answer before its searches found it: ask about a fact the passages "
+    "state plainly, so that searching finds it.",
+    "bad_thought": "The search agent's reasoning was empty, repetitive or contradicted its actions: ask a simpler, "
+    "direct question.",
     "gap": "The strong and weak solvers scored too close: make the question need the evidence.",
 }
-SOLVER_DIRECTED = ("solver", "weak", "strong", "ignore", "instruction", "pretend", "wrong answer", "answer with")
+# Words of a question that talks to the solvers (reward hacking), matched as whole words:
+# "Armstrong", "strongest" and "weakest" are legitimate questions.
+SOLVER_DIRECTED = re.compile(r"\b(solvers?|weak|strong|ignore|instructions?|pretend|wrong answer|answer with)\b",
+                             re.IGNORECASE)  # fmt: skip
 NEAR_DUPLICATE_THRESHOLD = 0.8  # word-bigram Jaccard, as `autodata data check` uses by default
 MAX_QUESTION_WORDS = 40
 MAX_ANSWER_WORDS = 8
@@ -247,8 +255,7 @@ class SeedProcessor:
             return "invalid", "not one question of 3-40 words ending with '?'"
         if not c.answer.strip() or len(c.answer.split()) > MAX_ANSWER_WORDS:
             return "invalid", f"answer must be 1-{MAX_ANSWER_WORDS} words"
-        lowered = c.question.lower()
-        if any(word in lowered for word in SOLVER_DIRECTED):
+        if SOLVER_DIRECTED.search(c.question):
             return "invalid", "the question addresses the solvers"
         if normalize_answer(c.answer) and f" {normalize_answer(c.answer)} " in f" {normalize_answer(c.question)} ":
             return "leak", "the answer appears in the question"
@@ -302,9 +309,12 @@ class SeedProcessor:
 
         correct = [t for t, s in zip(trajectories, strong_scores) if s]
         verdict = self._as("judge", lambda: self.verifier(question=c.question, answer=c.answer, trajectories=correct,
-                                                          config=rollout(self.hash, c.seed_id, c.round, "judge")))  # fmt: skip
-        if verdict is None or verdict.trajectory is None:
-            return None, "unverified", verdict.reason if verdict is not None else "the judge's reply could not be parsed"
+                                                          config=rollout(self.hash, c.seed_id, c.round, "judge"),
+                                                          bridge=c.bridge))  # fmt: skip
+        if verdict is None:
+            return None, "unverified", "the judge's reply could not be parsed"
+        if verdict.trajectory is None:
+            return None, verdict.code, verdict.reason
         item = {
             "id": f"{c.seed_id}-r{c.round}", "seed_id": c.seed_id, "round": c.round, "strategy": c.strategy,
             "hops": c.hops, "question": c.question, "answer": c.answer, "bridge": c.bridge,
@@ -317,11 +327,17 @@ class SeedProcessor:
         return item, "accepted", ""
 
     def hint(self, c: Candidate) -> str:
+        """What the strong solver is told privately. A multi-hop hint names only the first hop's
+        article: the answer's article is the bridge entity the question hides. The verifier
+        rejects any trajectory that shows the hint (`hint_leak`)."""
         if self.recipe.hint_mode == "answer":
+            if c.hops == 2:
+                return (f"The answer is {c.answer!r}. Start from the article {title_of(c.passages[0])!r}, find what "
+                        "the question describes, then search for that.")  # fmt: skip
             return (f"The answer is {c.answer!r}. The article {title_of(c.passages[-1])!r} states it: "
                     "search for that article, then answer.")  # fmt: skip
         if self.recipe.hint_mode == "titles":
-            return "Useful articles: " + "; ".join(title_of(h) for h in c.passages)
+            return "Useful articles: " + "; ".join(title_of(h) for h in (c.passages[:1] if c.hops == 2 else c.passages))
         return ""
 
 

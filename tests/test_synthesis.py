@@ -176,24 +176,30 @@ def test_verifier_rejects_fabricated_and_needless_searches(bm25_index):
     from autodata.search import format_hits
     from autodata.trajectory import AnswerStep
 
+    thoughts = iter(f"Thought number {i} about where to look next." for i in range(100))
+
     def step(query, observation):
-        return SearchStep(think="t", query=query, observation=observation, hit_ids=[])
+        return SearchStep(think=next(thoughts), query=query, observation=observation, hit_ids=[])
+
+    def answer_step(answer="William Shakespeare"):
+        return AnswerStep(think="The first passage names the author.", answer=answer)
 
     real = format_hits(honest)
-    ok = Trajectory(question="q", steps=[step("who wrote the tragedy hamlet", real), AnswerStep(think="t", answer="William Shakespeare")])
+    ok = Trajectory(question="q", steps=[step("who wrote the tragedy hamlet", real), answer_step()])
     assert check_trajectory(ok, "William Shakespeare", bm25_index, search) is None
     fake_obs = real.replace("Denmark", "Norway")
-    forged = Trajectory(question="q", steps=[step("who wrote the tragedy hamlet", fake_obs), AnswerStep(think="t", answer="William Shakespeare")])
-    assert "fabricated observation" in check_trajectory(forged, "William Shakespeare", bm25_index, search)
+    forged = Trajectory(question="q", steps=[step("who wrote the tragedy hamlet", fake_obs), answer_step()])
+    assert "fabricated observation" in check_trajectory(forged, "William Shakespeare", bm25_index, search).detail
     again = Trajectory(question="q", steps=[step("who wrote the tragedy hamlet", real), step("paris", format_hits(bm25_index.search(["paris"], topk=3)[0])),
-                                             AnswerStep(think="t", answer="William Shakespeare")])  # fmt: skip
-    assert "needless search" in check_trajectory(again, "William Shakespeare", bm25_index, search)
+                                             answer_step()])  # fmt: skip
+    assert "needless search" in check_trajectory(again, "William Shakespeare", bm25_index, search).detail
     cheat_query = "William Shakespeare hamlet"
     cheat = Trajectory(question="q", steps=[step(cheat_query, format_hits(bm25_index.search([cheat_query], topk=3)[0])),
-                                            AnswerStep(think="t", answer="William Shakespeare")])  # fmt: skip
-    assert "holds the answer before any search returned it" in check_trajectory(cheat, "William Shakespeare", bm25_index, search)
-    no_search = Trajectory(question="q", steps=[AnswerStep(think="t", answer="William Shakespeare")])
-    assert "no search" in check_trajectory(no_search, "William Shakespeare", bm25_index, search)
+                                            answer_step()])  # fmt: skip
+    assert check_trajectory(cheat, "William Shakespeare", bm25_index, search) == (
+        "hint_leak", "step 1's query holds the answer 'William Shakespeare' before any observation showed it")
+    no_search = Trajectory(question="q", steps=[answer_step()])
+    assert "no search" in check_trajectory(no_search, "William Shakespeare", bm25_index, search).detail
 
 
 def test_bad_inputs_fail_before_anything_is_written(tmp_path, monkeypatch, bm25_index):

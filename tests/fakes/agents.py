@@ -33,6 +33,7 @@ class ScriptedAgents:
     # state; without it, it accepts everything.
     judge_rule: str | None = None
     rewrite_adds: str = " Never put the answer in the question."  # what the optimizer role appends
+    strong_think: str = "I should search for the key words of the question."  # the first search's thought
     calls: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, request: dict) -> str:
@@ -68,7 +69,7 @@ class ScriptedAgents:
             reply = {"answer": self.weak_answer}
         elif step == "strong_first":
             query = inputs["question"].rstrip("?") if self.strong_query == "question" else self.strong_query
-            reply = {"think": "I should search for the key words of the question.", "query": query}
+            reply = {"think": self.strong_think, "query": query}
         elif step == "strong_next":
             answer = re.search(r"The answer is '([^']*)'", inputs.get("hint", ""))
             reply = {"think": "The passages do not say it yet.", "action": "answer",

@@ -1,0 +1,127 @@
+"""A kept trajectory reads like a solver that did not know the answer (scripted endpoint, real index).
+
+Each case turns one knob of the scripted roles and checks the seed is rejected for the
+right reason, counted in the manifest; the honest default is accepted.
+"""
+
+import json
+
+import pytest
+
+from autodata.recipe import Recipe
+from autodata.roles.verifier import check_trajectory
+from autodata.search import BM25Index, format_hits
+from autodata.settings import load_settings
+from autodata.trajectory import AnswerStep, SearchStep, Trajectory
+from autodata.workspace import Workspace
+from tests.conftest import write_corpus
+
+SEED = [{"id": "s1", "question": "who wrote the tragedy hamlet", "golden_answers": ["William Shakespeare"]}]
+KEEP = {"strategies": {"keep": 1, "rephrase": 0, "multi_hop": 0}, "max_rounds": 1}
+
+
+def synthesize(tmp_path, recipe_changes=KEEP, seeds=SEED) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    seeds_file = tmp_path / "seeds.jsonl"
+    seeds_file.write_text("".join(json.dumps(s) + "\n" for s in seeds))
+    out = tmp_path / "out"
+    with Workspace(load_settings()) as ws:
+        report = ws.synthesize(out, recipe=Recipe().with_changes(**recipe_changes), seeds=seeds_file, show_progress=False)
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()] if (
+        out / "rejected.jsonl").exists() else []  # fmt: skip
+    return {"manifest": report.manifest, "rejected": rejected}
+
+
+def test_the_honest_default_is_accepted(scripted_roles, tmp_path):
+    assert synthesize(tmp_path)["manifest"]["items"]["accepted"] == 1
+
+
+@pytest.mark.parametrize("think, reason, detail", [
+    ("Probably William Shakespeare, so I check it.", "hint_leak", "step 1's thought holds the answer"),
+    ("I was told who it is, so I search the play.", "hint_leak", "speaks of being told"),
+    ("The hint names an article; I search it.", "hint_leak", "speaks of being told"),
+    (" . ", "bad_thought", "step 1's thought is empty"),
+    ("Search 1; Search 2; Search 3; Search 4", "bad_thought", "repeats itself"),
+    ("I can answer now without looking further.", "bad_thought", "says it answers now, then it searches"),
+])  # fmt: skip
+def test_a_trajectory_that_knew_or_babbled_is_rejected(scripted_roles, tmp_path, think, reason, detail):
+    scripted_roles.strong_think = think
+    result = synthesize(tmp_path)
+    assert result["manifest"]["items"]["accepted"] == 0
+    assert result["manifest"]["rejections"] == {reason: 1}
+    assert detail in result["rejected"][0]["detail"]
+
+
+def test_a_query_holding_the_answer_is_a_hint_leak(scripted_roles, tmp_path):
+    scripted_roles.strong_query = "William Shakespeare tragedy"
+    result = synthesize(tmp_path)
+    assert result["manifest"]["rejections"] == {"hint_leak": 1}
+    assert "step 1's query holds the answer" in result["rejected"][0]["detail"]
+
+
+@pytest.fixture
+def bridge_world(tmp_path, monkeypatch, scripted_roles):
+    """A corpus where another article mentions Hamlet, so 'Hamlet' can be a hidden bridge entity."""
+    facts = [("Hamlet", "Hamlet is a tragedy written by William Shakespeare around 1600, set in Denmark."),
+             ("Kronborg", "Kronborg is a castle in Helsingor, Denmark, famous as the setting of Hamlet."),
+             ("Paris", "Paris is the capital and largest city of France.")]  # fmt: skip
+    index = BM25Index.build(write_corpus(tmp_path / "bridge.jsonl", facts), tmp_path / "bridge-index", show_progress=False)
+    monkeypatch.setenv("AUTODATA_RETRIEVER__INDEX_DIR", str(index.folder))
+    return index
+
+
+MULTI_HOP = {"strategies": {"keep": 0, "rephrase": 0, "multi_hop": 1}, "max_rounds": 1}
+
+
+def test_a_multi_hop_query_naming_the_hidden_bridge_is_a_hint_leak(bridge_world, scripted_roles, tmp_path):
+    scripted_roles.strong_query = "Hamlet"  # the bridge, searched by name before any observation showed it
+    result = synthesize(tmp_path, MULTI_HOP)
+    assert result["manifest"]["rejections"] == {"hint_leak": 1}
+    assert "holds the bridge entity 'Hamlet'" in result["rejected"][0]["detail"]
+
+
+def test_a_multi_hop_hint_does_not_name_the_bridge(bridge_world):
+    from autodata.pipeline import Candidate, SeedProcessor
+    from autodata.search.protocol import Hit
+
+    hamlet = Hit(id="0", contents='"Hamlet"\nHamlet is a tragedy written by William Shakespeare.')
+    kronborg = Hit(id="1", contents='"Kronborg"\nKronborg is the setting of Hamlet.')
+    candidate = Candidate("s1", 0, "multi_hop", "Which playwright wrote the play set at a Danish castle?",
+                          "William Shakespeare", (kronborg, hamlet), bridge="Hamlet")  # fmt: skip
+    for mode in ("answer", "titles"):
+        processor = SeedProcessor(Recipe().with_changes(hint_mode=mode), bridge_world, llms=None)
+        hint = processor.hint(candidate)
+        assert "Kronborg" in hint and "Hamlet" not in hint, hint
+
+
+def test_questions_with_strong_or_weak_inside_words_are_not_solver_directed(scripted_roles, tmp_path):
+    scripted_roles.challenger_question = "Which playwright, the strongest of his era, wrote the tragedy set in Denmark?"
+    result = synthesize(tmp_path, {"strategies": {"keep": 0, "rephrase": 1, "multi_hop": 0}, "max_rounds": 1})
+    assert "invalid" not in result["manifest"]["rejections"] and result["manifest"]["items"]["accepted"] == 1
+    scripted_roles.challenger_question = "Which playwright should the weak solver name for the Danish tragedy?"
+    again = [{**SEED[0], "id": "s2"}]  # another seed: the first one's challenger reply is in the LLM cache
+    result = synthesize(tmp_path / "again", {"strategies": {"keep": 0, "rephrase": 1, "multi_hop": 0}, "max_rounds": 1},
+                        seeds=again)  # fmt: skip
+    assert result["rejected"][0]["detail"] == "the question addresses the solvers"
+
+
+def test_thought_rules_on_hand_made_trajectories(bm25_index):
+    search = Recipe().search
+    observation = format_hits(bm25_index.search(["hamlet tragedy"], topk=search.top_k)[0])
+
+    def trajectory(*thoughts):
+        first, final = thoughts
+        return Trajectory(question="q", steps=[SearchStep(think=first, query="hamlet tragedy", observation=observation,
+                                                          hit_ids=[]), AnswerStep(think=final, answer="William Shakespeare")])  # fmt: skip
+
+    assert check_trajectory(trajectory("I look for the play first.", "The passage names William Shakespeare."),
+                            "William Shakespeare", bm25_index, search) is None  # the answer after it was observed
+    same = check_trajectory(trajectory("I look for the play first.", "I look for the play first."),
+                            "William Shakespeare", bm25_index, search)  # fmt: skip
+    assert same.reason == "bad_thought" and "repeats itself" in same.detail
+    late = check_trajectory(trajectory("I look for the play first.", "Let me search once more, then: done."),
+                            "William Shakespeare", bm25_index, search)  # fmt: skip
+    assert late == ("bad_thought", "step 2's thought says it must search, then it answers")
+    armstrong = check_trajectory(trajectory("Armstrong is not it; I look for the play.", "The passage says so."),
+                                 "William Shakespeare", bm25_index, search)  # fmt: skip
+    assert armstrong is None
