@@ -181,8 +181,9 @@ def cmd_synthesize(args, settings: Settings) -> int:
                                    concurrency=args.concurrency, budget=budget, settings=settings,
                                    recipe_source=source)  # fmt: skip
     m = report.manifest
-    print(f"Accepted {m['items']['accepted']} items from {m['seeds']['done']} seeds "
-          f"(acceptance rate {m['acceptance_rate']:.0%}); {m['items']['in_datasets']} in {args.out}/sft_dataset.json")  # fmt: skip
+    print(f"Accepted {m['items']['accepted']} items from {m['seeds']['done']} seeds: "
+          f"{m['accepted_per_seed']:.2f} per seed tried, {m['accepted_per_seed_with_evidence']:.2f} per seed with "
+          f"evidence ({m['seeds']['with_evidence']}); {m['items']['in_datasets']} in {args.out}/sft_dataset.json")  # fmt: skip
     if m["rejections"]:
         print("Rejections: " + ", ".join(f"{k} {v}" for k, v in sorted(m["rejections"].items())))
     if usage:
@@ -233,13 +234,13 @@ def cmd_recipe_show(args, settings: Settings) -> int:
 
 def _print_study(name: str, settings: Settings, storage: str | None) -> None:
     rows, best = api.show_study(name, settings=settings, storage=storage)
-    print(f"{'trial':>5} {'state':<9} {'score':>7} {'recipe':<17} {'accept':>7} {'items':>5} {'calls/item':>10} "
+    print(f"{'trial':>5} {'state':<9} {'score':>7} {'recipe':<17} {'items/seed':>10} {'items':>5} {'calls/item':>10} "
           f"{'k':>2} {'rounds':>6} {'top_k':>5} {'challenger':<10}")  # fmt: skip
     for r in rows:
         def num(value, fmt):
             return format(value, fmt) if isinstance(value, (int, float)) else "-"
         print(f"{r['trial']:>5} {r['state']:<9} {num(r['score'], '7.3f'):>7} {r['recipe_hash'] or '-':<17} "
-              f"{num(r['acceptance_rate'], '7.2f'):>7} {num(r['accepted'], 'd'):>5} {num(r['calls_per_item'], '10.1f'):>10} "
+              f"{num(r['accepted_per_seed'], '10.2f'):>10} {num(r['accepted'], 'd'):>5} {num(r['calls_per_item'], '10.1f'):>10} "
               f"{num(r['attempts'], 'd'):>2} {num(r['rounds'], 'd'):>6} {num(r['top_k'], 'd'):>5} "
               f"{r['challenger_prompt'] or '-':<10}{'  pareto' if r['pareto'] else ''}")  # fmt: skip
     if best:

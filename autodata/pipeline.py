@@ -1,6 +1,6 @@
 """The inner loop: Agentic Self-Instruct over seeds, one seed at a time per worker.
 
-Per seed: tag it, build an evidence pack by real searches, then for up to
+Per seed: build an evidence pack by real searches, then for up to
 `max_rounds` rounds: the challenger proposes a candidate (or the seed is kept as is),
 programmatic quality checks run, the weak and strong solvers attempt it (stopping as
 soon as the acceptance rule is decided), and the verifier picks a trajectory to keep.
@@ -160,9 +160,6 @@ class SeedProcessor:
         if answer is None:  # nothing to ground a question in: no LLM call spent
             result.rejected.append(self._rejection(seed, None, "no_evidence", "no retrieved passage holds a golden answer"))
             return
-        tags = self._as("judge", lambda: self.tagger(question=seed.question, config=rollout(self.hash, seed.id, "tag")))
-        fields = ("task_type", "needs_search", "evidence_scope", "recommended_sources")
-        result.tags = {k: (tags[k] if tags is not None else None) for k in fields}
         feedback, tried, questions = "", set(), []
         for round_no in range(self.recipe.max_rounds):
             strategy = self.pick_strategy(seed.id, round_no, tried)
@@ -178,8 +175,9 @@ class SeedProcessor:
                 feedback = FEEDBACK[reason]
                 continue
             questions.append(candidate.question)
-            item, reason, detail = self.solve(candidate, result.tags)
+            item, reason, detail = self.solve(candidate)
             if item is not None:
+                result.tags = item["tags"]
                 result.accepted.append(item)
                 return
             result.rejected.append(self._rejection(seed, candidate, reason, detail, round_no, strategy))
@@ -271,7 +269,18 @@ class SeedProcessor:
 
     # --- solving and accepting -----------------------------------------------------
 
-    def solve(self, c: Candidate, tags: dict) -> tuple[dict | None, str, str]:
+    def tag(self, c: Candidate) -> dict[str, Any]:
+        """The tagger's classification of the accepted question (not of its seed). A two-hop item
+        is `multi_hop_composition` by construction, whatever the tagger says."""
+        tags = self._as("judge", lambda: self.tagger(question=c.question, config=rollout(self.hash, c.seed_id, c.round,
+                                                                                          "tag")))  # fmt: skip
+        fields = ("task_type", "needs_search", "evidence_scope", "recommended_sources")
+        found = {k: (tags[k] if tags is not None else None) for k in fields}
+        if c.hops == 2:
+            found["task_type"] = "multi_hop_composition"
+        return found
+
+    def solve(self, c: Candidate) -> tuple[dict | None, str, str]:
         a = self.recipe.acceptance
         k = a.attempts_per_solver
 
@@ -318,7 +327,7 @@ class SeedProcessor:
         item = {
             "id": f"{c.seed_id}-r{c.round}", "seed_id": c.seed_id, "round": c.round, "strategy": c.strategy,
             "hops": c.hops, "question": c.question, "answer": c.answer, "bridge": c.bridge,
-            "passage_ids": [h.id for h in c.passages], "tags": tags,
+            "passage_ids": [h.id for h in c.passages], "tags": self.tag(c),
             "weak": {"mode": self.recipe.weak_mode, "scores": weak_scores},
             "strong": {"hint_mode": self.recipe.hint_mode, "hint": hint, "scores": strong_scores},
             "acceptance_rule": a.rule, "recipe_hash": self.hash,

@@ -227,6 +227,7 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuest
         for role, cost in row["cost"].items():
             costs.setdefault(role, Counter()).update(cost)
     candidates = len(accepted) + sum(1 for r in rejected if r["reason"] not in NOT_CANDIDATES)
+    with_evidence = len(progress) - sum(1 for r in rejected if r["reason"] in NOT_CANDIDATES)
     run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))  # seeds hashed when the run opened
     manifest = {
         "dataset_version": f"{recipe.content_hash}-{run_info['seeds_sha256'][:12]}",
@@ -236,10 +237,14 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuest
         "acceptance_rule": recipe.acceptance.rule,
         "hint_mode": recipe.hint_mode,
         "weak_mode": recipe.weak_mode,
-        "seeds": {"total": total_seeds, "done": len(progress), "with_accepted_item": len({i["seed_id"] for i in accepted}),
+        "seeds": {"total": total_seeds, "done": len(progress), "with_evidence": with_evidence,
+                  "with_accepted_item": len({i["seed_id"] for i in accepted}),
                   "contaminated_skipped": sum(1 for r in rejected if r["reason"] == "contaminated_seed")},
         "items": {"accepted": len(accepted), "in_datasets": len(kept), "rejected_candidates": len(rejected)},
+        # Per candidate question that reached the checks; the two below count per seed.
         "acceptance_rate": round(len(accepted) / candidates, 4) if candidates else 0.0,
+        "accepted_per_seed": round(len(accepted) / len(progress), 4) if progress else 0.0,
+        "accepted_per_seed_with_evidence": round(len(accepted) / with_evidence, 4) if with_evidence else 0.0,
         "by_strategy": dict(Counter(i["strategy"] for i in kept)),
         "by_task_type": dict(Counter((i.get("tags") or {}).get("task_type") for i in kept)),
         "by_hops": {str(k): v for k, v in Counter(i["hops"] for i in kept).items()},

@@ -37,7 +37,8 @@ def score_recipe(recipe: Recipe, workspace: Workspace, run_dir: Path, *, seeds: 
     manifest = report.manifest
     accepted = manifest["items"]["accepted"]
     calls = sum(c["calls"] for c in manifest["llm_totals"].values())
-    metrics = {"acceptance_rate": manifest["acceptance_rate"], "accepted_items": accepted,
+    metrics = {"acceptance_rate": manifest["acceptance_rate"], "accepted_per_seed": manifest["accepted_per_seed"],
+               "accepted_per_seed_with_evidence": manifest["accepted_per_seed_with_evidence"], "accepted_items": accepted,
                "llm_calls": calls, "llm_calls_per_accepted_item": calls / max(accepted, 1)}  # fmt: skip
     for role, cost in manifest["llm_per_accepted_item"].items():
         metrics |= {f"per_item.{role}.calls": cost["calls"],

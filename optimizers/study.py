@@ -258,7 +258,7 @@ def _report_interim_scores(trial: optuna.Trial, recipe: Recipe, run_dir: Path, s
 def _record(trial: optuna.Trial, final: RecipeScore) -> None:
     """The trial's final numbers, on the Optuna trial and in its MLflow run."""
     mlflow.log_metrics(final.metrics)
-    for key in ("acceptance_rate", "accepted_items", "llm_calls_per_accepted_item", "score"):
+    for key in ("acceptance_rate", "accepted_per_seed", "accepted_items", "llm_calls_per_accepted_item", "score"):
         trial.set_user_attr(key, final.metrics.get(key, final.result.get(key)))
 
 
@@ -301,6 +301,7 @@ def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
         {
             "trial": t.number, "state": t.state.name, "score": t.values[0] if t.values else None, "recipe_hash": t.user_attrs.get("recipe_hash"),
             "acceptance_rate": t.user_attrs.get("acceptance_rate"), "accepted": t.user_attrs.get("accepted_items"),
+            "accepted_per_seed": t.user_attrs.get("accepted_per_seed"),
             "calls_per_item": t.user_attrs.get("llm_calls_per_accepted_item"),
             "attempts": t.params.get("attempts_per_solver"), "rounds": t.params.get("max_rounds"),
             "top_k": t.params.get("top_k"), "challenger_prompt": t.params.get("challenger_prompt"),

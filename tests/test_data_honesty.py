@@ -125,3 +125,33 @@ def test_thought_rules_on_hand_made_trajectories(bm25_index):
     armstrong = check_trajectory(trajectory("Armstrong is not it; I look for the play.", "The passage says so."),
                                  "William Shakespeare", bm25_index, search)  # fmt: skip
     assert armstrong is None
+
+
+def test_tags_describe_the_accepted_question_and_multi_hop_is_not_a_simple_fact(bridge_world, scripted_roles,
+                                                                                tmp_path):  # fmt: skip
+    scripted_roles.strong_query = "Danish castle play"  # an honest first hop: Kronborg, then the answer's article
+    scripted_roles.challenger_question = "Which playwright wrote the tragedy set at a Danish castle?"
+    result = synthesize(tmp_path, MULTI_HOP)
+    manifest = result["manifest"]
+    assert manifest["items"]["accepted"] == 1
+    assert scripted_roles.tagged == ["Which playwright wrote the tragedy set at a Danish castle?"]  # the tagger said
+    assert manifest["by_task_type"] == {"multi_hop_composition": 1} and manifest["by_hops"] == {"2": 1}  # simple_fact
+    keep = synthesize(tmp_path / "keep")
+    assert scripted_roles.tagged[-1] == "Who wrote the tragedy hamlet?"  # the kept question, as asked
+    assert keep["manifest"]["by_task_type"] == {"simple_fact": 1}
+
+
+def test_headline_numbers_count_per_seed_tried_and_per_seed_with_evidence(scripted_roles, tmp_path, capsys):
+    from autodata.cli import main
+
+    seeds = SEED + [{"id": "s2", "question": "what is the airspeed of an unladen swallow", "golden_answers": ["11 m/s"]},
+                    {"id": "s3", "question": "who discovered penicillin", "golden_answers": ["Alexander Fleming"]}]
+    seeds_file = tmp_path / "three.jsonl"
+    seeds_file.write_text("".join(json.dumps(s) + "\n" for s in seeds))
+    recipe = tmp_path / "keep.yaml"
+    recipe.write_text("strategies:\n  keep: 1\n  rephrase: 0\n  multi_hop: 0\nmax_rounds: 1\n")
+    assert main(["synthesize", "--seeds", str(seeds_file), "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "Accepted 2 items from 3 seeds: 0.67 per seed tried, 1.00 per seed with evidence (2)" in out
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["accepted_per_seed"] == 0.6667 and manifest["accepted_per_seed_with_evidence"] == 1.0

@@ -35,6 +35,7 @@ class ScriptedAgents:
     rewrite_adds: str = " Never put the answer in the question."  # what the optimizer role appends
     strong_think: str = "I should search for the key words of the question."  # the first search's thought
     calls: dict[str, int] = field(default_factory=dict)
+    tagged: list[str] = field(default_factory=list)  # the questions the tagger was asked about
 
     def __call__(self, request: dict) -> str:
         response_format = request.get("response_format") or {}
@@ -55,6 +56,7 @@ class ScriptedAgents:
         }.get(keys, "unknown")
         self.calls[step] = self.calls.get(step, 0) + 1
         if step == "tagger":
+            self.tagged.append(inputs["question"].split("\n\n")[0])
             reply = {"task_type": "simple_fact", "needs_search": True, "evidence_scope": "open_retrieval",
                      "recommended_sources": ["encyclopedia"]}  # fmt: skip
         elif step == "challenger" and self.challenger_rule is not None:
