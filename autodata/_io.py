@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +51,21 @@ def ensure_sqlite_folder(url: str) -> str:
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return url
+
+
+@contextmanager
+def folder_written_whole(target: Path) -> Iterator[Path]:
+    """A staging folder beside `target` to fill; it replaces `target` when the block ends, and
+    vanishes on any error or Ctrl-C, so `target` is the old folder or the new one, never half."""
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.building-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

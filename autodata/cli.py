@@ -15,7 +15,7 @@ from autodata import api
 from autodata._version import __version__
 from autodata.errors import AutodataError
 from autodata.llm import Budget, UsageLedger
-from autodata.settings import ROLE_NAMES, Settings, load_settings
+from autodata.settings import ROLE_NAMES, Settings, load_settings, mask_url
 from autodata.world import WorldPlan
 
 EPILOG = """\
@@ -58,7 +58,7 @@ def cmd_demo(args, settings: Settings) -> int:
 
     if finished_trials("demo", settings.effective_optuna_storage) < args.trials:
         api.run_study("demo", args.trials, settings=settings, seeds_per_trial=args.seeds_per_trial,
-                      score_metric="format_valid", stages=(1.0,))  # fmt: skip
+                      score_metric="format_valid", stages=(1.0,), rewrite_val_seeds=2)  # fmt: skip
     else:
         print(f"Study 'demo' already has {args.trials} finished trials; nothing to do.")
     _print_study("demo", settings, None)
@@ -224,6 +224,9 @@ def cmd_proxy(args, settings: Settings) -> int:
           f"{result['format_valid']:>7.3f}")  # fmt: skip
     print(f"score ({result['score_metric']}): {result['score']:.3f}; train {result['train_seconds']:.0f} s, "
           f"eval {result['eval_seconds']:.0f} s; {args.out}/proxy.json")  # fmt: skip
+    print(f"trained on whole examples only: {result['train_examples_too_long']} of {result['train_examples_drawn']} drawn longer "
+          f"than {result['train_max_seq_tokens']} tokens were left out (longest {result['train_longest_example_tokens']})"
+          f"{'; untuned baseline from the cache' if result['baseline_cached'] else ''}")  # fmt: skip
     return 0
 
 
@@ -251,7 +254,10 @@ def cmd_study_run(args, settings: Settings) -> int:
     options = {k: v for k, v in {"seeds_per_trial": args.seeds_per_trial, "proxy_steps": args.proxy_steps,
                                  "dev_limit": args.dev_limit, "score_metric": args.score_metric,
                                  "stages": args.stages, "pruner": args.pruner, "objectives": args.objectives,
-                                 "prompt_budget": args.optimize_prompts, "jobs": args.jobs}.items() if v}  # fmt: skip
+                                 "prompt_budget": args.optimize_prompts, "jobs": args.jobs,
+                                 "rewrite_val_seeds": args.rewrite_val_seeds}.items() if v}  # fmt: skip
+    if args.rewrite_val_seeds == 0:
+        options["rewrite_prompts"] = False
     api.run_study(args.name, args.trials, settings=settings, storage=args.storage, **options)
     _print_study(args.name, settings, args.storage)
     print(f"\nNext: `autodata mlflow ui` to compare trials and prompt versions; "
@@ -293,6 +299,24 @@ def cmd_mlflow_ui(args, settings: Settings) -> int:
     print("  Prompts > autodata.challenger: the prompt versions with their commit messages.", flush=True)
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                             "--host", args.host, "--port", str(args.port)])  # fmt: skip
+
+
+def cmd_service(args, settings: Settings) -> int:
+    from autodata import service
+
+    print(f"autodata service at http://{args.host}:{args.port} (OpenAPI at /docs; Ctrl-C stops); work is queued in "
+          f"{mask_url(settings.effective_optuna_storage)} for `autodata worker` processes", flush=True)  # fmt: skip
+    service.serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    from autodata import service
+
+    print(f"autodata worker taking work from {mask_url(settings.effective_optuna_storage)} (Ctrl-C stops)", flush=True)
+    done = service.run_worker(settings, name=args.name, poll_s=args.poll_s, once=args.once)
+    print(f"{done} piece(s) of work done")
+    return 0
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -478,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default median)")  # fmt: skip
     p.add_argument("--objectives", choices=["score", "score,calls"], help="'score,calls' also minimizes LLM calls "
                    "per accepted item (two objectives, Pareto front; no pruning)")  # fmt: skip
+    p.add_argument("--rewrite-val-seeds", type=int, metavar="N", help="after each trial the optimizer role rewrites "
+                   "the challenger's instructions; the rewrite is kept only if it beats its parent on N fixed train "
+                   "seeds (default 4; 0 turns rewrites off)")  # fmt: skip
     p.add_argument("--optimize-prompts", type=int, metavar="RUNS", help="first run GEPA on the challenger's "
                    "instructions with this many inner-loop runs (see `autodata prompts optimize`)")  # fmt: skip
 
@@ -513,6 +540,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollback", action="store_true", help="restore the production versions before the last promotion")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite under home)")
     p.set_defaults(run=cmd_promote)
+
+    p = commands.add_parser(
+        "service", help="the REST API: launch and watch studies and synthesis jobs, prompts, promotion",
+        description="Work is queued in the study storage database (AUTODATA_OPTUNA_STORAGE) and done by "
+        "`autodata worker` processes on any machine. Mutating endpoints need 'Authorization: Bearer "
+        "$AUTODATA_SERVICE_TOKEN'; without that variable the service binds only to loopback. OpenAPI at /docs.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    p.set_defaults(run=cmd_service)
+    p = commands.add_parser(
+        "worker", help="do the service's queued work (studies, synthesis jobs); run any number, anywhere",
+        description="Polls the study storage database for work. Studies are shared by all workers (Optuna retries a "
+        "dead worker's trial); a synthesis job whose worker stops beating is taken over and resumed.",
+    )
+    p.add_argument("--name", help="this worker's name in the queue (default host:pid)")
+    p.add_argument("--poll-s", type=float, default=2.0, help="seconds between polls when idle (default %(default)s)")
+    p.add_argument("--once", action="store_true", help="stop when nothing is queued")
+    p.set_defaults(run=cmd_worker)
 
     mlflow_parser = commands.add_parser("mlflow", help="MLflow").add_subparsers(dest="action", required=True)
     p = mlflow_parser.add_parser("ui", help="the MLflow UI on the tracking database")

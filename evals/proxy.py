@@ -14,6 +14,7 @@ generates 35-68 tokens/s here against transformers' ~8.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -62,7 +63,7 @@ class ProxySettings:
 
     steps: int = 64  # optimizer steps, one example each
     max_items: int = 64  # training examples drawn from the dataset
-    max_seq_tokens: int = 512
+    max_seq_tokens: int = 2048  # whole examples only: longer ones are left out (and counted), never cut
     max_train_seconds: float = 420.0
     learning_rate: float = 2e-4
     lora_rank: int = 8
@@ -102,8 +103,9 @@ def resolve_student(student: Path | None, embedded_gguf: Path) -> tuple[Path, st
     raise ProxyTrainingFailed(f"{student} is not a model: give a .gguf file or a Hugging Face folder with config.json.")
 
 
-def encode(tokenizer, example: dict, max_tokens: int) -> tuple[list[int], list[int]]:
-    """Token ids and labels; only the assistant turns' tokens (and their end marker) are learned."""
+def encode(tokenizer, example: dict) -> tuple[list[int], list[int]]:
+    """Token ids and labels of a whole example; only the assistant turns' tokens (and their end
+    marker) are learned. Nothing is cut: `fit_examples` leaves out what does not fit."""
     messages = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]}
                 for t in example["conversations"]]  # fmt: skip
     full = tokenizer.apply_chat_template(messages, tokenize=False)
@@ -113,13 +115,26 @@ def encode(tokenizer, example: dict, max_tokens: int) -> tuple[list[int], list[i
             start = len(tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True))
             end = len(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False))
             spans.append((start, end))
-    encoded = tokenizer(full, return_offsets_mapping=True, add_special_tokens=False, truncation=True,
-                        max_length=max_tokens)  # fmt: skip
+    encoded = tokenizer(full, return_offsets_mapping=True, add_special_tokens=False)
     labels = [
         token if any(start <= a and b <= end for start, end in spans) and b > a else -100
         for token, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])
     ]
     return encoded["input_ids"], labels
+
+
+def fit_examples(tokenizer, examples: list[dict], max_tokens: int) -> tuple[list[tuple[list[int], list[int]]], dict]:
+    """The examples that fit whole in `max_tokens`, encoded, and how many did not.
+
+    A sequence cut before its final answer turn would teach searching without answering,
+    so an example too long is left out, never truncated.
+    """
+    encoded = [encode(tokenizer, example) for example in examples]
+    fitting = [(ids, labels) for ids, labels in encoded if len(ids) <= max_tokens]
+    lengths = [len(ids) for ids, _ in encoded]
+    return fitting, {"train_examples_drawn": len(encoded), "train_examples_too_long": len(encoded) - len(fitting),
+                     "train_max_seq_tokens": max_tokens,
+                     "train_longest_example_tokens": max(lengths, default=0)}  # fmt: skip
 
 
 def converter(cache_dir: Path) -> Path:
@@ -166,10 +181,14 @@ def train_lora(model, tokenizer, examples: list[dict], settings: ProxySettings, 
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     chosen = rng.sample(examples, min(settings.max_items, len(examples)))
-    encoded = [encode(tokenizer, example, settings.max_seq_tokens) for example in chosen]
+    encoded, fit = fit_examples(tokenizer, chosen, settings.max_seq_tokens)
+    if fit["train_examples_too_long"]:
+        logger.warning("proxy: %d of %d examples are longer than %d tokens and were left out",
+                       fit["train_examples_too_long"], len(chosen), settings.max_seq_tokens)  # fmt: skip
     encoded = [(ids, labels) for ids, labels in encoded if any(label != -100 for label in labels)]
     if not encoded:
-        raise ProxyTrainingFailed("No training example has an assistant token within max_seq_tokens.")
+        raise ProxyTrainingFailed(f"No training example fits whole in max_seq_tokens={settings.max_seq_tokens} "
+                                  f"(the longest has {fit['train_longest_example_tokens']} tokens).")  # fmt: skip
     config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])  # fmt: skip
     model = get_peft_model(model, config)
@@ -190,7 +209,7 @@ def train_lora(model, tokenizer, examples: list[dict], settings: ProxySettings, 
             break
     seconds = time.monotonic() - started
     return model.merge_and_unload(), losses, {"train_seconds": round(seconds, 2), "train_tokens": tokens,
-                                              "train_tokens_per_s": round(tokens / seconds, 1)}  # fmt: skip
+                                              "train_tokens_per_s": round(tokens / seconds, 1), **fit}  # fmt: skip
 
 
 def score_gguf(gguf: Path, items: list[SeedItem], out: Path, retriever: Retriever, settings: ProxySettings,
@@ -213,8 +232,13 @@ def score_gguf(gguf: Path, items: list[SeedItem], out: Path, retriever: Retrieve
 
 
 def run_proxy(data_dir: Path, out: Path, *, dev_items: list[SeedItem], retriever: Retriever, cache_dir: Path,
-              embedded_gguf: Path, student: Path | None = None, settings: ProxySettings = ProxySettings()) -> dict:  # fmt: skip
-    """Train, convert, score base and tuned student; write and return `out/proxy.json`."""
+              embedded_gguf: Path, student: Path | None = None, settings: ProxySettings = ProxySettings(),
+              baseline_file: Path | None = None) -> dict:  # fmt: skip
+    """Train, convert, score base and tuned student; write and return `out/proxy.json`.
+
+    `baseline_file`: where the untuned student's dev metrics are kept for this world,
+    student and evaluation (see `run_proxy_in`); when it exists they are read, not recomputed.
+    """
     examples = load_examples(data_dir)
     folder, gguf_file = resolve_student(student, embedded_gguf)
     if not dev_items:
@@ -230,14 +254,21 @@ def run_proxy(data_dir: Path, out: Path, *, dev_items: list[SeedItem], retriever
     tokenizer = AutoTokenizer.from_pretrained(folder, **load)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **load).to(device)
 
-    base_gguf = to_gguf(model, tokenizer, out / "base-hf", out / "base.gguf", cache_dir)
+    items = dev_items[: settings.dev_limit]
+    cached = json.loads(baseline_file.read_text(encoding="utf-8")) if baseline_file and baseline_file.is_file() else None
+    if cached is None:  # the untuned student, scored once per world, student and evaluation
+        base_gguf = to_gguf(model, tokenizer, out / "base-hf", out / "base.gguf", cache_dir)
     tuned, losses, train_stats = train_lora(model, tokenizer, examples, settings, device)
     tuned_gguf = to_gguf(tuned, tokenizer, out / "tuned-hf", out / "tuned.gguf", cache_dir)
     for folder_name in ("base-hf", "tuned-hf"):
         shutil.rmtree(out / folder_name, ignore_errors=True)
 
-    items = dev_items[: settings.dev_limit]
-    base, base_s = score_gguf(base_gguf, items, out / "eval-base", retriever, settings, out / "llama-base.log")
+    if cached is None:
+        base, base_s = score_gguf(base_gguf, items, out / "eval-base", retriever, settings, out / "llama-base.log")
+        if baseline_file:
+            atomic_write_json(baseline_file, {"metrics": base, "seconds": base_s})
+    else:
+        base, base_s = cached["metrics"], 0.0
     tuned_m, tuned_s = score_gguf(tuned_gguf, items, out / "eval-tuned", retriever, settings, out / "llama-tuned.log")
     result = {
         "dev_em": tuned_m["em"], "base_dev_em": base["em"],
@@ -248,12 +279,13 @@ def run_proxy(data_dir: Path, out: Path, *, dev_items: list[SeedItem], retriever
         "train_loss": losses,
         "score_metric": settings.score_metric,
         "dev_n": len(items),
+        "baseline_cached": cached is not None,
         "train_examples": len(examples),
         "device": device,
         **train_stats,
         "eval_seconds": round(base_s + tuned_s, 2),
-        "eval_generated_tokens_per_s": round((base["generated_tokens"] + tuned_m["generated_tokens"]) /
-                                             max(base_s + tuned_s, 1e-9), 1),  # fmt: skip
+        "eval_generated_tokens_per_s": round(((0 if cached else base["generated_tokens"]) + tuned_m["generated_tokens"])
+                                             / max(base_s + tuned_s, 1e-9), 1),  # fmt: skip
         "settings": asdict(settings),
     }  # fmt: skip
     metric_key = {"em": "dev_em", "subem": "dev_subem", "f1": "dev_f1", "format_valid": "format_valid"}
@@ -266,6 +298,14 @@ def run_proxy_in(workspace, data_dir: Path, out: Path, *, student: Path | None =
                  settings: ProxySettings = ProxySettings()) -> dict:  # fmt: skip
     """`run_proxy` on a `Workspace`'s world: its dev split, its retriever, the embedded student by default."""
     load_examples(data_dir)  # a clear error before anything else starts
-    return run_proxy(Path(data_dir), Path(out), dev_items=workspace.world.items("dev"), retriever=workspace.retriever,
+    dev = workspace.world.items("dev")
+    student_path = Path(student or workspace.embedded_gguf).resolve()
+    stat = student_path.stat()
+    key = hashlib.sha256(json.dumps({
+        "world": workspace.world.fingerprint, "retriever": workspace.settings.retriever.model_dump(mode="json"),
+        "student": [str(student_path), stat.st_size, stat.st_mtime_ns], "dev": [i.id for i in dev[: settings.dev_limit]],
+        "eval": [settings.max_turns, settings.max_tokens_per_turn],
+    }, sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
+    return run_proxy(Path(data_dir), Path(out), dev_items=dev, retriever=workspace.retriever,
                      cache_dir=workspace.settings.cache_dir, embedded_gguf=workspace.embedded_gguf, student=student,
-                     settings=settings)  # fmt: skip
+                     settings=settings, baseline_file=workspace.settings.cache_dir / "proxy-baselines" / f"{key}.json")  # fmt: skip

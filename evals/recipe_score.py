@@ -61,3 +61,12 @@ def proxy_scorer(workspace: Workspace, *, steps: int, dev_limit: int, score_metr
         return {k: v for k, v in result.items() if k != "train_loss" and not isinstance(v, (dict, list))}
 
     return score
+
+
+def acceptance_scorer(run_dir: Path, out: Path) -> dict:
+    """A cheap score without training: accepted items per seed tried. For smoke tests of a
+    deployment and quick sweeps; it measures yield, not what the data teaches (the proxy does)."""
+    import json
+
+    manifest = json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8"))
+    return {"score": manifest["accepted_per_seed"], "accepted": manifest["items"]["accepted"]}

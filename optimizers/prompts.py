@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 # still beats one that broke the rules (leak, unsupported, invalid, duplicate).
 REACHED_SOLVERS = ("too_easy", "too_hard", "gap", "unverified")
 REACHED_SOLVERS_SCORE = 0.3
+CHALLENGER_ONLY = {"keep": 0.0, "rephrase": 0.7, "multi_hop": 0.3}  # every round uses the challenger's instructions
 
 
 class RewriteInstructions(dspy.Signature):
@@ -280,9 +281,37 @@ def _describe(record: dict) -> str:
     return f"[{str(strategy)[:60]}] {outputs}: {record.get('Feedback', '')}"[:600]
 
 
-def rewrite_from_rejections(llms: LLMSession, recipe: Recipe, run_dir: Path, trial_number: int,
-                            score: float) -> int | None:  # fmt: skip
-    """One proposal from a study trial's rejections, registered as a new challenger prompt version."""
+def validation_score(llms: LLMSession, retriever: Retriever, recipe: Recipe, instructions: str,
+                     seeds: list[SeedItem]) -> float:  # fmt: skip
+    """Mean inner-loop verdict (`seed_feedback`'s score) of the challenger's `instructions` on `seeds`.
+
+    Answers come from the LLM cache when the same instructions were scored on the same
+    seeds before, so a parent version costs its calls once.
+    """
+    trial = recipe.with_changes(instructions={**recipe.instructions, "challenger": instructions},
+                                strategies=CHALLENGER_ONLY)  # fmt: skip
+    processor = SeedProcessor(trial, retriever, llms)
+    scores = [seed_feedback(r.rejected, bool(r.accepted))[0] for r in map(processor.process, seeds)]
+    return sum(scores) / len(scores)
+
+
+def validation_seeds(seeds: Iterable[SeedItem], retriever: Retriever, *, skip: int, count: int) -> list[SeedItem]:
+    """A fixed validation set: the first `count` seeds with evidence after the first `skip` (the
+    trials' own seeds), falling back to those when the split has too few beyond them."""
+    processor = SeedProcessor(Recipe(), retriever, llms=None)  # evidence packs only: no LLM call
+    seeds = list(seeds)
+    ordered = seeds[skip:] + seeds[:skip]
+    return list(islice((s for s in ordered if processor.evidence_pack(s)[1] is not None), count))
+
+
+def rewrite_from_rejections(llms: LLMSession, recipe: Recipe, run_dir: Path, trial_number: int, score: float, *,
+                            retriever: Retriever, val_seeds: list[SeedItem], parent_version: int) -> int | None:  # fmt: skip
+    """One proposal from a study trial's rejections, kept only if it beats the version it came from.
+
+    The proposal and its parent are scored on the same fixed validation seeds; the winner
+    is registered as a new, selectable challenger version, a loser as a rejected one (both
+    scores in its commit message either way). Returns the new selectable version or None.
+    """
     rejected = [json.loads(line) for line in (run_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
     reasons = dict(Counter(row["reason"] for row in rejected))
     examples = [f"{r['reason']}: {r['question']!r} ({r['detail']})" for r in rejected if r["question"]][:5]
@@ -291,9 +320,20 @@ def rewrite_from_rejections(llms: LLMSession, recipe: Recipe, run_dir: Path, tri
                                     rollout_id=f"rewrite:{recipe.content_hash}")  # fmt: skip
     if proposal is None:
         return None
+    if not val_seeds:
+        logger.warning("challenger rewrite not registered: no validation seed has evidence")
+        return None
     text, change = proposal
+    before = validation_score(llms, retriever, recipe, recipe.instructions["challenger"], val_seeds)
+    after = validation_score(llms, retriever, recipe, text, val_seeds)
+    accepted = after > before
     version = tracking.register_prompt_version(
-        "challenger", text, f"{change} (from trial {trial_number}, score {score:.3f}, rejections {reasons})"
-    )
-    logger.info("registered challenger prompt version %d", version)
-    return version
+        "challenger", text,
+        f"{change} (from trial {trial_number}, score {score:.3f}, rejections {reasons}; validation on "
+        f"{len(val_seeds)} seeds: version {parent_version} {before:.2f} -> this {after:.2f}: "
+        f"{'accepted' if accepted else 'rejected, not better'})",
+        accepted=accepted, scores={"val_score": after, "parent_val_score": before},
+    )  # fmt: skip
+    logger.info("challenger prompt version %d %s (%.2f vs %.2f)", version, "accepted" if accepted else "rejected",
+                after, before)  # fmt: skip
+    return version if accepted else None

@@ -10,8 +10,10 @@ score trails the median of earlier trials at the same data size. With
 `objectives="score,calls"` the study is two-objective (score up, LLM calls per accepted
 item down; no pruning, which Optuna offers for one objective only). Every
 trial is an MLflow child run of the study's parent run. After a trial, the optimizer
-role rewrites the challenger's instructions from the trial's rejections and registers
-the result as a new prompt version, which later trials may pick ("latest").
+role rewrites the challenger's instructions from the trial's rejections; the rewrite and
+the version it came from are scored on the same fixed validation seeds, and only a
+rewrite that scores higher becomes a version later trials may pick ("latest"); a loser is
+registered as rejected, for the record.
 
 The storage is any SQLAlchemy URL (SQLite under AUTODATA_HOME by default), with
 `load_if_exists`: `autodata study run NAME --trials N` runs until the study has N
@@ -23,6 +25,7 @@ error; the study goes on.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import warnings
 from contextlib import contextmanager
@@ -35,11 +38,12 @@ import optuna
 from autodata._io import ensure_sqlite_folder
 from autodata.errors import AutodataError
 from autodata.recipe import Recipe
+from autodata.seeds import iter_seeds
 from autodata.synthesis import seeds_done
 from autodata.workspace import Workspace
-from evals.recipe_score import RecipeScore, Scorer, proxy_scorer, score_recipe
+from evals.recipe_score import RecipeScore, Scorer, acceptance_scorer, proxy_scorer, score_recipe
 from optimizers import tracking
-from optimizers.prompts import rewrite_from_rejections
+from optimizers.prompts import rewrite_from_rejections, validation_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class StudySettings:
     dev_limit: int = 20
     score_metric: str = "em"
     rewrite_prompts: bool = True
+    rewrite_val_seeds: int = 4  # fixed seeds a rewrite must beat its parent on before trials may select it
     sampler_seed: int = 13
     stages: tuple[float, ...] = (0.5, 1.0)  # fractions of seeds_per_trial scored along the way (pruning)
     pruner: str = "median"  # or "none"
@@ -59,6 +64,7 @@ class StudySettings:
     heartbeat_interval: int = 30
     grace_period: int = 90
     world: str = ""  # the world's fingerprint: a study's trials all work in one world
+    scorer: str = "proxy"  # or "acceptance": accepted items per seed, no training (smoke tests, quick sweeps)
 
     def stage_sizes(self) -> list[int]:
         sizes = sorted({max(1, round(self.seeds_per_trial * f)) for f in self.stages} | {self.seeds_per_trial})
@@ -68,7 +74,7 @@ class StudySettings:
 BASELINE_PARAMS = {
     "attempts_per_solver": 3, "strong_min_accuracy": 0.65, "weak_max_accuracy": 0.5, "min_gap": 0.2,
     "max_rounds": 3, "keep": 0.6, "rephrase": 0.25, "multi_hop": 0.15, "top_k": 3, "max_turns": 4,
-    "challenger_prompt": "seed", "tagger_prompt": "seed", "verifier_prompt": "seed",
+    "hint_mode": "answer", "weak_mode": "closed_book", "llm_judge": False, "challenger_prompt": "seed",
 }  # fmt: skip
 
 
@@ -108,7 +114,7 @@ def _serialize_sqlite_transactions(engine) -> None:
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SETTINGS_ATTR = "autodata.settings"
 # Changing these between runs of one study would make its trials' scores incomparable.
-COMPARABILITY = ("score_metric", "seeds_per_trial", "proxy_steps", "dev_limit", "objectives", "world")
+COMPARABILITY = ("score_metric", "seeds_per_trial", "proxy_steps", "dev_limit", "objectives", "world", "scorer")
 
 
 def settings_for(name: str, storage: str, options: dict) -> StudySettings:
@@ -146,7 +152,11 @@ def finished_trials(name: str, storage: str) -> int:
 
 
 def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe, dict[str, int]]:
-    """The trial's recipe and the prompt versions it uses (`latest`: each optimizable role's newest version)."""
+    """The trial's recipe and the prompt versions it uses (`latest`: each role's newest selectable version).
+
+    Every parameter changes the data: the verifier's prompt is searched only when the LLM
+    judge that reads it is on, and the tagger's (which only labels items) is its latest.
+    """
     p = {
         "attempts_per_solver": trial.suggest_int("attempts_per_solver", 1, 3),
         "strong_min_accuracy": trial.suggest_categorical("strong_min_accuracy", [0.5, 0.65, 0.8]),
@@ -158,11 +168,17 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
         "multi_hop": trial.suggest_float("multi_hop", 0.0, 0.5),
         "top_k": trial.suggest_categorical("top_k", [3, 5]),
         "max_turns": trial.suggest_categorical("max_turns", [3, 4]),
-        # per role, "seed" or "latest": fixed choices, although new prompt versions appear as the study runs
-        **{f"{role}_prompt": trial.suggest_categorical(f"{role}_prompt", ["seed", "latest"])
-           for role in tracking.OPTIMIZABLE_PROMPTS},
+        "hint_mode": trial.suggest_categorical("hint_mode", ["answer", "titles", "none"]),
+        "weak_mode": trial.suggest_categorical("weak_mode", ["closed_book", "rag"]),
+        "llm_judge": trial.suggest_categorical("llm_judge", [False, True]),
+        # "seed" or "latest": fixed choices, although new prompt versions appear as the study runs
+        "challenger_prompt": trial.suggest_categorical("challenger_prompt", ["seed", "latest"]),
     }  # fmt: skip
-    versions = {role: 1 if p[f"{role}_prompt"] == "seed" else latest[role] for role in tracking.OPTIMIZABLE_PROMPTS}
+    if p["llm_judge"]:
+        p["verifier_prompt"] = trial.suggest_categorical("verifier_prompt", ["seed", "latest"])
+    versions = {"challenger": 1 if p["challenger_prompt"] == "seed" else latest["challenger"],
+                "tagger": latest["tagger"],
+                "verifier": latest["verifier"] if p.get("verifier_prompt") == "latest" else 1}  # fmt: skip
     base = Recipe()
     recipe = base.with_changes(
         instructions={role: tracking.load_prompt_version(role, v) for role, v in versions.items()},
@@ -172,6 +188,7 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
         max_rounds=p["max_rounds"],
         strategies={"keep": p["keep"], "rephrase": p["rephrase"], "multi_hop": p["multi_hop"]},
         search={**base.search.model_dump(), "top_k": p["top_k"], "max_turns": p["max_turns"]},
+        hint_mode=p["hint_mode"], weak_mode=p["weak_mode"], llm_judge=p["llm_judge"],
     )  # fmt: skip
     return recipe, versions
 
@@ -190,6 +207,8 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
     experiment_id = tracking.setup(settings)
     parent = tracking.study_parent_run(experiment_id, name)
     tracking.ensure_seed_prompts()
+    if scorer is None and study.scorer == "acceptance":
+        scorer = acceptance_scorer
     scorer = scorer or proxy_scorer(workspace, steps=study.proxy_steps, dev_limit=study.dev_limit,
                                     score_metric=study.score_metric)  # fmt: skip
     multi = study.objectives == "score,calls"
@@ -209,6 +228,12 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
     if SETTINGS_ATTR not in optuna_study.user_attrs:
         optuna_study.set_user_attr(SETTINGS_ATTR, asdict(study))
     runs_dir = settings.home_dir / "studies" / name / "runs"
+
+    @functools.cache
+    def validation() -> list:
+        """The fixed seeds every rewrite of this study is validated on (found once, on first use)."""
+        return validation_seeds(iter_seeds(workspace.world.split_path("train")), workspace.retriever,
+                                skip=study.seeds_per_trial, count=study.rewrite_val_seeds)  # fmt: skip
 
     def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         latest = {role: tracking.latest_prompt_version(role) or 1 for role in tracking.OPTIMIZABLE_PROMPTS}
@@ -231,7 +256,9 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
                 _record(trial, final)
                 _log_artifacts(run_dir, recipe)
             if study.rewrite_prompts:
-                rewrite_from_rejections(workspace.llms, recipe, run_dir, trial.number, final.score)
+                rewrite_from_rejections(workspace.llms, recipe, run_dir, trial.number, final.score,
+                                        retriever=workspace.retriever, val_seeds=validation(),
+                                        parent_version=versions["challenger"])  # fmt: skip
             return (final.score, final.metrics["llm_calls_per_accepted_item"]) if multi else final.score
 
     # Any failure ends only its trial (state FAIL, error logged in its MLflow run); the study goes on.

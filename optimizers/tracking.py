@@ -86,12 +86,17 @@ def ensure_seed_prompts() -> dict[str, int]:
     return versions
 
 
+STATUS_TAG = "autodata.status"  # "accepted" (selectable as latest) or "rejected" (kept for inspection only)
+
+
 def latest_prompt_version(role: str) -> int | None:
+    """The newest version trials may select: not one marked rejected by validation."""
     try:
         found = MlflowClient().search_prompt_versions(prompt_name(role))
     except MlflowException:
         return None
-    versions = [int(v.version) for v in getattr(found, "prompt_versions", found)]
+    versions = [int(v.version) for v in getattr(found, "prompt_versions", found)
+                if (v.tags or {}).get(STATUS_TAG, "accepted") == "accepted"]  # fmt: skip
     return max(versions) if versions else None
 
 
@@ -99,8 +104,13 @@ def load_prompt_version(role: str, version: int) -> str:
     return mlflow.genai.load_prompt(f"prompts:/{prompt_name(role)}/{version}").template
 
 
-def register_prompt_version(role: str, text: str, message: str) -> int:
-    return int(mlflow.genai.register_prompt(name=prompt_name(role), template=text, commit_message=message).version)
+def register_prompt_version(role: str, text: str, message: str, *, accepted: bool = True,
+                            scores: dict[str, float] | None = None) -> int:  # fmt: skip
+    """A new version of the role's prompt; `accepted=False` registers a candidate that lost its
+    validation (visible in the registry, never selected as "latest")."""
+    tags = {STATUS_TAG: "accepted" if accepted else "rejected", **{f"autodata.{k}": f"{v:.4f}" for k, v in (scores or {}).items()}}
+    prompt = mlflow.genai.register_prompt(name=prompt_name(role), template=text, commit_message=message, tags=tags)
+    return int(prompt.version)
 
 
 def register_recipe(run_id: str) -> int:

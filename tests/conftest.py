@@ -122,7 +122,4 @@ def study_world(tmp_path, scripted_roles) -> Path:
     return tmp_path / "home"
 
 
-def acceptance_scorer(run_dir: Path, out: Path) -> dict:
-    """A real, cheap score of a synthesis run (the proxy's LoRA is too slow for the fast suite)."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    return {"score": manifest["acceptance_rate"], "accepted": manifest["items"]["accepted"]}
+from evals.recipe_score import acceptance_scorer  # noqa: E402,F401  (a real, cheap scorer: the proxy is slow)

@@ -155,3 +155,16 @@ def test_headline_numbers_count_per_seed_tried_and_per_seed_with_evidence(script
     assert "Accepted 2 items from 3 seeds: 0.67 per seed tried, 1.00 per seed with evidence (2)" in out
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["accepted_per_seed"] == 0.6667 and manifest["accepted_per_seed_with_evidence"] == 1.0
+
+
+def test_a_hinted_thought_is_rewritten_without_the_hint(scripted_roles, tmp_path):
+    """The agent that saw the hint chose the query; the thought kept in the data was written by a call
+    that saw only the question, the earlier observations and the query."""
+    scripted_roles.hinted_think = "The hint says William Shakespeare, so I confirm it."
+    result = synthesize(tmp_path)
+    assert result["manifest"]["items"]["accepted"] == 1
+    item = json.loads((tmp_path / "out" / "trajectories.jsonl").read_text().splitlines()[0])
+    assert item["trajectory"]["steps"][0]["think"] == scripted_roles.strong_think
+    assert "William Shakespeare" in item["strong"]["hint"]  # the hint is kept as metadata, not as training text
+    sft = (tmp_path / "out" / "sft_dataset.json").read_text()
+    assert "hint" not in sft.lower() and "The hint says" not in sft

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from autodata.llm import LLMSession
-from autodata.seeds import SeedItem, load_seeds, write_seeds
+from autodata.seeds import SeedItem, write_seeds
 from autodata.settings import load_settings
 from autodata.trajectory import inference_prompt, render_information
 from evals.evaluate import LoopSettings, evaluate
@@ -63,6 +63,15 @@ def test_predictions_metrics_and_trajectories(tmp_path, monkeypatch, bm25_index)
     expected = render_information(format_hits(bm25_index.search(["who wrote hamlet"], topk=3)[0]))
     assert messages[2] == {"role": "user", "content": expected}
     assert fake.requests[0]["stop"] == ["</search>"]
+
+
+def test_searching_until_the_turns_run_out_is_not_valid_format(tmp_path, monkeypatch, bm25_index):
+    def searcher(request):  # well-formed turns, but never an answer
+        return "<think> I need more. </think>\n<search> hamlet </search>"
+
+    with ScriptedOpenAI(reply=searcher) as fake:
+        metrics = run(fake, monkeypatch, tmp_path / "out", bm25_index, items=ITEMS[:1])
+    assert metrics["mean_searches"] == 4 and metrics["invalid_format_rate"] == 1.0 and metrics["answered_rate"] == 0
 
 
 def test_hidden_test_split_gets_predictions_only_and_runs_resume(tmp_path, monkeypatch, bm25_index):

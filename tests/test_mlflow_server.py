@@ -5,22 +5,16 @@ Slow: starts the MLflow server (about 10 s here).
 """
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 from mlflow import MlflowClient
 
 from autodata.cli import main
-from autodata.search.server import free_port
 from autodata.settings import load_settings
 from autodata.workspace import Workspace
 from optimizers.study import StudySettings, run_study
+from tests import infra
 from tests.conftest import acceptance_scorer
 
 pytestmark = pytest.mark.slow
@@ -28,32 +22,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """`mlflow server` with a SQLite backend and served artifacts in their own folder; yields its URL."""
-    port = free_port()
+    """`mlflow server` with a SQLite backend and served artifacts in their own folder."""
     store = tmp_path / "mlflow-server"
     store.mkdir()
-    # LiteLLM (imported by MLflow's job registry) deadlocks on its network cost-map fetch without this.
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "true"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-         "--artifacts-destination", str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start in 120 s")
+    with infra.mlflow_server(f"sqlite:///{store / 'mlflow.db'}", store / "artifacts") as url:
         yield url, store / "artifacts"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_promote_on_one_machine_synthesize_production_on_another(study_world, tmp_path, monkeypatch, mlflow_server,

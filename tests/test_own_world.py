@@ -13,7 +13,6 @@ from autodata.cli import main
 from autodata.errors import SearchUnavailable, SeedDataError, WorldError
 from autodata.search import BM25Index, SearchClient
 from autodata.search.server import free_port
-from autodata.seeds import SeedItem, load_seeds, write_seeds
 from autodata.settings import load_settings
 from autodata.workspace import Workspace
 from autodata.world import World, create_world

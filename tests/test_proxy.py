@@ -6,7 +6,7 @@ import pytest
 
 from autodata.errors import ProxyTrainingFailed
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, to_sharegpt
-from evals.proxy import encode, load_examples, resolve_student
+from evals.proxy import encode, fit_examples, load_examples, resolve_student
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -40,7 +40,7 @@ def example():
 
 
 def test_only_assistant_tokens_are_learned(tokenizer):
-    ids, labels = encode(tokenizer, example(), max_tokens=10_000)
+    ids, labels = encode(tokenizer, example())
     learned = tokenizer.decode([t for t, label in zip(ids, labels) if label != -100])
     masked = tokenizer.decode([t for t, label in zip(ids, labels) if label == -100])
     assert "search" in learned and "answer" in learned and "think" in learned
@@ -50,9 +50,16 @@ def test_only_assistant_tokens_are_learned(tokenizer):
     assert [label for label in labels if label != -100] == [t for t, label in zip(ids, labels) if label != -100]
 
 
-def test_truncation_keeps_labels_aligned(tokenizer):
-    ids, labels = encode(tokenizer, example(), max_tokens=12)
-    assert len(ids) == len(labels) == 12
+def test_examples_too_long_are_left_out_whole_and_counted(tokenizer):
+    """A sequence cut before its answer turn would teach searching without answering."""
+    ids, labels = encode(tokenizer, example())
+    assert len(ids) == len(labels) and labels[-2] != -100  # the final answer turn is learned
+    fitting, stats = fit_examples(tokenizer, [example(), example()], max_tokens=len(ids))
+    assert fitting == [(ids, labels)] * 2 and stats["train_examples_too_long"] == 0
+    fitting, stats = fit_examples(tokenizer, [example()], max_tokens=len(ids) - 1)
+    assert fitting == [] and stats == {"train_examples_drawn": 1, "train_examples_too_long": 1,
+                                       "train_max_seq_tokens": len(ids) - 1,
+                                       "train_longest_example_tokens": len(ids)}  # fmt: skip
 
 
 def test_bad_inputs_fail_before_training(tmp_path):
@@ -104,6 +111,8 @@ def test_real_proxy_raises_format_validity_and_is_reproducible(tmp_path, monkeyp
     assert len(first["train_loss"]) == 40 and first["train_loss"][-1] < first["train_loss"][0]
     assert {"dev_em", "base_dev_em", "format_valid", "base_format_valid", "train_loss"} <= set(first)
     second = run_proxy(data, tmp_path / "p2", steps=40, dev_limit=8, settings=settings)
+    assert not first["baseline_cached"] and second["baseline_cached"]  # the untuned student is scored once
+    assert second["base_format_valid"] == first["base_format_valid"] and not (tmp_path / "p2" / "eval-base").exists()
     assert second["train_loss"] == first["train_loss"]
     assert second["format_valid"] == first["format_valid"] and second["dev_em"] == first["dev_em"]
 
@@ -125,4 +134,7 @@ def test_proxy_scores_the_dev_split_of_the_world_it_is_given(tmp_path, corpus_fi
     for folder in ("eval-base", "eval-tuned"):
         predictions = json.loads((out / folder / "predictions.json").read_text())
         assert [p["id"] for p in predictions] == ["own-dev-1", "own-dev-2"]
+    assert main(["proxy", "--world", str(world), "--data", str(data), "--out", str(tmp_path / "again"), "--steps", "2",
+                 "--dev-limit", "5", "--score-metric", "format_valid"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "again" / "proxy.json").read_text())["baseline_cached"]
     assert json.loads((out / "proxy.json").read_text())["dev_n"] == 2

@@ -22,7 +22,10 @@ def run_in_world(name, trials, **options):
         return run_study(name, trials, workspace=workspace, **options)
 
 
-def test_study_trials_runs_prompts_and_promotion(study_world, capsys):
+def test_study_trials_runs_prompts_and_promotion(study_world, scripted_roles, capsys):
+    # The scripted challenger leaks the answer unless its instructions forbid it, as the rewrite does:
+    # the rewrite beats the seed prompt on the validation seeds and becomes selectable.
+    scripted_roles.challenger_rule = scripted_roles.rewrite_adds.strip()
     settings = load_settings()
     study = run_in_world("demo", 2, scorer=acceptance_scorer, study=StudySettings(stages=(1.0,)))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -39,7 +42,9 @@ def test_study_trials_runs_prompts_and_promotion(study_world, capsys):
         assert child.data.params["prompt.challenger"].startswith("prompts:/autodata.challenger/")
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"recipe", "manifest.json", "sample_trajectories.jsonl"} <= artifacts
-    assert tracking.latest_prompt_version("challenger") >= 2  # the optimizer rewrote it after each trial
+    assert tracking.latest_prompt_version("challenger") >= 2  # a rewrite beat the seed prompt on validation
+    winner = MlflowClient().get_prompt_version("autodata.challenger", 2)
+    assert winner.tags["autodata.status"] == "accepted" and "version 1 0.00 -> this 1.00: accepted" in winner.commit_message
 
     run_in_world("demo", 3, scorer=acceptance_scorer, study=StudySettings(stages=(1.0,)))  # resumes, adds the difference
     assert len(optuna.load_study(study_name="demo", storage=settings.effective_optuna_storage).trials) == 3
@@ -96,7 +101,6 @@ def test_interim_scores_let_the_pruner_stop_a_trailing_trial(study_world, capsys
 
 
 def test_two_objectives_score_and_calls_per_item(study_world, capsys):
-    settings = load_settings()
     options = StudySettings(seeds_per_trial=2, objectives="score,calls")
     study = run_in_world("pareto", 2, scorer=acceptance_scorer, study=options)
     assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
@@ -153,3 +157,32 @@ def test_a_resumed_study_keeps_how_it_scores(study_world):
     with pytest.raises(AutodataError, match="score_metric='format_valid'; with 'em' its scores would not compare"):
         settings_for("kept", storage, {"score_metric": "em"})
     assert settings_for("new", storage, {"seeds_per_trial": 4}) == StudySettings(seeds_per_trial=4)
+
+
+def test_a_rewrite_that_does_not_beat_its_parent_is_never_selected(study_world, scripted_roles):
+    """Here the challenger ignores its instructions: the rewrite scores what its parent scores."""
+    run_in_world("flat", 1, scorer=acceptance_scorer, study=StudySettings(stages=(1.0,), seeds_per_trial=2))
+    found = MlflowClient().search_prompt_versions("autodata.challenger")
+    versions = {int(v.version): v for v in getattr(found, "prompt_versions", found)}
+    assert sorted(versions) == [1, 2] and tracking.latest_prompt_version("challenger") == 1
+    assert versions[2].tags["autodata.status"] == "rejected"
+    assert "version 1 " in versions[2].commit_message and "rejected, not better" in versions[2].commit_message
+    assert versions[2].tags["autodata.val_score"] == versions[2].tags["autodata.parent_val_score"]
+
+
+def test_every_searched_parameter_changes_the_recipe(study_world):
+    settings = load_settings()
+    tracking.setup(settings)
+    tracking.ensure_seed_prompts()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(24):
+        trial = study.ask()
+        recipe, versions = suggest_recipe(trial, {role: 1 for role in tracking.OPTIMIZABLE_PROMPTS})
+        assert "tagger_prompt" not in trial.params
+        assert ("verifier_prompt" in trial.params) == recipe.llm_judge  # read only by the LLM judge
+        assert (recipe.hint_mode, recipe.weak_mode) == (trial.params["hint_mode"], trial.params["weak_mode"])
+        seen |= {(k, str(v)) for k, v in trial.params.items() if k in ("hint_mode", "weak_mode", "llm_judge")}
+        study.tell(trial, 0.0)
+    assert {v for k, v in seen if k == "hint_mode"} == {"answer", "titles", "none"}
+    assert {v for k, v in seen if k == "llm_judge"} == {"True", "False"}

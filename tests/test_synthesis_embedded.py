@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from autodata.answers import sub_exact_match
 from autodata.recipe import Recipe
 from autodata.search import BM25Index
 from autodata.roles import check_trajectory
@@ -44,8 +45,13 @@ def test_embedded_world_accepts_grounded_items_and_resumes_after_a_kill(tmp_path
     accepted = read_jsonl(straight / "trajectories.jsonl")
     assert accepted, out
     index = BM25Index.load(straight_home / "world" / "index")
-    for item in accepted:
-        assert check_trajectory(Trajectory.model_validate(item["trajectory"]), item["answer"], index, Recipe().search) is None
+    for item in accepted:  # every verification rule, hint_leak and bad_thought included, holds for what was kept
+        trajectory = Trajectory.model_validate(item["trajectory"])
+        assert check_trajectory(trajectory, item["answer"], index, Recipe().search, bridge=item["bridge"]) is None
+        first_seen = next(i for i, s in enumerate(trajectory.steps) if getattr(s, "observation", None) and
+                          sub_exact_match(s.observation, [item["answer"]]))  # fmt: skip
+        for step in trajectory.steps[: first_seen + 1]:  # nothing before the evidence knows the answer
+            assert not sub_exact_match(step.think + " " + getattr(step, "query", ""), [item["answer"]]), item["id"]
     sft = json.loads((straight / "sft_dataset.json").read_text())
     assert sft and all(sharegpt_problems(example) == [] for example in sft)
     manifest = json.loads((straight / "manifest.json").read_text())

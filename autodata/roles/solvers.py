@@ -5,7 +5,10 @@ StrongSolver reads: question, a private hint. Writes: a `Trajectory` of real sea
 against the retriever and a final answer. The first step is always a search (the data
 teaches search-augmented answering) and the last turn must answer, as Search-R1 forces
 an answer at its turn limit. The hint steers the agent but is never part of the
-trajectory. With `known_answer` (rationalization), the agent stops searching once a
+trajectory: with a hint, each search step's thought is written again by a call that
+sees only the question, the earlier observations and the query (`ExplainSearch`), so the
+kept text reads like an agent that did not know; the verifier still rejects any that
+leaks. With `known_answer` (rationalization), the agent stops searching once a
 retrieved passage states that answer and writes its final step. A retriever failure
 propagates: a run without search cannot make this data.
 """
@@ -18,7 +21,7 @@ import dspy
 
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import SearchQuery, ShortAnswer, Thought
-from autodata.search.protocol import Retriever, format_hits
+from autodata.search.protocol import Retriever
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, observation_text
 from autodata.answers import sub_exact_match
 from prompts import load_prompt
@@ -49,6 +52,14 @@ class DecideNextStep(dspy.Signature):
     think: Thought = dspy.OutputField(desc="what the retrieved information shows, in one or two sentences")
     action: Literal["search", "answer"] = dspy.OutputField(desc="search again, or answer now")
     argument: SearchQuery = dspy.OutputField(desc="the next search query, or the final short answer")
+
+
+class ExplainSearch(dspy.Signature):
+    question: str = dspy.InputField()
+    history: str = dspy.InputField(desc="earlier searches and what they returned; may be empty")
+    query: str = dspy.InputField(desc="the search the agent runs next")
+    think: Thought = dspy.OutputField(desc="why this search helps answer the question, in one sentence, without "
+                                           "guessing the answer")  # fmt: skip
 
 
 class WriteFinalAnswer(dspy.Signature):
@@ -91,8 +102,11 @@ class StrongSolver(dspy.Module):
         self.next = dspy.Predict(DecideNextStep.with_instructions(instructions))
         self.final = dspy.Predict(WriteFinalAnswer.with_instructions(instructions))
         self.cite = dspy.Predict(CiteEvidence.with_instructions(instructions))
+        self.explain = dspy.Predict(ExplainSearch.with_instructions(instructions))
 
-    def _search_step(self, think: str, query: str) -> SearchStep:
+    def _search_step(self, think: str, query: str, *, question: str, hint: str, steps: list, config: dict) -> SearchStep:
+        if hint:  # the hinted agent chose the query; the kept thought comes from a call without the hint
+            think = self.explain(question=question, history=_history(steps), query=query, config=config).think
         hits = self.retriever.search([query], topk=self.search.top_k)[0]
         observation = observation_text(hits, self.search.max_observation_tokens, self.search.observation_tokenizer)
         return SearchStep(think=think, query=query, observation=observation, hit_ids=[h.id for h in hits])
@@ -101,8 +115,13 @@ class StrongSolver(dspy.Module):
         def turn_config(turn: int) -> dict:
             return {**config, "rollout_id": f"{config['rollout_id']}:{turn}"}
 
+        def explain_config(turn: int) -> dict:
+            return {**config, "rollout_id": f"{config['rollout_id']}:{turn}:explain"}
+
         plan = self.first(question=question, hint=hint, config=turn_config(0))
-        steps: list[SearchStep | AnswerStep] = [self._search_step(plan.think, plan.query)]
+        steps: list[SearchStep | AnswerStep] = []
+        steps.append(self._search_step(plan.think, plan.query, question=question, hint=hint, steps=steps,
+                                       config=explain_config(0)))  # fmt: skip
         for turn in range(1, self.search.max_turns):
             found = known_answer is not None and sub_exact_match(steps[-1].observation, [known_answer])
             if found:  # rationalization: the answer is known; the agent cites what it found
@@ -118,7 +137,8 @@ class StrongSolver(dspy.Module):
             if step.action == "answer":
                 steps.append(AnswerStep(think=step.think, answer=step.argument))
                 break
-            steps.append(self._search_step(step.think, step.argument))
+            steps.append(self._search_step(step.think, step.argument, question=question, hint=hint, steps=steps,
+                                           config=explain_config(turn)))  # fmt: skip
         return dspy.Prediction(trajectory=Trajectory(question=question, steps=steps))
 
 

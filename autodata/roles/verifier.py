@@ -22,7 +22,7 @@ import dspy
 
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import Reason
-from autodata.search.protocol import Retriever, format_hits
+from autodata.search.protocol import Retriever
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, observation_text, render_information
 from autodata.answers import exact_match, normalize_answer, sub_exact_match
 

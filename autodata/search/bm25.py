@@ -10,8 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import Stemmer
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from autodata._io import atomic_write_json, sha256_file
+from autodata._io import atomic_write_json, folder_written_whole, sha256_file
 from autodata.errors import CorpusError
 from autodata.search.protocol import Hit, Passage
 
@@ -121,18 +119,9 @@ class BM25Index:
             "stemmer": STEMMER_LANGUAGE,
             "bm25s_version": bm25s.__version__,
         }
-        staging = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
+        with folder_written_whole(out_dir) as staging:
             retriever.save(staging, corpus=passages, show_progress=False)
             atomic_write_json(staging / INDEX_META_FILE, meta)
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            staging.rename(out_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         logger.info("indexed %d passages into %s", len(passages), out_dir)
         return cls.load(out_dir)
 

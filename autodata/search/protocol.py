@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 DEFAULT_TOPK = 3
 # Far above any training batch (Search-R1's GRPO script sends 2,560); a larger request is

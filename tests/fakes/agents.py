@@ -33,7 +33,8 @@ class ScriptedAgents:
     # state; without it, it accepts everything.
     judge_rule: str | None = None
     rewrite_adds: str = " Never put the answer in the question."  # what the optimizer role appends
-    strong_think: str = "I should search for the key words of the question."  # the first search's thought
+    strong_think: str = "I should search for the key words of the question."  # a search's thought (both calls)
+    hinted_think: str | None = None  # when set, what the hinted first call thinks (the explain call says strong_think)
     calls: dict[str, int] = field(default_factory=dict)
     tagged: list[str] = field(default_factory=list)  # the questions the tagger was asked about
 
@@ -49,7 +50,7 @@ class ScriptedAgents:
             ("answer",): "weak",
             ("think", "query"): "strong_first",
             ("think", "action", "argument"): "strong_next",
-            ("think",): "strong_cite",
+            ("think",): "strong_explain" if "query" in inputs else "strong_cite",
             ("think", "answer"): "strong_final",
             ("verdict", "reason"): "judge",
             ("new_instructions", "change_summary"): "rewrite",
@@ -71,11 +72,13 @@ class ScriptedAgents:
             reply = {"answer": self.weak_answer}
         elif step == "strong_first":
             query = inputs["question"].rstrip("?") if self.strong_query == "question" else self.strong_query
-            reply = {"think": self.strong_think, "query": query}
+            reply = {"think": self.hinted_think or self.strong_think, "query": query}
         elif step == "strong_next":
             answer = re.search(r"The answer is '([^']*)'", inputs.get("hint", ""))
             reply = {"think": "The passages do not say it yet.", "action": "answer",
                      "argument": answer.group(1) if answer else "unknown"}  # fmt: skip
+        elif step == "strong_explain":  # the thought kept for a search, written without the hint
+            reply = {"think": self.strong_think}
         elif step == "strong_cite":
             reply = {"think": "The first passage states the answer."}
         elif step == "strong_final":

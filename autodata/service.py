@@ -1,0 +1,297 @@
+"""autodata as a service: a REST API over `autodata.api`, and the workers that do its work.
+
+`create_app(settings)` builds the FastAPI app (OpenAPI at `/docs`). Launching a study or a
+synthesis job only queues it in the study storage database (`autodata.workqueue`);
+`run_worker` processes, started on any number of machines against the same database,
+do the work. Reads (studies, jobs, prompts) come straight from Optuna, the queue and
+MLflow. Mutating endpoints require `Authorization: Bearer $AUTODATA_SERVICE_TOKEN`; without
+a token the service only binds to loopback. Like the CLI, this layer converts input and
+output and nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from autodata import api
+from autodata._version import __version__
+from autodata.errors import AutodataError, ConfigError
+from autodata.settings import Settings
+from autodata.workqueue import Work, WorkQueue
+
+logger = logging.getLogger(__name__)
+
+TOKEN_ENV = "AUTODATA_SERVICE_TOKEN"
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudyRequest(_Request):
+    name: Name
+    trials: int = Field(3, ge=1, le=10_000)
+    world: str | None = None  # a world folder as the workers see it; None: theirs (AUTODATA_WORLD or the demo)
+    jobs: int = Field(1, ge=1, le=64)  # trials in parallel per worker
+    score_metric: Literal["em", "subem", "f1", "format_valid"] | None = None
+    scorer: Literal["proxy", "acceptance"] | None = None
+    seeds_per_trial: int | None = Field(None, ge=1)
+    stages: list[Annotated[float, Field(gt=0, le=1)]] | None = None
+    pruner: Literal["median", "none"] | None = None
+    objectives: Literal["score", "score,calls"] | None = None
+    rewrite_val_seeds: int | None = Field(None, ge=0)
+    heartbeat_interval: int | None = Field(None, ge=1)  # seconds between a running trial's heartbeats
+    grace_period: int | None = Field(None, ge=2)  # seconds without one before another worker retries the trial
+
+
+class PromoteRequest(_Request):
+    trial: int | None = Field(None, ge=0)  # None: the best
+
+
+class SynthesizeRequest(_Request):
+    recipe: str = "production"  # "default", "production", models:/autodata-recipe@ALIAS or /N
+    world: str | None = None
+    seeds: str | None = None  # a seed file as the workers see it; None: the world's train split
+    limit: int | None = Field(None, ge=1)
+
+
+def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
+    """The service's app. `token`: the bearer token mutating endpoints require (None: none)."""
+    app = FastAPI(title="autodata", version=__version__,
+                  description="Launch and watch recipe-optimization studies and synthesis jobs; compare prompt "
+                              "versions; promote recipes to production.")  # fmt: skip
+    queue = WorkQueue(settings.effective_optuna_storage)
+    storage = settings.effective_optuna_storage
+
+    def authorized(request: Request) -> None:
+        if token and request.headers.get("authorization") != f"Bearer {token}":
+            raise HTTPException(status_code=401, detail="a bearer token is required: Authorization: Bearer TOKEN")
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "problem": e["msg"]}
+                    for e in err.errors()]  # fmt: skip
+        return JSONResponse(status_code=422, content={"error": "invalid request", "details": problems})
+
+    @app.exception_handler(AutodataError)
+    async def _our_error(request: Request, err: AutodataError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"error": str(err)})
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
+        return JSONResponse(status_code=err.status_code, content={"error": err.detail})
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    @app.post("/studies", status_code=202, dependencies=[Depends(authorized)])
+    def launch_study(body: StudyRequest) -> dict:
+        running = [w for w in queue.list("study") if w.spec["name"] == body.name and w.state in ("queued", "running")]
+        if running:
+            raise HTTPException(status_code=409, detail=f"study {body.name!r} is already queued or running")
+        work_id = queue.submit("study", body.model_dump(exclude_none=True))
+        return {"name": body.name, "work_id": work_id, "url": f"/studies/{body.name}"}
+
+    @app.get("/studies")
+    def list_studies() -> list[dict]:
+        import optuna
+
+        from optimizers.study import open_storage
+
+        summaries = optuna.get_all_study_summaries(open_storage(storage))
+        works = {w.spec["name"]: w for w in queue.list("study")}
+        return [{"name": s.study_name, "trials": s.n_trials, "url": f"/studies/{s.study_name}",
+                 "state": works[s.study_name].state if s.study_name in works else None} for s in summaries]  # fmt: skip
+
+    @app.get("/studies/{name}")
+    def show_study(name: str) -> dict:
+        works = [w for w in queue.list("study") if w.spec["name"] == name]
+        try:
+            rows, best = api.show_study(name, settings=settings, storage=storage)
+        except AutodataError:
+            if not works:
+                raise HTTPException(status_code=404, detail=f"no study named {name!r}") from None
+            rows, best = [], None  # queued: no worker has created it yet
+        return {"name": name, "state": works[-1].state if works else None,
+                "error": works[-1].error if works else None, "trials": rows, "best": best}  # fmt: skip
+
+    @app.post("/studies/{name}/promote", dependencies=[Depends(authorized)])
+    def promote(name: str, body: PromoteRequest | None = None) -> dict:
+        message = api.promote(name, trial=body.trial if body else None, settings=settings, storage=storage)
+        return {"message": message, "production_version": _production_version(settings)}
+
+    @app.post("/studies/{name}/rollback", dependencies=[Depends(authorized)])
+    def rollback(name: str) -> dict:
+        message = api.promote(name, rollback=True, settings=settings, storage=storage)
+        return {"message": message, "production_version": _production_version(settings)}
+
+    @app.post("/jobs/synthesize", status_code=202, dependencies=[Depends(authorized)])
+    def launch_synthesis(body: SynthesizeRequest) -> dict:
+        work_id = queue.submit("synthesize", body.model_dump(exclude_none=True))
+        return {"id": work_id, "url": f"/jobs/{work_id}"}
+
+    @app.get("/jobs/{work_id}")
+    def show_job(work_id: str) -> dict:
+        work = queue.get(work_id)
+        if work is None or work.kind != "synthesize":
+            raise HTTPException(status_code=404, detail=f"no synthesis job {work_id!r}")
+        return _job_view(work)
+
+    @app.get("/prompts/{role}")
+    def prompt_versions(role: Literal["challenger", "tagger", "verifier"]) -> dict:
+        from mlflow import MlflowClient
+
+        from optimizers import tracking
+
+        tracking.setup(settings)
+        found = MlflowClient().search_prompt_versions(tracking.prompt_name(role))
+        versions = sorted(getattr(found, "prompt_versions", found), key=lambda v: int(v.version))
+        return {"role": role, "versions": [
+            {"version": int(v.version), "commit_message": v.commit_message, "status": (v.tags or {}).get(tracking.STATUS_TAG, "accepted"),
+             "val_score": _number((v.tags or {}).get("autodata.val_score")),
+             "parent_val_score": _number((v.tags or {}).get("autodata.parent_val_score")),
+             "template": v.template} for v in versions]}  # fmt: skip
+
+    return app
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text is not None else None
+
+
+def _production_version(settings: Settings) -> int | None:
+    from optimizers import tracking
+
+    tracking.setup(settings)
+    return tracking.production_recipe_version()
+
+
+def _job_view(work: Work) -> dict:
+    """A synthesis job as the API shows it: its progress as its worker last reported it, and
+    the manifest and LLM usage (calls, tokens: the cost) when done."""
+    view = {"id": work.id, "state": work.state, "spec": work.spec, "worker": work.owner, "error": work.error,
+            "progress": work.progress or {"seeds_done": 0, "accepted": 0, "rejected": 0, "llm_calls": 0}}  # fmt: skip
+    if work.result:
+        view |= {"manifest": work.result.get("manifest"), "usage": work.result.get("usage")}
+    return view
+
+
+def synthesis_progress(out: Path) -> dict:
+    """Seeds done, items accepted and rejected, and LLM calls so far, from a job's output folder."""
+    progress = Path(out) / "progress.jsonl"
+    rows = [json.loads(line) for line in progress.read_text(encoding="utf-8").splitlines()] if progress.is_file() else []
+    return {"seeds_done": len(rows), "accepted": sum(r["accepted"] for r in rows),
+            "rejected": sum(r["rejected"] for r in rows),
+            "llm_calls": sum(c["calls"] for r in rows for c in r["cost"].values())}  # fmt: skip
+
+
+# --- serving ------------------------------------------------------------------------------------
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to serve beyond loopback without a token: anyone on the network could launch work."""
+    try:
+        loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        loopback = False
+    if not loopback and not token:
+        raise ConfigError(f"Refusing to bind {host} without a token: set {TOKEN_ENV} (clients then send "
+                          f"'Authorization: Bearer TOKEN'), or bind 127.0.0.1.")  # fmt: skip
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    import uvicorn
+
+    token = os.environ.get(TOKEN_ENV) or None
+    check_bind(host, token)
+    uvicorn.run(create_app(settings, token=token), host=host, port=port, log_level="warning")
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+
+def run_worker(settings: Settings, *, name: str | None = None, poll_s: float = 2.0, once: bool = False,
+               beat_s: float = 10.0) -> int:  # fmt: skip
+    """Take queued work from the study storage database and do it until stopped (Ctrl-C).
+
+    With `once`, stop when nothing is queued; returns how many pieces of work were done.
+    """
+    name = name or f"{socket.gethostname()}:{os.getpid()}"
+    queue = WorkQueue(settings.effective_optuna_storage)
+    done = 0
+    while True:
+        work = queue.claim(name)
+        if work is None:
+            if once:
+                return done
+            time.sleep(poll_s)
+            continue
+        logger.info("worker %s: %s %s", name, work.kind, work.id)
+        stop = threading.Event()
+        out = _job_folder(work, settings)
+        beating = threading.Thread(target=_beat, args=(queue, work.id, name, stop, beat_s, out), daemon=True)
+        beating.start()
+        try:
+            result = _do(work, settings)
+            if out is not None:
+                queue.beat(work.id, name, synthesis_progress(out))
+            queue.finish(work.id, result)
+        except AutodataError as err:
+            queue.fail(work.id, str(err))
+        except Exception as err:  # a failed job is recorded; the worker goes on
+            logger.error("work %s failed: %s", work.id, traceback.format_exc())
+            queue.fail(work.id, f"{type(err).__name__}: {err}")
+        finally:
+            stop.set()
+        done += 1
+
+
+def _beat(queue: WorkQueue, work_id: str, worker: str, stop: threading.Event, every_s: float,
+          out: Path | None) -> None:  # fmt: skip
+    while not stop.wait(every_s):
+        try:
+            queue.beat(work_id, worker, synthesis_progress(out) if out else None)
+        except Exception as err:  # a missed beat is retried at the next one
+            logger.warning("heartbeat of %s failed: %s", work_id, err)
+
+
+def _job_folder(work: Work, settings: Settings) -> Path | None:
+    """Where a synthesis job writes (named by its id, so a worker taking it over resumes it)."""
+    return settings.home_dir / "jobs" / work.id if work.kind == "synthesize" else None
+
+
+def _do(work: Work, settings: Settings) -> dict:
+    spec = dict(work.spec)
+    world = spec.pop("world", None)
+    if world:
+        settings = settings.model_copy(update={"world": Path(world)})
+    if work.kind == "study":
+        name, trials = spec.pop("name"), spec.pop("trials")
+        if "stages" in spec:
+            spec["stages"] = tuple(spec["stages"])
+        if spec.get("rewrite_val_seeds") == 0:
+            spec["rewrite_prompts"] = False
+        study = api.run_study(name, trials, settings=settings, **spec)
+        return {"trials": len(study.trials)}
+    out = _job_folder(work, settings)
+    recipe, source = api.resolve_recipe(spec.get("recipe", "production"), settings)
+    report, usage = api.synthesize(out, recipe=recipe, seeds=Path(spec["seeds"]) if spec.get("seeds") else None,
+                                   limit=spec.get("limit"), settings=settings, show_progress=False,
+                                   recipe_source=source)  # fmt: skip
+    return {"manifest": report.manifest, "usage": usage, "out": str(out), "progress": synthesis_progress(out)}

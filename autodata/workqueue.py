@@ -1,0 +1,141 @@
+"""Queued work in the study storage database, for the service and its workers.
+
+One table, `autodata_work`, in the same database as the Optuna studies (SQLite under
+AUTODATA_HOME, or the team's PostgreSQL): the service adds rows, workers on any machine
+claim them. A row is a study to run or a synthesis job. Because the queue lives in the
+database and not in the service's memory, the service restarts without losing or
+repeating work.
+
+- A *study* row is shared: every free worker joins it, since Optuna coordinates trials on
+  the same storage (a dead worker's trial is retried by another through Optuna's
+  heartbeats). It is done when a worker finds the study has its trials.
+- A *synthesize* row has one owner at a time. An owner that stops beating for
+  `stale_after_s` (a killed worker, a lost machine) loses it to the next worker, which
+  resumes the job's output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engine, event, or_, select, update
+
+from autodata._io import ensure_sqlite_folder
+
+Kind = Literal["study", "synthesize"]
+State = Literal["queued", "running", "done", "failed"]
+
+_metadata = MetaData()
+WORK = Table(
+    "autodata_work", _metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("owner", String(128)),
+    Column("heartbeat", Float),
+    Column("progress", Text),
+    Column("result", Text),
+    Column("error", Text),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Work:
+    id: str
+    kind: Kind
+    spec: dict[str, Any]
+    state: State
+    owner: str | None
+    heartbeat: float | None
+    progress: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: str | None
+    created: float
+    updated: float
+
+    @classmethod
+    def from_row(cls, row) -> Work:
+        m = row._mapping
+        loaded = {k: json.loads(m[k]) if m[k] else None for k in ("progress", "result")}
+        return cls(m["id"], m["kind"], json.loads(m["spec"]), m["state"], m["owner"], m["heartbeat"],
+                   loaded["progress"], loaded["result"], m["error"], m["created"], m["updated"])  # fmt: skip
+
+
+class WorkQueue:
+    """The queue in the database at `url` (any SQLAlchemy URL); the table is created on first use."""
+
+    def __init__(self, url: str, *, stale_after_s: float = 60.0):
+        self.stale_after_s = stale_after_s
+        sqlite = url.startswith("sqlite")
+        self.engine = create_engine(ensure_sqlite_folder(url), connect_args={"timeout": 60} if sqlite else {})
+        if sqlite:  # a claim must take the write lock first, or two workers could take the same row
+            @event.listens_for(self.engine, "connect")
+            def _no_implicit_transactions(dbapi_connection, record):
+                dbapi_connection.isolation_level = None
+
+            @event.listens_for(self.engine, "begin")
+            def _begin_immediate(connection):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _metadata.create_all(self.engine)
+
+    def submit(self, kind: Kind, spec: dict[str, Any], *, work_id: str | None = None) -> str:
+        now = time.time()
+        work_id = work_id or uuid.uuid4().hex
+        with self.engine.begin() as db:
+            db.execute(WORK.insert().values(id=work_id, kind=kind, spec=json.dumps(spec), state="queued", created=now,
+                                            updated=now))  # fmt: skip
+        return work_id
+
+    def claim(self, worker: str) -> Work | None:
+        """The next work this worker should do: a study not yet done (shared), else a queued or
+        abandoned synthesis job (taken over), oldest first; None when there is nothing."""
+        now = time.time()
+        with self.engine.begin() as db:
+            row = db.execute(
+                select(WORK).where(or_(
+                    (WORK.c.kind == "study") & WORK.c.state.in_(("queued", "running")),
+                    (WORK.c.kind == "synthesize") & (WORK.c.state == "queued"),
+                    (WORK.c.kind == "synthesize") & (WORK.c.state == "running") &
+                    (WORK.c.heartbeat < now - self.stale_after_s),
+                )).order_by(WORK.c.created).limit(1).with_for_update(skip_locked=True)
+            ).first()  # fmt: skip
+            if row is None:
+                return None
+            db.execute(update(WORK).where(WORK.c.id == row.id).values(state="running", owner=worker, heartbeat=now,
+                                                                       updated=now))  # fmt: skip
+        return self.get(row.id)
+
+    def beat(self, work_id: str, worker: str, progress: dict[str, Any] | None = None) -> None:
+        """The owner is alive (and, for a job, how far it got)."""
+        values = {"heartbeat": time.time(), **({"progress": json.dumps(progress)} if progress is not None else {})}
+        with self.engine.begin() as db:
+            db.execute(update(WORK).where((WORK.c.id == work_id) & (WORK.c.owner == worker)).values(**values))
+
+    def finish(self, work_id: str, result: dict[str, Any]) -> None:
+        self._end(work_id, state="done", result=json.dumps(result, default=str))
+
+    def fail(self, work_id: str, error: str) -> None:
+        self._end(work_id, state="failed", error=error[:4000])
+
+    def _end(self, work_id: str, **values) -> None:
+        with self.engine.begin() as db:
+            db.execute(update(WORK).where(WORK.c.id == work_id).values(updated=time.time(), **values))
+
+    def get(self, work_id: str) -> Work | None:
+        with self.engine.connect() as db:
+            row = db.execute(select(WORK).where(WORK.c.id == work_id)).first()
+        return Work.from_row(row) if row else None
+
+    def list(self, kind: Kind | None = None) -> list[Work]:
+        query = select(WORK).order_by(WORK.c.created)
+        if kind:
+            query = query.where(WORK.c.kind == kind)
+        with self.engine.connect() as db:
+            return [Work.from_row(row) for row in db.execute(query)]

@@ -1,0 +1,91 @@
+"""The REST service and its workers, in one process, against the scripted endpoint (fast).
+
+The slow `test_service_infra.py` runs the same flow with PostgreSQL, an MLflow server and
+worker processes.
+"""
+
+import httpx
+import pytest
+
+from autodata.errors import ConfigError
+from autodata.search.server import BackgroundServer
+from autodata.service import check_bind, create_app, run_worker
+from autodata.settings import load_settings
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def service(study_world, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY_VAR", "sk-very-secret")  # an endpoint key: must never show in a response
+    monkeypatch.setenv("AUTODATA_ROLES__WEAK__API_KEY_ENV", "SECRET_KEY_VAR")
+    with BackgroundServer(create_app(load_settings(), token=TOKEN)) as server:
+        yield server.url
+
+
+def call(method, url, **kwargs):
+    response = httpx.request(method, url, timeout=60, **kwargs)
+    assert "sk-very-secret" not in response.text
+    return response
+
+
+def test_launch_watch_promote_and_synthesize_over_http(service):
+    body = {"name": "svc", "trials": 2, "scorer": "acceptance", "seeds_per_trial": 2, "stages": [1.0],
+            "rewrite_val_seeds": 0}  # fmt: skip
+    assert call("POST", f"{service}/studies", json=body).status_code == 401  # no token
+    launched = call("POST", f"{service}/studies", json=body, headers=AUTH)
+    assert launched.status_code == 202 and launched.json()["url"] == "/studies/svc"
+    assert call("POST", f"{service}/studies", json=body, headers=AUTH).status_code == 409  # already queued
+    assert call("GET", f"{service}/studies/svc").json()["state"] == "queued"
+
+    assert run_worker(load_settings(), name="w1", once=True) == 1  # the worker runs the study, then finds no work
+    shown = call("GET", f"{service}/studies/svc").json()
+    assert shown["state"] == "done" and [t["state"] for t in shown["trials"]] == ["COMPLETE", "COMPLETE"]
+    trial = shown["trials"][0]
+    assert {"score", "recipe_hash", "mlflow_run_id", "pareto", "accepted_per_seed"} <= set(trial)
+    assert shown["best"]["trial"] in (0, 1)
+    assert [s["name"] for s in call("GET", f"{service}/studies").json()] == ["svc"]
+
+    promoted = call("POST", f"{service}/studies/svc/promote", json={"trial": 0}, headers=AUTH).json()
+    assert promoted["production_version"] == 1 and "version 1" in promoted["message"]
+    assert call("POST", f"{service}/studies/svc/promote", json={"trial": 1}, headers=AUTH).json()["production_version"] == 2
+    assert call("POST", f"{service}/studies/svc/rollback", headers=AUTH).json()["production_version"] == 1
+
+    job = call("POST", f"{service}/jobs/synthesize", json={"recipe": "production", "limit": 2}, headers=AUTH)
+    assert job.status_code == 202
+    assert call("GET", f"{service}{job.json()['url']}").json()["state"] == "queued"
+    assert run_worker(load_settings(), name="w2", once=True) == 1
+    done = call("GET", f"{service}{job.json()['url']}").json()
+    assert done["state"] == "done" and done["worker"] == "w2"
+    assert done["manifest"]["recipe_source"] == "models:/autodata-recipe/1"
+    assert done["progress"]["seeds_done"] == 2 and isinstance(done["usage"], dict)  # replayed from the LLM cache here
+
+    prompts = call("GET", f"{service}/prompts/challenger").json()
+    assert prompts["versions"][0]["version"] == 1 and prompts["versions"][0]["commit_message"]
+
+
+def test_bad_requests_name_the_field_and_the_problem(service):
+    response = call("POST", f"{service}/studies", json={"name": "bad name!", "trials": 0}, headers=AUTH)
+    assert response.status_code == 422
+    fields = {d["field"] for d in response.json()["details"]}
+    assert fields == {"name", "trials"}
+    assert call("POST", f"{service}/studies", json={"name": "x", "typo": 1}, headers=AUTH).status_code == 422
+    assert call("GET", f"{service}/studies/nothing").status_code == 404
+    assert call("GET", f"{service}/jobs/nothing").status_code == 404
+    assert call("POST", f"{service}/studies/nothing/rollback", headers=AUTH).json()["error"].startswith("Nothing to roll back")
+
+
+def test_a_failed_job_is_recorded_and_the_worker_goes_on(service):
+    job = call("POST", f"{service}/jobs/synthesize", json={"recipe": "production"}, headers=AUTH).json()
+    assert run_worker(load_settings(), name="w", once=True) == 1  # nothing promoted yet: the job fails
+    failed = call("GET", f"{service}{job['url']}").json()
+    assert failed["state"] == "failed" and "Promote a study trial" in failed["error"]
+
+
+def test_no_token_no_network_bind():
+    with pytest.raises(ConfigError, match="AUTODATA_SERVICE_TOKEN"):
+        check_bind("0.0.0.0", None)
+    check_bind("0.0.0.0", "secret")
+    check_bind("127.0.0.1", None)
+    check_bind("localhost", None)
