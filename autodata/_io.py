@@ -69,3 +69,22 @@ def folder_written_whole(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def serialize_sqlite_transactions(engine) -> None:
+    """Make every transaction on a SQLite `engine` take the write lock first (BEGIN IMMEDIATE).
+
+    SQLite ignores SELECT ... FOR UPDATE, so two workers could both take the same waiting
+    row (an Optuna trial, a queued job). (SQLAlchemy's recipe for pysqlite transactions.)
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed

@@ -75,8 +75,15 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
     app = FastAPI(title="autodata", version=__version__,
                   description="Launch and watch recipe-optimization studies and synthesis jobs; compare prompt "
                               "versions; promote recipes to production.")  # fmt: skip
+    from optimizers import tracking
+    from optimizers.study import open_storage
+
     queue = WorkQueue(settings.effective_optuna_storage)
     storage = settings.effective_optuna_storage
+    # Create the Optuna and MLflow tables once, here, before workers start: processes that
+    # first touch a fresh database together race in its schema migrations.
+    open_storage(storage)
+    tracking.setup(settings)
 
     def authorized(request: Request) -> None:
         if token and request.headers.get("authorization") != f"Bearer {token}":

@@ -22,9 +22,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engine, event, or_, select, update
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, or_, select, update
 
-from autodata._io import ensure_sqlite_folder
+from autodata._io import ensure_sqlite_folder, serialize_sqlite_transactions
 
 Kind = Literal["study", "synthesize"]
 State = Literal["queued", "running", "done", "failed"]
@@ -37,6 +37,7 @@ WORK = Table(
     Column("spec", Text, nullable=False),
     Column("state", String(16), nullable=False),
     Column("owner", String(128)),
+    Column("attempts", Integer, nullable=False, default=0),
     Column("heartbeat", Float),
     Column("progress", Text),
     Column("result", Text),
@@ -53,6 +54,7 @@ class Work:
     spec: dict[str, Any]
     state: State
     owner: str | None
+    attempts: int
     heartbeat: float | None
     progress: dict[str, Any] | None
     result: dict[str, Any] | None
@@ -64,7 +66,7 @@ class Work:
     def from_row(cls, row) -> Work:
         m = row._mapping
         loaded = {k: json.loads(m[k]) if m[k] else None for k in ("progress", "result")}
-        return cls(m["id"], m["kind"], json.loads(m["spec"]), m["state"], m["owner"], m["heartbeat"],
+        return cls(m["id"], m["kind"], json.loads(m["spec"]), m["state"], m["owner"], m["attempts"], m["heartbeat"],
                    loaded["progress"], loaded["result"], m["error"], m["created"], m["updated"])  # fmt: skip
 
 
@@ -76,13 +78,7 @@ class WorkQueue:
         sqlite = url.startswith("sqlite")
         self.engine = create_engine(ensure_sqlite_folder(url), connect_args={"timeout": 60} if sqlite else {})
         if sqlite:  # a claim must take the write lock first, or two workers could take the same row
-            @event.listens_for(self.engine, "connect")
-            def _no_implicit_transactions(dbapi_connection, record):
-                dbapi_connection.isolation_level = None
-
-            @event.listens_for(self.engine, "begin")
-            def _begin_immediate(connection):
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            serialize_sqlite_transactions(self.engine)
         _metadata.create_all(self.engine)
 
     def submit(self, kind: Kind, spec: dict[str, Any], *, work_id: str | None = None) -> str:
@@ -90,7 +86,7 @@ class WorkQueue:
         work_id = work_id or uuid.uuid4().hex
         with self.engine.begin() as db:
             db.execute(WORK.insert().values(id=work_id, kind=kind, spec=json.dumps(spec), state="queued", created=now,
-                                            updated=now))  # fmt: skip
+                                            updated=now, attempts=0))  # fmt: skip
         return work_id
 
     def claim(self, worker: str) -> Work | None:
@@ -109,7 +105,7 @@ class WorkQueue:
             if row is None:
                 return None
             db.execute(update(WORK).where(WORK.c.id == row.id).values(state="running", owner=worker, heartbeat=now,
-                                                                       updated=now))  # fmt: skip
+                                                                       updated=now, attempts=WORK.c.attempts + 1))  # fmt: skip
         return self.get(row.id)
 
     def beat(self, work_id: str, worker: str, progress: dict[str, Any] | None = None) -> None:
@@ -119,10 +115,15 @@ class WorkQueue:
             db.execute(update(WORK).where((WORK.c.id == work_id) & (WORK.c.owner == worker)).values(**values))
 
     def finish(self, work_id: str, result: dict[str, Any]) -> None:
-        self._end(work_id, state="done", result=json.dumps(result, default=str))
+        self._end(work_id, state="done", result=json.dumps(result, default=str), error=None)
 
-    def fail(self, work_id: str, error: str) -> None:
-        self._end(work_id, state="failed", error=error[:4000])
+    def fail(self, work_id: str, error: str, *, max_attempts: int = 3) -> None:
+        """Record the error; the work is queued again until it has failed `max_attempts` times
+        (a study's trials and a job's folder keep what was done)."""
+        with self.engine.begin() as db:
+            attempts = db.execute(select(WORK.c.attempts).where(WORK.c.id == work_id)).scalar_one()
+            db.execute(update(WORK).where(WORK.c.id == work_id).values(
+                state="failed" if attempts >= max_attempts else "queued", error=error[:4000], updated=time.time()))  # fmt: skip
 
     def _end(self, work_id: str, **values) -> None:
         with self.engine.begin() as db:

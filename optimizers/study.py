@@ -35,7 +35,7 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from autodata._io import ensure_sqlite_folder
+from autodata._io import ensure_sqlite_folder, serialize_sqlite_transactions
 from autodata.errors import AutodataError
 from autodata.recipe import Recipe
 from autodata.seeds import iter_seeds
@@ -90,25 +90,8 @@ def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.sto
             engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
         )  # fmt: skip
     if storage.engine.name == "sqlite":
-        _serialize_sqlite_transactions(storage.engine)
+        serialize_sqlite_transactions(storage.engine)
     return storage
-
-
-def _serialize_sqlite_transactions(engine) -> None:
-    """SQLite ignores SELECT ... FOR UPDATE, so two workers could both take the same waiting
-    trial (the enqueued baseline, a retried one); BEGIN IMMEDIATE makes each transaction
-    take the write lock first. (SQLAlchemy's recipe for pysqlite transactions.)"""
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_transactions(dbapi_connection, record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections opened before the listeners existed
 
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -46,6 +47,19 @@ def setup(settings: Settings) -> str:
     """
     uri = ensure_sqlite_folder(settings.effective_tracking_uri)
     mlflow.set_tracking_uri(uri)
+    # Workers starting together on a fresh database race to create MLflow's tables and the
+    # experiment; the loser's error is transient, so look again after a pause.
+    for attempt in range(5):
+        try:
+            return _experiment_id(settings, uri)
+        except Exception as err:  # alembic, SQLAlchemy or MLflow errors, by backend
+            if attempt == 4:
+                raise
+            logger.info("MLflow setup raced another process (%s); trying again", type(err).__name__)
+            time.sleep(1 + attempt)
+
+
+def _experiment_id(settings: Settings, uri: str) -> str:
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
@@ -70,7 +84,13 @@ def study_parent_run(experiment_id: str, study: str) -> str:
         return found[0].info.run_id
     run = client.create_run(experiment_id, run_name=f"study {study}", tags={"autodata.study": study, "autodata.kind": "study"})
     client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    # Two workers starting the study together may both have created one: all keep the oldest.
+    parents = client.search_runs([experiment_id], filter_string=f"tags.`autodata.study` = '{study}' and "
+                                 "tags.`autodata.kind` = 'study'", order_by=["attributes.start_time ASC"])  # fmt: skip
+    for extra in parents[1:]:
+        if extra.info.run_id == run.info.run_id:
+            client.delete_run(run.info.run_id)
+    return parents[0].info.run_id
 
 
 def ensure_seed_prompts() -> dict[str, int]:
