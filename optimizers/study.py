@@ -222,6 +222,7 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
         latest = {role: tracking.latest_prompt_version(role) or 1 for role in tracking.OPTIMIZABLE_PROMPTS}
         recipe, versions = suggest_recipe(trial, latest)
         trial.set_user_attr("recipe_hash", recipe.content_hash)
+        trial.set_user_attr("prompt_versions", versions)
         with mlflow.start_run(run_name=f"{name} trial {trial.number}", parent_run_id=parent,
                               experiment_id=experiment_id,
                               tags={"autodata.study": name, "autodata.kind": "trial",
@@ -315,7 +316,8 @@ def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
             "calls_per_item": t.user_attrs.get("llm_calls_per_accepted_item"),
             "attempts": t.params.get("attempts_per_solver"), "rounds": t.params.get("max_rounds"),
             "top_k": t.params.get("top_k"), "challenger_prompt": t.params.get("challenger_prompt"),
-            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"), "params": t.params,
+            "prompt_versions": t.user_attrs.get("prompt_versions"),
         }
         for t in study.trials
     ]  # fmt: skip

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from autodata.search.server import free_port
 from autodata.settings import load_settings
+from autodata.workspace import Workspace
 from optimizers import tracking
 from optimizers.study import StudySettings, run_study
 from tests.conftest import acceptance_scorer
@@ -60,9 +61,12 @@ def mlflow_ui(study_world, tmp_path):
         ui.wait(timeout=30)
 
 
-def test_study_runs_and_prompt_versions_show_in_the_ui(study_world, mlflow_ui, tmp_path):
+def test_study_runs_and_prompt_versions_show_in_the_ui(study_world, scripted_roles, mlflow_ui, tmp_path):
+    scripted_roles.challenger_rule = scripted_roles.rewrite_adds.strip()  # the rewrites help: they become versions
     settings = load_settings()
-    run_study("uitest", 3, settings=settings, scorer=acceptance_scorer, study=StudySettings(seeds_per_trial=2))
+    with Workspace(settings) as workspace:
+        run_study("uitest", 3, workspace=workspace, scorer=acceptance_scorer,
+                  study=StudySettings(seeds_per_trial=2, stages=(1.0,)))  # fmt: skip
     experiment_id = tracking.setup(settings)
     parent = MlflowClient().search_runs([experiment_id], "tags.`autodata.kind` = 'study'")[0].info.run_id
     profile = tmp_path / "chromium"

@@ -44,6 +44,8 @@ def test_launch_watch_promote_and_synthesize_over_http(service):
     assert shown["state"] == "done" and [t["state"] for t in shown["trials"]] == ["COMPLETE", "COMPLETE"]
     trial = shown["trials"][0]
     assert {"score", "recipe_hash", "mlflow_run_id", "pareto", "accepted_per_seed"} <= set(trial)
+    assert trial["params"]["hint_mode"] == "answer" and trial["prompt_versions"] == {"challenger": 1, "tagger": 1,
+                                                                                      "verifier": 1}  # fmt: skip
     assert shown["best"]["trial"] in (0, 1)
     assert [s["name"] for s in call("GET", f"{service}/studies").json()] == ["svc"]
 
