@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def run(workers: int, *, world: Path, llm_url: str, trials: int, seeds: int) -> 
         for process in processes:
             process.terminate()
             process.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
     latencies.sort()
     return {"workers": workers, "seconds": seconds, "complete": complete, "trials_per_hour": complete / seconds * 3600,
             "api_p50_ms": statistics.median(latencies) * 1000,
@@ -96,6 +98,7 @@ def main() -> None:
                 for n in args.workers.split(",")]  # fmt: skip
     finally:
         stop.set()
+        shutil.rmtree(folder, ignore_errors=True)
     base = rows[0]["trials_per_hour"]
     print(f"study of {args.trials} trials x {args.seeds_per_trial} seeds, scripted endpoint at {args.latency_ms:.0f} ms, "
           f"SQLite storage, acceptance scorer; {os.cpu_count()} cores")  # fmt: skip
