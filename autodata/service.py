@@ -12,7 +12,6 @@ output and nothing else.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 import socket
@@ -31,6 +30,7 @@ from autodata import api
 from autodata._version import __version__
 from autodata.errors import AutodataError, ConfigError
 from autodata.settings import Settings
+from autodata.synthesis import run_totals
 from autodata.workqueue import Work, WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -199,15 +199,6 @@ def _job_view(work: Work) -> dict:
     return view
 
 
-def synthesis_progress(out: Path) -> dict:
-    """Seeds done, items accepted and rejected, and LLM calls so far, from a job's output folder."""
-    progress = Path(out) / "progress.jsonl"
-    rows = [json.loads(line) for line in progress.read_text(encoding="utf-8").splitlines()] if progress.is_file() else []
-    return {"seeds_done": len(rows), "accepted": sum(r["accepted"] for r in rows),
-            "rejected": sum(r["rejected"] for r in rows),
-            "llm_calls": sum(c["calls"] for r in rows for c in r["cost"].values())}  # fmt: skip
-
-
 # --- serving ------------------------------------------------------------------------------------
 
 
@@ -257,7 +248,7 @@ def run_worker(settings: Settings, *, name: str | None = None, poll_s: float = 2
         try:
             result = _do(work, settings)
             if out is not None:
-                queue.beat(work.id, name, synthesis_progress(out))
+                queue.beat(work.id, name, run_totals(out))
             queue.finish(work.id, result)
         except AutodataError as err:
             queue.fail(work.id, str(err))
@@ -273,7 +264,7 @@ def _beat(queue: WorkQueue, work_id: str, worker: str, stop: threading.Event, ev
           out: Path | None) -> None:  # fmt: skip
     while not stop.wait(every_s):
         try:
-            queue.beat(work_id, worker, synthesis_progress(out) if out else None)
+            queue.beat(work_id, worker, run_totals(out) if out else None)
         except Exception as err:  # a missed beat is retried at the next one
             logger.warning("heartbeat of %s failed: %s", work_id, err)
 
@@ -301,4 +292,4 @@ def _do(work: Work, settings: Settings) -> dict:
     report, usage = api.synthesize(out, recipe=recipe, seeds=Path(spec["seeds"]) if spec.get("seeds") else None,
                                    limit=spec.get("limit"), settings=settings, show_progress=False,
                                    recipe_source=source)  # fmt: skip
-    return {"manifest": report.manifest, "usage": usage, "out": str(out), "progress": synthesis_progress(out)}
+    return {"manifest": report.manifest, "usage": usage, "out": str(out), "progress": run_totals(out)}

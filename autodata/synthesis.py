@@ -178,10 +178,8 @@ def synthesize(
 class _Progress:
     def __init__(self, out: Path, *, total: int, initial: int, enabled: bool):
         self.bar = tqdm(total=total, initial=initial, desc="synthesizing", unit=" seed", disable=not enabled)
-        previous = _read_jsonl(out / "progress.jsonl")
-        self.accepted = sum(row["accepted"] for row in previous)
-        self.rejected = sum(row["rejected"] for row in previous)
-        self.calls = sum(c["calls"] for row in previous for c in row["cost"].values())
+        previous = run_totals(out)
+        self.accepted, self.rejected, self.calls = previous["accepted"], previous["rejected"], previous["llm_calls"]
 
     def record(self, output: _Output, result: SeedResult) -> None:
         output.append(result)
@@ -199,9 +197,12 @@ class _Progress:
 NOT_CANDIDATES = ("no_evidence", "contaminated_seed")  # seeds stopped before any question was written
 
 
-def seeds_done(out: Path) -> int:
-    """Seeds a run folder has finished (what a resumed run skips)."""
-    return len(_read_jsonl(Path(out) / "progress.jsonl"))
+def run_totals(out: Path) -> dict[str, int]:
+    """Seeds a run folder has finished (what a resumed run skips), items accepted and rejected, LLM calls."""
+    rows = _read_jsonl(Path(out) / "progress.jsonl")
+    return {"seeds_done": len(rows), "accepted": sum(row["accepted"] for row in rows),
+            "rejected": sum(row["rejected"] for row in rows),
+            "llm_calls": sum(c["calls"] for row in rows for c in row["cost"].values())}  # fmt: skip
 
 
 def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuestions | None) -> dict:

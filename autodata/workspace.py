@@ -49,6 +49,7 @@ class Workspace:
         self._world: World | None = None
         self._retriever: Retriever | None = None
         self._llms: LLMSession | None = None
+        self._held_out: list[SeedItem] | None = None
         self._lock = threading.RLock()
 
     def __enter__(self) -> Workspace:
@@ -110,7 +111,11 @@ class Workspace:
         return max(self.settings.endpoint(role).max_concurrency for role in SYNTHESIS_ROLES)
 
     def held_out(self) -> list[SeedItem]:
-        return self.world.held_out()
+        """The world's dev and test questions, read once: a study synthesizes at every stage of every trial."""
+        with self._lock:
+            if self._held_out is None:
+                self._held_out = self.world.held_out()
+            return self._held_out
 
     def synthesize(self, out: Path, *, recipe: Recipe, seeds: Path | None = None, limit: int | None = None,
                    concurrency: int | None = None, show_progress: bool | None = None,

@@ -39,7 +39,7 @@ from autodata._io import ensure_sqlite_folder, serialize_sqlite_transactions
 from autodata.errors import AutodataError
 from autodata.recipe import Recipe
 from autodata.seeds import iter_seeds
-from autodata.synthesis import seeds_done
+from autodata.synthesis import run_totals
 from autodata.workspace import Workspace
 from evals.recipe_score import RecipeScore, Scorer, acceptance_scorer, proxy_scorer, score_recipe
 from optimizers import tracking
@@ -233,7 +233,7 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
             run_dir = runs_dir / recipe.content_hash
             with _exclusive(run_dir):  # trials that drew the same recipe share its folder, one at a time
                 # > 0 when an earlier trial with this recipe (or this one before a crash) left seeds done
-                trial.set_user_attr("seeds_resumed", seeds_done(run_dir))
+                trial.set_user_attr("seeds_resumed", run_totals(run_dir)["seeds_done"])
                 if not multi:
                     _report_interim_scores(trial, recipe, run_dir, scorer, study, workspace)
                 final = score_recipe(recipe, workspace, run_dir, seeds=study.seeds_per_trial, scorer=scorer)
