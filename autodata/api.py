@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from autodata.errors import AutodataError, CorpusError
 from autodata.llm import Budget, LLMSession
 from autodata.recipe import Recipe, load_recipe
-from autodata.synthesis import SynthesisReport
+from autodata.synthesis import SeedExecutor, SynthesisReport
 from autodata.answers import sub_exact_match
 from autodata.search import BM25Index, Hit, Retriever
 from autodata.seeds import find_contamination, find_near_duplicates, load_seeds
@@ -209,12 +209,14 @@ def resolve_recipe(spec: str | Path | None, settings: Settings | None = None) ->
 
 def synthesize(out: Path, *, recipe: Recipe | None = None, seeds: Path | None = None, limit: int | None = None,
                concurrency: int | None = None, budget: Budget = Budget(), settings: Settings | None = None,
-               show_progress: bool = True, recipe_source: str = "default") -> tuple[SynthesisReport, dict]:  # fmt: skip
+               show_progress: bool = True, recipe_source: str = "default",
+               executor: Callable[..., SeedExecutor] | None = None) -> tuple[SynthesisReport, dict]:  # fmt: skip
     """Turn seeds into verified search-augmented trajectories in `out` (resumable).
 
     Without `seeds`, uses the world's train split. Contamination is always gated against
     the world's dev and test questions. `concurrency` defaults to what the endpoints
-    allow. Returns the report and the job's LLM usage summary.
+    allow. `executor`: see `autodata.synthesis.synthesize` (e.g. a `RayExecutor`). Returns the
+    report and the job's LLM usage summary.
 
     Example:
         >>> report, usage = synthesize(Path("runs/demo"), limit=5)  # doctest: +SKIP
@@ -223,7 +225,8 @@ def synthesize(out: Path, *, recipe: Recipe | None = None, seeds: Path | None = 
     """
     with Workspace(settings or load_settings(), budget=budget, show_progress=show_progress) as workspace:
         report = workspace.synthesize(Path(out), recipe=recipe or Recipe(), seeds=seeds, limit=limit,
-                                      concurrency=concurrency, recipe_source=recipe_source)  # fmt: skip
+                                      concurrency=concurrency, recipe_source=recipe_source,
+                                      executor=executor)  # fmt: skip
         return report, workspace.llms.usage.summary()
 
 

@@ -6,6 +6,7 @@ Errors autodata raises on purpose print as one line and exit 1; Ctrl-C exits 130
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -177,9 +178,14 @@ def cmd_synthesize(args, settings: Settings) -> int:
     budget = Budget(max_calls=args.max_calls, max_tokens=args.max_tokens)
     print(f"Recipe {recipe.name!r} ({recipe.content_hash}) from {source}, hint mode {recipe.hint_mode}; "
           f"writing {args.out}", flush=True)  # fmt: skip
+    executor = None
+    if args.executor == "ray":
+        from autodata.ray_executor import RayExecutor
+
+        executor = functools.partial(RayExecutor, address=args.ray_address, workers=args.workers)
     report, usage = api.synthesize(args.out, recipe=recipe, seeds=args.seeds, limit=args.limit,
                                    concurrency=args.concurrency, budget=budget, settings=settings,
-                                   recipe_source=source)  # fmt: skip
+                                   recipe_source=source, executor=executor)  # fmt: skip
     m = report.manifest
     print(f"Accepted {m['items']['accepted']} items from {m['seeds']['done']} seeds: "
           f"{m['accepted_per_seed']:.2f} per seed tried, {m['accepted_per_seed_with_evidence']:.2f} per seed with "
@@ -449,6 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "endpoints allow, 1 on the embedded model)")  # fmt: skip
     p.add_argument("--max-calls", type=int, help="stop cleanly after this many LLM calls")
     p.add_argument("--max-tokens", type=int, help="stop cleanly after this many LLM tokens")
+    p.add_argument("--executor", choices=["threads", "ray"], default="threads",
+                   help="threads: seeds run in this process (default); ray: seeds sharded over Ray workers on any "
+                   "number of machines (pip install 'autodata[ray]'), still one resumable --out written by this "
+                   "process, each endpoint's max_concurrency shared by all workers, not multiplied")  # fmt: skip
+    p.add_argument("--ray-address", help="with --executor ray: the cluster to join ('auto' for the one `ray start` "
+                   "made on this machine, ray://HOST:10001); default: start a local Ray")  # fmt: skip
+    p.add_argument("--workers", type=int, default=2, help="with --executor ray: worker actors, spread over the "
+                   "cluster's nodes (default %(default)s)")  # fmt: skip
     p.set_defaults(run=cmd_synthesize)
 
     p = commands.add_parser(

@@ -22,10 +22,12 @@ import logging
 import os
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -123,13 +125,16 @@ def synthesize(
     held_out: list[SeedItem] = (),
     show_progress: bool = True,
     recipe_source: str = "default",
+    executor: Callable[..., SeedExecutor] | None = None,
 ) -> SynthesisReport:
     """Run the inner loop over `seeds_file` into `out` (see the module docstring).
 
     Bad seeds, an unreachable retriever and a mismatched existing run fail before
     anything is written. `held_out` questions (the world's dev/test) gate contamination
     twice: a seed overlapping one is skipped (reason `contaminated_seed`), and an accepted
-    item overlapping one is left out of the datasets.
+    item overlapping one is left out of the datasets. `executor` runs the seeds: default
+    `ThreadExecutor` (this process); `autodata.ray_executor.RayExecutor` shards them over a Ray
+    cluster. Either way this process alone writes the run folder.
     """
     # Every record is checked before anything is written; then the file is streamed, not held.
     total = count_seeds(seeds_file)
@@ -141,7 +146,6 @@ def synthesize(
     output = _Output(Path(out), recipe, Path(seeds_file), recipe_source)
     done = output.open()
     gate = HeldOutQuestions(held_out) if held_out else None
-    processor = SeedProcessor(recipe, retriever, llms, held_out=gate)
     progress = _Progress(output.out, total=total, initial=min(len(done), total), enabled=show_progress)
     run_now = 0
 
@@ -152,27 +156,59 @@ def synthesize(
                 run_now += 1
                 yield seed
 
-    pending = todo()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        running = set()
+    make_executor = executor or ThreadExecutor
+    with make_executor(recipe=recipe, retriever=retriever, llms=llms, held_out=gate, concurrency=concurrency) as run:
         try:
-            for seed in pending:  # keep at most `concurrency` seeds in flight
-                running.add(pool.submit(processor.process, seed))
-                if len(running) >= concurrency:
-                    finished, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        progress.record(output, future.result())
-            for future in list(running):
-                progress.record(output, future.result())
-                running.discard(future)
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
+            for result in run.map(todo()):
+                progress.record(output, result)
         finally:
             progress.close()
     manifest = finalize(output.out, recipe, total, gate)
     return SynthesisReport(output.out, manifest, seeds_run_now=run_now)
+
+
+class SeedExecutor(Protocol):
+    """Runs seeds, yielding each one's result as it finishes; a context manager."""
+
+    def __enter__(self) -> SeedExecutor: ...
+    def __exit__(self, *exc) -> None: ...
+    def map(self, seeds: Iterable[SeedItem]) -> Iterator[SeedResult]: ...
+
+
+class ThreadExecutor:
+    """Seeds run by threads of this process, at most `concurrency` at once.
+
+    Seeds are drawn from the stream only as slots free up, so memory holds the seeds in
+    flight, not the file. With as many seeds in flight as endpoint slots the slots stay
+    busy: each seed waits on one LLM call at a time, and the client holds a slot only
+    while its request is on the wire (more seeds than slots measured no faster on 2 cores).
+    """
+
+    def __init__(self, *, recipe: Recipe, retriever: Retriever, llms: LLMSession, held_out: HeldOutQuestions | None,
+                 concurrency: int):  # fmt: skip
+        self.processor = SeedProcessor(recipe, retriever, llms, held_out=held_out)
+        self.concurrency = concurrency
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="seed")
+
+    def __enter__(self) -> ThreadExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, seeds: Iterable[SeedItem]) -> Iterator[SeedResult]:
+        running = set()
+        try:
+            for seed in seeds:
+                running.add(self._pool.submit(self.processor.process, seed))
+                if len(running) >= self.concurrency:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    yield from (future.result() for future in finished)
+            for future in as_completed(running):
+                yield future.result()
+        finally:  # an error, Ctrl-C or the consumer stopping: do not start the seeds still queued
+            for future in running:
+                future.cancel()
 
 
 class _Progress:

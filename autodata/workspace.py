@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from autodata.llm import Budget, LLMSession
@@ -18,7 +19,7 @@ from autodata.recipe import Recipe
 from autodata.search import Retriever, open_retriever
 from autodata.seeds import SeedItem
 from autodata.settings import Settings
-from autodata.synthesis import SynthesisReport
+from autodata.synthesis import SeedExecutor, SynthesisReport
 from autodata.synthesis import synthesize as run_synthesis
 from autodata.world import World, prepare_world
 
@@ -119,7 +120,8 @@ class Workspace:
 
     def synthesize(self, out: Path, *, recipe: Recipe, seeds: Path | None = None, limit: int | None = None,
                    concurrency: int | None = None, show_progress: bool | None = None,
-                   recipe_source: str = "default") -> SynthesisReport:  # fmt: skip
+                   recipe_source: str = "default", executor: Callable[..., SeedExecutor] | None = None,
+                   ) -> SynthesisReport:  # fmt: skip
         """The inner loop from `seeds` (default: the world's train split) into `out`, resumable.
 
         Contamination is always checked against the world's dev and test questions,
@@ -130,4 +132,5 @@ class Workspace:
             retriever=self.retriever, llms=self.llms, limit=limit,
             concurrency=concurrency or self.synthesis_concurrency(), held_out=self.held_out(),
             show_progress=self.show_progress if show_progress is None else show_progress, recipe_source=recipe_source,
+            executor=executor,
         )  # fmt: skip

@@ -213,3 +213,48 @@ def test_llm_check_prints_each_role_and_fails_on_a_bad_one(monkeypatch, capsys):
     assert "challenger ok" in out and f"fake @ {fake.url}: 'Paris.'" in out
     assert "judge      FAIL  Role 'judge'" in out and "is unreachable" in out
     assert len(out.strip().splitlines()) == len(ROLE_NAMES)
+
+
+def test_a_shared_limiter_gives_back_only_a_dead_workers_slots():
+    """The Ray executor's per-endpoint limiter (an asyncio actor class, driven here without Ray)."""
+    import asyncio
+
+    from autodata.ray_executor import SharedLimiter
+
+    async def scenario():
+        shared = SharedLimiter(3)
+        for holder in ("w0:dead", "w0:dead", "w1:alive"):
+            await shared.acquire(holder)
+        waiting = asyncio.create_task(shared.acquire("w0:restarted"))  # all 3 slots held: it waits
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        assert await shared.forget(0, keep="w0:restarted") == 2  # worker 0 died holding two
+        await asyncio.wait_for(waiting, 1)
+        await shared.release("w1:alive")
+        await shared.release("w1:alive")  # a second release of one slot is ignored
+        return shared.state()
+
+    assert asyncio.run(scenario()) == {"limit": 3, "max_limit": 3, "held": {"w0:restarted": 1, "w1:alive": 0}}
+
+
+def test_limiter_slots_wake_one_waiter_per_freed_slot():
+    import threading
+
+    limiter = AdaptiveLimiter(2)
+    peak, inside, lock = [0], [0], threading.Lock()
+
+    def work():
+        with limiter.slot():
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.005)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert peak[0] == 2 and limiter.try_acquire() == 0 and limiter.try_acquire() == 0 and limiter.try_acquire() is None

@@ -287,3 +287,29 @@ def test_large_seed_files_are_checked_whole_then_streamed(tmp_path, monkeypatch,
     assert [row["seed_id"] for row in read_jsonl(tmp_path / "out" / "progress.jsonl")] == ["s1", "s2", "s3"]
     assert len(read_jsonl(tmp_path / "out" / "trajectories.jsonl")) == 2  # s3 has no evidence
     assert streamed < held / 2, (streamed, held)  # the ids, not the seeds, are kept in memory
+
+
+def test_seeds_in_flight_change_nothing_but_speed(tmp_path, monkeypatch, seeds_file, bm25_index):
+    """The same accepted and rejected items, one seed at a time or all at once (no cache: every call is made)."""
+    recipe = Recipe()  # every strategy, so rejections and multi-hop items are compared too
+    with ScriptedOpenAI(reply=ScriptedAgents(), latency_s=0.01) as fake:
+        for name, concurrency in (("one", 1), ("many", 6)):
+            run(fake, monkeypatch, seeds_file, tmp_path / name, bm25_index, recipe=recipe, concurrency=concurrency,
+                cache=False)  # fmt: skip
+        assert fake.peak_in_flight > 1
+    for name in ("trajectories.jsonl", "rejected.jsonl"):
+        one, many = (sorted(read_jsonl(tmp_path / run_dir / name), key=json.dumps) for run_dir in ("one", "many"))
+        assert one == many and one
+    one, many = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "many"))
+    assert one["items"] == many["items"] and one["llm_totals"] == many["llm_totals"]
+
+
+def test_retrievers_pickle_as_where_to_find_them(bm25_index):
+    """What a Ray worker receives: the index's folder (it maps the same files), the client's settings."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(bm25_index))
+    assert copy.folder == bm25_index.folder and len(pickle.dumps(bm25_index)) < 1000
+    assert copy.search(["who wrote hamlet"], topk=2) == bm25_index.search(["who wrote hamlet"], topk=2)
+    client = pickle.loads(pickle.dumps(SearchClient("http://127.0.0.1:9/", timeout_s=3.5, batch_size=7)))
+    assert (client.url, client.timeout_s, client.batch_size) == ("http://127.0.0.1:9/retrieve", 3.5, 7)

@@ -25,21 +25,30 @@ class AdaptiveLimiter:
         self._in_flight = 0
         self._successes = 0
         self._generation = 0  # bumped by every decrease
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())  # try_acquire runs inside slot()'s hold
 
     @contextmanager
     def slot(self):
         with self._cond:
-            while self._in_flight >= self.limit:
+            while (generation := self.try_acquire()) is None:
                 self._cond.wait()
-            self._in_flight += 1
-            generation = self._generation
         try:
             yield generation
         finally:
-            with self._cond:
-                self._in_flight -= 1
-                self._cond.notify_all()
+            self.release()
+
+    def try_acquire(self) -> int | None:
+        """Take a slot if one is free: its generation, else None (never blocks)."""
+        with self._cond:
+            if self._in_flight >= self.limit:
+                return None
+            self._in_flight += 1
+            return self._generation
+
+    def release(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify()  # one slot freed, one waiter to wake (not all: hundreds may wait)
 
     def on_success(self) -> None:
         with self._cond:

@@ -34,13 +34,15 @@ class LLMSession:
         ...         ...
     """
 
-    def __init__(self, settings: Settings, *, budget: Budget = Budget(), cache: bool | None = None):
+    def __init__(self, settings: Settings, *, budget: Budget = Budget(), cache: bool | None = None,
+                 limiters: dict[str, AdaptiveLimiter] | None = None):  # fmt: skip
+        """`limiters`: per base URL, a limiter to use instead of a new one (e.g. one shared by Ray workers)."""
         self.settings = settings
         self.cache = settings.llm_cache if cache is None else cache
         self.usage = UsageLedger(budget)
         self._clients: dict[str, RoleClient] = {}
         self._lms: dict[str, dspy.LM] = {}
-        self._limiters: dict[str, AdaptiveLimiter] = {}
+        self._limiters: dict[str, AdaptiveLimiter] = dict(limiters or {})
         self._embedded: EmbeddedServer | None = None
         self._lock = threading.Lock()
 
@@ -102,16 +104,13 @@ class LLMSession:
         base_url = self.base_url(role)
         with self._lock:
             if role not in self._clients:
-                limiter = self._limiters.setdefault(base_url, AdaptiveLimiter(self._max_concurrency(base_url)))
+                limit = endpoint_limits(self.settings).get(base_url, 1)  # the embedded model serves one at a time
+                limiter = self._limiters.setdefault(base_url, AdaptiveLimiter(limit))
                 api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""
                 self._clients[role] = RoleClient(
                     role, endpoint, base_url=base_url, api_key=api_key or "not-needed", limiter=limiter, ledger=self.usage
                 )
             return self._clients[role]
-
-    def _max_concurrency(self, base_url: str) -> int:
-        sharing = [self.settings.endpoint(r) for r in ROLE_NAMES if self.settings.endpoint(r).base_url == base_url]
-        return max((e.max_concurrency for e in sharing), default=1)
 
     def dspy_lm(self, role: RoleName) -> dspy.LM:
         """A `dspy.LM` for the role, to use as `with dspy.context(lm=llms.dspy_lm(role)): ...`."""
@@ -121,3 +120,13 @@ class LLMSession:
             configure_dspy_cache(self.settings.cache_dir / "dspy", enabled=self.cache)
             self._lms[role] = role_lm(self.client(role), cache=self.cache)
         return self._lms[role]
+
+
+def endpoint_limits(settings: Settings) -> dict[str, int]:
+    """Requests in flight allowed per configured base URL: the most any role using it allows."""
+    limits: dict[str, int] = {}
+    for role in ROLE_NAMES:
+        endpoint = settings.endpoint(role)
+        if endpoint.base_url:
+            limits[endpoint.base_url] = max(limits.get(endpoint.base_url, 1), endpoint.max_concurrency)
+    return limits

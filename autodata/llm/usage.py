@@ -99,6 +99,15 @@ class UsageLedger:
         with self._lock:
             self._role(role).errors += 1
 
+    def add_totals(self, totals: dict[str, dict[str, int]]) -> None:
+        """Count calls made elsewhere (a Ray worker's seed), given as `totals()`; no latencies."""
+        with self._lock:
+            for role, cost in totals.items():
+                usage = self._role(role)
+                usage.calls += cost.get("calls", 0)
+                usage.prompt_tokens += cost.get("prompt_tokens", 0)
+                usage.completion_tokens += cost.get("completion_tokens", 0)
+
     def totals(self) -> dict[str, dict[str, int]]:
         """Per role: calls and tokens only (what an item cost; adds up across items)."""
         with self._lock:

@@ -10,12 +10,14 @@ documents the format.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated, Any
 
 import dspy
 from pydantic import TypeAdapter
 
 
+@lru_cache(maxsize=1024)  # built per call, it was a tenth of a synthesis worker's CPU
 def output_schema(signature: type[dspy.Signature]) -> dict[str, Any]:
     properties = {
         # pydantic moves Annotated[...] constraints into `metadata`; put them back for the schema

@@ -91,6 +91,10 @@ class BM25Index:
     def __len__(self) -> int:
         return int(self.meta["documents"])
 
+    def __reduce__(self):
+        """Pickled as its folder: a Ray worker memory-maps the same index instead of receiving a copy."""
+        return type(self).load, (self.folder,)
+
     @classmethod
     def build(cls, corpus_path: Path, out_dir: Path, *, show_progress: bool = True) -> BM25Index:
         """Index `corpus_path` into `out_dir` (written whole, or not at all)."""

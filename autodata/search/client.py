@@ -48,10 +48,19 @@ class SearchClient:
         transport: httpx.BaseTransport | None = None,
     ):
         self.url = retrieve_url(base_url)
+        self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.batch_size = batch_size
         self.backoff_s = backoff_s
         self._http = httpx.Client(timeout=timeout_s, transport=transport)
+
+    def __reduce__(self):
+        """Pickled as its settings (a fresh connection pool where it lands, e.g. a Ray worker)."""
+        return type(self), (self.url,), {"timeout_s": self.timeout_s, "max_retries": self.max_retries,
+                                         "batch_size": self.batch_size, "backoff_s": self.backoff_s}  # fmt: skip
+
+    def __setstate__(self, settings: dict) -> None:
+        self.__init__(self.url, **settings)
 
     def __enter__(self) -> SearchClient:
         return self

@@ -42,6 +42,7 @@ class ScriptedOpenAI:
         self.reply, self.latency_s, self.faults, self.models = reply, latency_s, faults, models
         self.requests: list[dict] = []  # every request body, in arrival order
         self.statuses: list[int] = []
+        self.in_flight = self.peak_in_flight = 0  # requests being answered now, and the most at once
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self.url = f"http://127.0.0.1:{self._server.server_port}/v1"
@@ -59,8 +60,14 @@ class ScriptedOpenAI:
         with self._lock:
             self.requests.append(body)
             call = len(self.requests)
-        if self.latency_s:
-            time.sleep(self.latency_s)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                time.sleep(self.latency_s)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
         status = self.faults(call)
         if status is not None:
             return status, {"error": {"message": f"scripted fault {status}", "type": "fault", "code": status}}

@@ -1,0 +1,129 @@
+"""`autodata synthesize --executor ray` on a local Ray instance, against the scripted endpoint.
+
+Slow: Ray starts its own processes, and every worker imports autodata and DSPy.
+"""
+
+import functools
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from autodata.cli import main
+from autodata.llm import LLMSession
+from autodata.recipe import Recipe
+from autodata.settings import ROLE_NAMES, load_settings
+from autodata.synthesis import synthesize
+from tests.conftest import make_world, point_roles_at
+from tests.fakes.agents import ScriptedAgents
+from tests.fakes.openai_server import ScriptedOpenAI
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray")
+
+QUESTIONS = [
+    ("who wrote the tragedy hamlet", "William Shakespeare"),
+    ("who discovered penicillin", "Alexander Fleming"),
+    ("which planet is the largest in the solar system", "Jupiter"),
+    ("who painted the mona lisa", "Leonardo da Vinci"),
+    ("when did the rms titanic sink", "1912"),
+    ("what is the airspeed of an unladen swallow", "11 m/s"),  # no evidence in the corpus
+]
+SLOTS = 2  # the endpoint's max_concurrency: shared by all workers
+
+
+@pytest.fixture
+def endpoint(monkeypatch, tmp_path):
+    """The scripted endpoint (every call made: no cache), SLOTS slots per role, and 24 seeds."""
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"q{i}", "question": QUESTIONS[i % 6][0],
+                                         "golden_answers": [QUESTIONS[i % 6][1]]}) + "\n" for i in range(24)))  # fmt: skip
+    monkeypatch.setenv("AUTODATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AUTODATA_LLM_CACHE", "false")
+    with ScriptedOpenAI(reply=ScriptedAgents(), latency_s=0.05) as fake:
+        point_roles_at(monkeypatch, fake.url)
+        for role in ROLE_NAMES:
+            monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__MAX_CONCURRENCY", str(SLOTS))
+        yield fake, seeds
+
+
+def records(out, name):
+    return sorted((json.loads(line) for line in (out / name).read_text().splitlines()), key=json.dumps)
+
+
+def same_output(a, b) -> None:
+    for name in ("trajectories.jsonl", "rejected.jsonl", "progress.jsonl"):
+        assert records(a, name) == records(b, name), name
+    assert sorted(json.load(open(a / "sft_dataset.json")), key=json.dumps) == \
+        sorted(json.load(open(b / "sft_dataset.json")), key=json.dumps)  # fmt: skip
+
+
+def test_ray_cli_writes_what_the_single_process_run_writes(endpoint, tmp_path, corpus_file, monkeypatch, capsys):
+    fake, seeds = endpoint
+    monkeypatch.setenv("AUTODATA_WORLD", str(make_world(tmp_path / "world", corpus_file)))
+    common = ["synthesize", "--seeds", str(seeds), "--recipe", "default", "--concurrency", "4"]
+    assert main([*common, "--out", str(tmp_path / "threads")]) == 0
+    assert fake.peak_in_flight == SLOTS
+    fake.peak_in_flight = 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2"]) == 0
+    assert capsys.readouterr().out.count("Accepted 19 items from 24 seeds") == 2
+    same_output(tmp_path / "threads", tmp_path / "ray")
+    assert fake.peak_in_flight <= SLOTS  # 2 workers with 2 seeds each: still SLOTS requests at most
+    assert not ray.is_initialized()  # the command's own local Ray is shut down
+
+
+def test_a_killed_ray_worker_loses_nothing_and_duplicates_nothing(endpoint, tmp_path, bm25_index):
+    from autodata.ray_executor import RayExecutor
+
+    fake, seeds = endpoint
+    recipe = Recipe().with_changes(strategies={"keep": 1, "rephrase": 0, "multi_hop": 0})
+    with LLMSession(load_settings()) as llms:
+        synthesize(seeds, tmp_path / "threads", recipe=recipe, retriever=bm25_index, llms=llms, concurrency=4,
+                   show_progress=False)  # fmt: skip
+
+    made = []
+
+    class Watched(RayExecutor):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            made.append(self)
+
+        def __exit__(self, *exc):
+            self.final = ray.get([limiter.state.remote() for limiter in self.limiters.values()])
+            super().__exit__(*exc)
+
+    killed = []
+
+    def kill_worker_0_mid_run():
+        progress = tmp_path / "ray" / "progress.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if made and progress.is_file() and len(progress.read_text().splitlines()) >= 4:
+                pid = made[0].identities[0]["pid"]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_worker_0_mid_run)
+    killer.start()
+    fake.peak_in_flight = 0
+    with LLMSession(load_settings()) as llms:
+        report = synthesize(seeds, tmp_path / "ray", recipe=recipe, retriever=bm25_index, llms=llms, concurrency=4,
+                            show_progress=False, executor=functools.partial(Watched, workers=2))  # fmt: skip
+        usage = llms.usage.summary()
+    killer.join()
+
+    assert killed and report.seeds_run_now == 24
+    executor = made[0]
+    assert executor.identities[0]["pid"] != killed[0]  # Ray restarted the worker
+    assert executor.deaths >= 1  # and the driver saw its seeds fail, and sent them again
+    same_output(tmp_path / "threads", tmp_path / "ray")
+    progress = [json.loads(line)["seed_id"] for line in (tmp_path / "ray" / "progress.jsonl").read_text().splitlines()]
+    assert len(progress) == len(set(progress)) == 24  # each seed written once
+    assert fake.peak_in_flight <= SLOTS
+    assert all(sum(state["held"].values()) == 0 for state in executor.final)  # the dead worker's slots came back
+    assert usage["strong"]["calls"] >= report.manifest["llm_totals"]["strong"]["calls"] > 0
