@@ -31,7 +31,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from autodata._io import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
+from autodata._io import atomic_write_json, atomic_write_text, sha256_file
 from autodata._version import __version__
 from autodata.errors import RecipeError, SeedDataError
 from autodata.export import write_datasets
@@ -51,17 +51,20 @@ class SynthesisReport:
     seeds_run_now: int  # seeds processed in this invocation (the rest were already done)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL file; a torn last line (a crash mid-write) is dropped."""
+def _iter_jsonl(path: Path) -> Iterator[dict]:
+    """Records of a JSONL file, read one line at a time; a torn last line (a crash mid-write) ends it."""
     if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                return
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return list(_iter_jsonl(path))
 
 
 class _Output:
@@ -93,11 +96,16 @@ class _Output:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(run_file, {**self.run_info, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             atomic_write_text(self.out / "recipe.yaml", self.recipe.to_yaml())
-        done = {row["seed_id"] for row in _read_jsonl(self.out / "progress.jsonl")}
+        done = {row["seed_id"] for row in _iter_jsonl(self.out / "progress.jsonl")}
         for name in ("trajectories.jsonl", "rejected.jsonl", "progress.jsonl"):
-            # keep finished seeds' lines only: drops unfinished seeds and a torn last line
-            kept = [row for row in _read_jsonl(self.out / name) if row["seed_id"] in done]
-            atomic_write_jsonl(self.out / name, kept)
+            # keep finished seeds' lines only: drops unfinished seeds and a torn last line (streamed)
+            path, partial = self.out / name, self.out / f".{name}.partial"
+            with open(partial, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n"
+                             for row in _iter_jsonl(path) if row["seed_id"] in done)  # fmt: skip
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
         return done
 
     def append(self, result: SeedResult) -> None:
@@ -235,22 +243,29 @@ NOT_CANDIDATES = ("no_evidence", "contaminated_seed")  # seeds stopped before an
 
 def run_totals(out: Path) -> dict[str, int]:
     """Seeds a run folder has finished (what a resumed run skips), items accepted and rejected, LLM calls."""
-    rows = _read_jsonl(Path(out) / "progress.jsonl")
-    return {"seeds_done": len(rows), "accepted": sum(row["accepted"] for row in rows),
-            "rejected": sum(row["rejected"] for row in rows),
-            "llm_calls": sum(c["calls"] for row in rows for c in row["cost"].values())}  # fmt: skip
+    totals = Counter(seeds_done=0, accepted=0, rejected=0, llm_calls=0)
+    for row in _iter_jsonl(Path(out) / "progress.jsonl"):
+        totals.update(seeds_done=1, accepted=row["accepted"], rejected=row["rejected"],
+                      llm_calls=sum(c["calls"] for c in row["cost"].values()))  # fmt: skip
+    return dict(totals)
 
 
 def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuestions | None) -> dict:
     """Datasets and manifest from the run folder's records (idempotent)."""
-    accepted = _read_jsonl(out / "trajectories.jsonl")
-    rejected = _read_jsonl(out / "rejected.jsonl")
-    progress = _read_jsonl(out / "progress.jsonl")
+    accepted = _read_jsonl(out / "trajectories.jsonl")  # the datasets are written whole (ShareGPT is one array)
+    rejections = Counter(row["reason"] for row in _iter_jsonl(out / "rejected.jsonl"))
+    costs: dict[str, Counter] = {}
+    seeds_done = 0
+    for row in _iter_jsonl(out / "progress.jsonl"):
+        seeds_done += 1
+        for role, cost in row["cost"].items():
+            costs.setdefault(role, Counter()).update(cost)
     # Gates that need the whole set: near duplicates across seeds, contamination with dev/test.
     as_seeds = [SeedItem(id=item["id"], question=item["question"], golden_answers=[item["answer"]]) for item in accepted]
     duplicate_ids = {later for _, later, _ in find_near_duplicates(as_seeds)}
     contaminated_ids = {i.id for i in as_seeds if held_out.overlap(i) is not None} if held_out else set()
-    kept = [item for item in accepted if item["id"] not in duplicate_ids | contaminated_ids]
+    dropped = duplicate_ids | contaminated_ids
+    kept = [item for item in accepted if item["id"] not in dropped]
     gates = write_datasets(kept, out)
     gates |= {
         "near_duplicates_removed": len(duplicate_ids),
@@ -259,12 +274,10 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuest
         "all_with_search": all(any(s["kind"] == "search" for s in i["trajectory"]["steps"]) for i in kept),
         "max_turns": max((len(i["trajectory"]["steps"]) for i in kept), default=0),
     }
-    costs: dict[str, Counter] = {}
-    for row in progress:
-        for role, cost in row["cost"].items():
-            costs.setdefault(role, Counter()).update(cost)
-    candidates = len(accepted) + sum(1 for r in rejected if r["reason"] not in NOT_CANDIDATES)
-    with_evidence = len(progress) - sum(1 for r in rejected if r["reason"] in NOT_CANDIDATES)
+    rejected = sum(rejections.values())
+    not_candidates = sum(rejections[reason] for reason in NOT_CANDIDATES)
+    candidates = len(accepted) + rejected - not_candidates
+    with_evidence = seeds_done - not_candidates
     run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))  # seeds hashed when the run opened
     manifest = {
         "dataset_version": f"{recipe.content_hash}-{run_info['seeds_sha256'][:12]}",
@@ -274,18 +287,18 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuest
         "acceptance_rule": recipe.acceptance.rule,
         "hint_mode": recipe.hint_mode,
         "weak_mode": recipe.weak_mode,
-        "seeds": {"total": total_seeds, "done": len(progress), "with_evidence": with_evidence,
+        "seeds": {"total": total_seeds, "done": seeds_done, "with_evidence": with_evidence,
                   "with_accepted_item": len({i["seed_id"] for i in accepted}),
-                  "contaminated_skipped": sum(1 for r in rejected if r["reason"] == "contaminated_seed")},
-        "items": {"accepted": len(accepted), "in_datasets": len(kept), "rejected_candidates": len(rejected)},
+                  "contaminated_skipped": rejections["contaminated_seed"]},
+        "items": {"accepted": len(accepted), "in_datasets": len(kept), "rejected_candidates": rejected},
         # Per candidate question that reached the checks; the two below count per seed.
         "acceptance_rate": round(len(accepted) / candidates, 4) if candidates else 0.0,
-        "accepted_per_seed": round(len(accepted) / len(progress), 4) if progress else 0.0,
+        "accepted_per_seed": round(len(accepted) / seeds_done, 4) if seeds_done else 0.0,
         "accepted_per_seed_with_evidence": round(len(accepted) / with_evidence, 4) if with_evidence else 0.0,
         "by_strategy": dict(Counter(i["strategy"] for i in kept)),
         "by_task_type": dict(Counter((i.get("tags") or {}).get("task_type") for i in kept)),
         "by_hops": {str(k): v for k, v in Counter(i["hops"] for i in kept).items()},
-        "rejections": dict(Counter(r["reason"] for r in rejected)),
+        "rejections": dict(rejections),
         "llm_per_accepted_item": {
             role: {name: round(value / len(accepted), 2) for name, value in cost.items()} for role, cost in costs.items()
         } if accepted else {},

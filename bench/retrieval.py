@@ -1,8 +1,10 @@
 """Retrieval throughput on the demo corpus, measured in one run on the same queries.
 
 Prints queries/s of our bm25s index against rank-bm25 (in-process), and through our
-HTTP server with batches of 1 and 32, plus the server's added latency per batch, and
-queries/s for one 2,560-query request (Search-R1's GRPO step: 512 prompts x 5 rollouts).
+HTTP server with batches of 1 and 32, plus the server's added latency per batch and
+where it goes (request and response JSON + validation on each side, the thread-pool hop
+of the sync endpoint, and the rest: HTTP and ASGI on loopback), and queries/s for one
+2,560-query request (Search-R1's GRPO step: 512 prompts x 5 rollouts).
 
     python3 -m bench.retrieval [--queries 2000] [--rank-bm25-queries 200]
 
@@ -12,6 +14,7 @@ Needs the demo world (`autodata world prepare`) and the dev extras (rank-bm25).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import time
@@ -19,9 +22,11 @@ import time
 import bm25s
 import httpx
 import Stemmer
+from anyio import to_thread
 from rank_bm25 import BM25Okapi
 
 from autodata.search import BM25Index, SearchClient
+from autodata.search.protocol import SearchRequest, SearchResponse, hits_to_wire
 from autodata.search.server import BackgroundServer, create_app
 from autodata.seeds import load_seeds
 from autodata.settings import load_settings
@@ -34,6 +39,39 @@ def per_second(count: int, seconds: float) -> float:
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
+    return time.perf_counter() - start
+
+
+def median_ms(fn, repeat: int) -> float:
+    return statistics.median(timed(fn) for _ in range(repeat)) * 1000
+
+
+def overhead_parts(index: BM25Index, batch: list[str], repeat: int = 200) -> dict[str, float]:
+    """Median ms per batch of each step the HTTP path adds to `index.search(batch)`, measured alone."""
+    hits = index.search(batch, topk=3)
+    body = json.dumps(SearchRequest(queries=batch, topk=3, return_scores=True).model_dump()).encode()
+    wire = hits_to_wire(hits, return_scores=True)
+    reply = wire.model_dump_json().encode()
+
+    async def hop() -> float:  # a sync endpoint runs in anyio's thread pool: there and back
+        return statistics.median([await _timed_async(lambda: to_thread.run_sync(lambda: None))
+                                  for _ in range(repeat)]) * 1000  # fmt: skip
+
+    return {
+        "client: request to JSON": median_ms(lambda: json.dumps(SearchRequest(queries=batch, topk=3, return_scores=True)
+                                                                .model_dump()).encode(), repeat),  # fmt: skip
+        "server: JSON to request + validation": median_ms(lambda: SearchRequest.model_validate_json(body), repeat),
+        "server: thread-pool hop": asyncio.run(hop()),
+        # what FastAPI does with a response_model: validate, dump in JSON mode, render
+        "server: hits to response + JSON": median_ms(lambda: json.dumps(SearchResponse.model_validate(
+            hits_to_wire(hits, return_scores=True)).model_dump(mode="json")), repeat),  # fmt: skip
+        "client: JSON to hits": median_ms(lambda: SearchResponse.model_validate_json(reply).hits(), repeat),
+    }
+
+
+async def _timed_async(make) -> float:
+    start = time.perf_counter()
+    await make()
     return time.perf_counter() - start
 
 
@@ -73,6 +111,7 @@ def main() -> None:
             for batch in batches:
                 http32_latencies.append(timed(lambda b=batch: client.search(b, topk=3)))
         local32 = [timed(lambda b=batch: index.search(b, topk=3)) for batch in batches]
+        parts = overhead_parts(index, batches[0])
         # Search-R1's trainer sends one step's queries in one request, as plain JSON.
         grpo = (queries * (2560 // len(queries) + 1))[:2560]
         grpo_s = timed(lambda: httpx.post(server.url + "/retrieve", json={"queries": grpo, "topk": 3,
@@ -91,6 +130,9 @@ def main() -> None:
     print(f"HTTP server, batches of 1:             {per_second(500, http1_s):10.1f} queries/s")
     print(f"HTTP server, batches of 32:            {per_second(len(queries), sum(http32_latencies)):10.1f} queries/s")
     print(f"  server overhead per batch of 32 (median HTTP - median in-process): {added_ms:.2f} ms (target < 5 ms)")
+    for part, ms in parts.items():
+        print(f"    {part:<40} {ms:6.3f} ms")
+    print(f"    {'the rest: HTTP + ASGI on loopback':<40} {added_ms - sum(parts.values()):6.3f} ms")
     print(f"HTTP server, one request of 2,560:     {per_second(2560, grpo_s):10.1f} queries/s "
           f"(in-process {per_second(2560, grpo_local_s):.1f}; ratio {grpo_local_s / grpo_s:.2f})")
 

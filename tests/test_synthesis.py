@@ -313,3 +313,34 @@ def test_retrievers_pickle_as_where_to_find_them(bm25_index):
     assert copy.search(["who wrote hamlet"], topk=2) == bm25_index.search(["who wrote hamlet"], topk=2)
     client = pickle.loads(pickle.dumps(SearchClient("http://127.0.0.1:9/", timeout_s=3.5, batch_size=7)))
     assert (client.url, client.timeout_s, client.batch_size) == ("http://127.0.0.1:9/retrieve", 3.5, 7)
+
+
+def test_resuming_a_long_run_reads_its_files_line_by_line(tmp_path, monkeypatch, seeds_file, bm25_index):
+    """The run folder of a million-seed job: resume, progress totals and the manifest stream it."""
+    import tracemalloc
+
+    from autodata.synthesis import run_totals
+
+    out = tmp_path / "out"
+    with ScriptedOpenAI(reply=ScriptedAgents()) as fake:
+        run(fake, monkeypatch, seeds_file, out, bm25_index)
+        earlier = 50_000  # finished seeds of an earlier part of the job, a rejected candidate each
+        with open(out / "rejected.jsonl", "a") as f:
+            f.writelines(json.dumps({"seed_id": f"old{i}", "reason": "too_hard", "detail": "x" * 500}) + "\n"
+                         for i in range(earlier))  # fmt: skip
+        with open(out / "progress.jsonl", "a") as f:
+            f.writelines(json.dumps({"seed_id": f"old{i}", "accepted": 0, "rejected": 1,
+                                     "cost": {"weak": {"calls": 2, "prompt_tokens": 90, "completion_tokens": 9}}}) + "\n"
+                         for i in range(earlier))  # fmt: skip
+        size = sum((out / name).stat().st_size for name in ("rejected.jsonl", "progress.jsonl"))
+        tracemalloc.start()
+        try:
+            report = run(fake, monkeypatch, seeds_file, out, bm25_index)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert report.seeds_run_now == 0
+    assert report.manifest["seeds"]["done"] == run_totals(out)["seeds_done"] == len(SEEDS) + earlier
+    assert report.manifest["rejections"]["too_hard"] == earlier
+    assert len(read_jsonl(out / "rejected.jsonl")) == earlier + 1  # nothing lost in the rewrite
+    assert peak < size / 4, (peak, size)  # the finished ids, not the records
