@@ -123,15 +123,30 @@ class RemoteLimiter:
         self.handle.on_rate_limited.remote(generation)
 
 
+class HeldOut:
+    """Holds the held-out gate for the workers: a restarted worker fetches it again.
+
+    (A large constructor argument of a restartable actor would live in the object store,
+    which Ray warns may be lost; this actor is not restarted.)
+    """
+
+    def __init__(self, gate: HeldOutQuestions | None):
+        self.gate = gate
+
+    def get(self) -> HeldOutQuestions | None:
+        return self.gate
+
+
 class SynthesisWorker:
     """A Ray actor that runs `SeedProcessor.process` for the driver, several seeds at once."""
 
     def __init__(self, index: int, settings: Settings, recipe: Recipe, retriever: Retriever,
-                 held_out: HeldOutQuestions | None, limiters: dict, budget):  # fmt: skip
+                 held_out, limiters: dict, budget):  # fmt: skip
+        """`held_out`: a `HeldOut` actor; `limiters`: a `SharedLimiter` actor per base URL."""
         self.holder = f"w{index}:{uuid.uuid4().hex[:12]}"  # this incarnation: a restart runs __init__ again
         remote = {url: RemoteLimiter(handle, self.holder) for url, handle in limiters.items()}
         self.llms = LLMSession(settings, budget=budget, limiters=remote)
-        self.processor = SeedProcessor(recipe, retriever, self.llms, held_out=held_out)
+        self.processor = SeedProcessor(recipe, retriever, self.llms, held_out=_ray().get(held_out.get.remote()))
 
     def identity(self) -> dict:
         return {"holder": self.holder, "pid": os.getpid(), "node": os.uname().nodename}
@@ -176,7 +191,7 @@ class RayExecutor:
             # one thread more than the driver sends seeds: `identity` never waits behind them
             num_cpus=0, max_concurrency=threads + 1, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD"
         )  # fmt: skip
-        self._gate = gate = self.ray.put(held_out)  # held here: a restarted worker reads it again
+        self.held_out = gate = self.ray.remote(HeldOut).options(num_cpus=0).remote(held_out)
         self.workers = [worker_class.remote(i, llms.settings, recipe, retriever, gate, self.limiters, llms.usage.budget)
                         for i in range(workers)]  # fmt: skip
         self.threads = threads
@@ -187,7 +202,7 @@ class RayExecutor:
         return self
 
     def __exit__(self, *exc) -> None:
-        for actor in [*self.workers, *self.limiters.values()]:
+        for actor in [*self.workers, *self.limiters.values(), self.held_out]:
             self.ray.kill(actor)
         if self._started_ray:
             self.ray.shutdown()

@@ -13,6 +13,7 @@ function `(call_number) -> status | None` that makes a call answer 429/5xx inste
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # listen() backlog: many clients connect at once in the benches
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client closing its pool is not news
+            super().handle_error(request, client_address)
 
 
 def echo_last_user_message(request: dict) -> str:
