@@ -126,8 +126,8 @@ class RemoteLimiter:
 class HeldOut:
     """Holds the held-out gate for the workers: a restarted worker fetches it again.
 
-    (A large constructor argument of a restartable actor would live in the object store,
-    which Ray warns may be lost; this actor is not restarted.)
+    (A large argument of a restartable actor would live in the object store, which Ray
+    warns a restart may not find; this actor is not restarted.)
     """
 
     def __init__(self, gate: HeldOutQuestions | None):
@@ -140,13 +140,18 @@ class HeldOut:
 class SynthesisWorker:
     """A Ray actor that runs `SeedProcessor.process` for the driver, several seeds at once."""
 
-    def __init__(self, index: int, settings: Settings, recipe: Recipe, retriever: Retriever,
-                 held_out, limiters: dict, budget):  # fmt: skip
-        """`held_out`: a `HeldOut` actor; `limiters`: a `SharedLimiter` actor per base URL."""
+    def __init__(self, index: int, settings: Settings, recipe: Recipe, retriever: Retriever, actors: dict, budget):
+        """`actors`: names of the job's `HeldOut` actor ("held_out") and `SharedLimiter` per base URL ("limiters").
+
+        (Names, not handles: an actor handle among a restartable actor's arguments makes Ray
+        warn that a restart may not find it.)
+        """
+        ray = _ray()
         self.holder = f"w{index}:{uuid.uuid4().hex[:12]}"  # this incarnation: a restart runs __init__ again
-        remote = {url: RemoteLimiter(handle, self.holder) for url, handle in limiters.items()}
+        remote = {url: RemoteLimiter(ray.get_actor(name), self.holder) for url, name in actors["limiters"].items()}
         self.llms = LLMSession(settings, budget=budget, limiters=remote)
-        self.processor = SeedProcessor(recipe, retriever, self.llms, held_out=_ray().get(held_out.get.remote()))
+        held_out = ray.get(ray.get_actor(actors["held_out"]).get.remote())
+        self.processor = SeedProcessor(recipe, retriever, self.llms, held_out=held_out)
 
     def identity(self) -> dict:
         return {"holder": self.holder, "pid": os.getpid(), "node": os.uname().nodename}
@@ -182,8 +187,11 @@ class RayExecutor:
         if not self.ray.is_initialized():
             self.ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             self._started_ray = True
+        job = f"autodata-{uuid.uuid4().hex[:12]}"
+        names = {url: f"{job}:limiter:{n}" for n, url in enumerate(endpoint_limits(llms.settings))}
         self.limiters = {
-            url: self.ray.remote(SharedLimiter).options(num_cpus=0, max_concurrency=WAITERS_PER_LIMITER).remote(limit)
+            url: self.ray.remote(SharedLimiter).options(name=names[url], num_cpus=0,
+                                                        max_concurrency=WAITERS_PER_LIMITER).remote(limit)
             for url, limit in endpoint_limits(llms.settings).items()
         }  # fmt: skip
         threads = -(-concurrency // workers)
@@ -191,8 +199,9 @@ class RayExecutor:
             # one thread more than the driver sends seeds: `identity` never waits behind them
             num_cpus=0, max_concurrency=threads + 1, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD"
         )  # fmt: skip
-        self.held_out = gate = self.ray.remote(HeldOut).options(num_cpus=0).remote(held_out)
-        self.workers = [worker_class.remote(i, llms.settings, recipe, retriever, gate, self.limiters, llms.usage.budget)
+        self.held_out = self.ray.remote(HeldOut).options(name=f"{job}:held-out", num_cpus=0).remote(held_out)
+        actors = {"held_out": f"{job}:held-out", "limiters": names}
+        self.workers = [worker_class.remote(i, llms.settings, recipe, retriever, actors, llms.usage.budget)
                         for i in range(workers)]  # fmt: skip
         self.threads = threads
         self.deaths = 0  # worker deaths seen (each restarted by Ray, its seeds sent again)
