@@ -29,18 +29,11 @@ from autodata.recipe import Recipe
 from autodata.search import BM25Index
 from autodata.settings import ROLE_NAMES, load_settings
 from autodata.synthesis import synthesize
-from tests.conftest import write_corpus
+from tests.conftest import ANSWERABLE, write_corpus
 from tests.fakes.agents import ScriptedAgents
 from tests.fakes.openai_server import ScriptedOpenAI
 
-QUESTIONS = [
-    ("who wrote the tragedy hamlet", "William Shakespeare"),
-    ("who discovered penicillin", "Alexander Fleming"),
-    ("which planet is the largest in the solar system", "Jupiter"),
-    ("who painted the mona lisa", "Leonardo da Vinci"),
-    ("when did the rms titanic sink", "1912"),
-    ("who created the python programming language", "Guido van Rossum"),
-]
+QUESTIONS = ANSWERABLE
 
 
 def serve(latency_s: float, ready, stop) -> None:

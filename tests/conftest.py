@@ -36,6 +36,17 @@ FACTS = [
 ]
 
 
+# Questions whose answers FACTS states: seeds for throughput runs (bench.synthesis, the Ray tests).
+ANSWERABLE = [
+    ("who wrote the tragedy hamlet", "William Shakespeare"),
+    ("who discovered penicillin", "Alexander Fleming"),
+    ("which planet is the largest in the solar system", "Jupiter"),
+    ("who painted the mona lisa", "Leonardo da Vinci"),
+    ("when did the rms titanic sink", "1912"),
+    ("who created the python programming language", "Guido van Rossum"),
+]
+
+
 def write_corpus(path: Path, facts=FACTS) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         for i, (title, text) in enumerate(facts):

@@ -17,21 +17,14 @@ from autodata.llm import LLMSession
 from autodata.recipe import Recipe
 from autodata.settings import ROLE_NAMES, load_settings
 from autodata.synthesis import synthesize
-from tests.conftest import make_world, point_roles_at
+from tests.conftest import ANSWERABLE, make_world, point_roles_at
 from tests.fakes.agents import ScriptedAgents
 from tests.fakes.openai_server import ScriptedOpenAI
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
 
-QUESTIONS = [
-    ("who wrote the tragedy hamlet", "William Shakespeare"),
-    ("who discovered penicillin", "Alexander Fleming"),
-    ("which planet is the largest in the solar system", "Jupiter"),
-    ("who painted the mona lisa", "Leonardo da Vinci"),
-    ("when did the rms titanic sink", "1912"),
-    ("what is the airspeed of an unladen swallow", "11 m/s"),  # no evidence in the corpus
-]
+QUESTIONS = ANSWERABLE[:5] + [("what is the airspeed of an unladen swallow", "11 m/s")]  # no evidence for it
 SLOTS = 2  # the endpoint's max_concurrency: shared by all workers
 
 
