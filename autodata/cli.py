@@ -180,8 +180,9 @@ def cmd_synthesize(args, settings: Settings) -> int:
           f"writing {args.out}", flush=True)  # fmt: skip
     executor = None
     if args.executor == "ray":
-        from autodata.ray_executor import RayExecutor
+        from autodata.ray_executor import RayExecutor, check_ray_job
 
+        check_ray_job(settings, workers=args.workers, concurrency=args.concurrency)  # before any model starts
         executor = functools.partial(RayExecutor, address=args.ray_address, workers=args.workers)
     report, usage = api.synthesize(args.out, recipe=recipe, seeds=args.seeds, limit=args.limit,
                                    concurrency=args.concurrency, budget=budget, settings=settings,

@@ -65,6 +65,7 @@ FEEDBACK: dict[str, str] = {
 # "Armstrong", "strongest" and "weakest" are legitimate questions.
 SOLVER_DIRECTED = re.compile(r"\b(solvers?|weak|strong|ignore|instructions?|pretend|wrong answer|answer with)\b",
                              re.IGNORECASE)  # fmt: skip
+SYNTHESIS_ROLES: tuple[RoleName, ...] = ("challenger", "weak", "strong", "judge")  # the roles a seed calls
 NEAR_DUPLICATE_THRESHOLD = 0.8  # word-bigram Jaccard, as `autodata data check` uses by default
 MAX_QUESTION_WORDS = 40
 MAX_ANSWER_WORDS = 8

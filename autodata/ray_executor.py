@@ -33,11 +33,11 @@ from autodata.errors import AutodataError, RecipeError
 from autodata.llm import LLMSession
 from autodata.llm.limiter import AdaptiveLimiter
 from autodata.llm.session import endpoint_limits
-from autodata.pipeline import SeedProcessor, SeedResult
+from autodata.pipeline import SYNTHESIS_ROLES, SeedProcessor, SeedResult
 from autodata.recipe import Recipe
 from autodata.search.protocol import Retriever
 from autodata.seeds import HeldOutQuestions, SeedItem
-from autodata.settings import ROLE_NAMES, Settings
+from autodata.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,20 @@ def _ray():
     except ImportError as err:
         raise AutodataError("--executor ray needs Ray: pip install 'autodata[ray]'") from err
     return ray
+
+
+def check_ray_job(settings: Settings, *, workers: int, concurrency: int | None) -> None:
+    """Fail before any work if a Ray job cannot run as configured."""
+    missing = [role for role in SYNTHESIS_ROLES if not settings.endpoint(role).base_url]
+    if missing:
+        raise RecipeError(
+            f"--executor ray needs an endpoint (base_url) for roles {', '.join(missing)}: the embedded model "
+            "runs inside one process. Serve it with `autodata llm serve` and point the roles at it, or run "
+            "without --executor ray."
+        )
+    if workers < 1 or (concurrency is not None and concurrency < 1):
+        raise RecipeError(f"--workers and --concurrency must be at least 1 (got {workers} and {concurrency}).")
+    _ray()
 
 
 class SharedLimiter:
@@ -172,21 +186,22 @@ class RayExecutor:
     def __init__(self, *, recipe: Recipe, retriever: Retriever, llms: LLMSession, held_out: HeldOutQuestions | None,
                  concurrency: int, address: str | None = None, workers: int = 2):  # fmt: skip
         self.ray = _ray()
-        missing = [role for role in ROLE_NAMES if role != "student" and not llms.settings.endpoint(role).base_url]
-        if missing:
-            raise RecipeError(
-                f"--executor ray needs an endpoint (base_url) for roles {', '.join(missing)}: the embedded model "
-                "runs inside one process. Serve it with `autodata llm serve` and point the roles at it, or run "
-                "without --executor ray."
-            )
-        if workers < 1 or concurrency < 1:
-            raise RecipeError(f"--workers and --concurrency must be at least 1 (got {workers} and {concurrency}).")
+        check_ray_job(llms.settings, workers=workers, concurrency=concurrency)
         self.ledger = llms.usage  # the job's accounting and budget, kept by the driver from each seed's cost
         self.concurrency = concurrency
-        self._started_ray = False
-        if not self.ray.is_initialized():
+        self.deaths = 0  # worker deaths seen (each restarted by Ray, its seeds sent again)
+        self.workers, self.limiters, self.held_out = [], {}, None
+        self._started_ray = not self.ray.is_initialized()
+        if self._started_ray:
             self.ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-            self._started_ray = True
+        try:
+            self._start(recipe, retriever, llms, held_out, workers)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self, recipe: Recipe, retriever: Retriever, llms: LLMSession, held_out: HeldOutQuestions | None,
+               workers: int) -> None:  # fmt: skip
         job = f"autodata-{uuid.uuid4().hex[:12]}"
         names = {url: f"{job}:limiter:{n}" for n, url in enumerate(endpoint_limits(llms.settings))}
         self.limiters = {
@@ -194,7 +209,7 @@ class RayExecutor:
                                                         max_concurrency=WAITERS_PER_LIMITER).remote(limit)
             for url, limit in endpoint_limits(llms.settings).items()
         }  # fmt: skip
-        threads = -(-concurrency // workers)
+        threads = -(-self.concurrency // workers)
         worker_class = self.ray.remote(SynthesisWorker).options(
             # one thread more than the driver sends seeds: `identity` never waits behind them
             num_cpus=0, max_concurrency=threads + 1, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD"
@@ -203,15 +218,13 @@ class RayExecutor:
         actors = {"held_out": f"{job}:held-out", "limiters": names}
         self.workers = [worker_class.remote(i, llms.settings, recipe, retriever, actors, llms.usage.budget)
                         for i in range(workers)]  # fmt: skip
-        self.threads = threads
-        self.deaths = 0  # worker deaths seen (each restarted by Ray, its seeds sent again)
         self.identities = self.ray.get([w.identity.remote() for w in self.workers])  # fails here if one cannot start
 
     def __enter__(self) -> RayExecutor:
         return self
 
     def __exit__(self, *exc) -> None:
-        for actor in [*self.workers, *self.limiters.values(), self.held_out]:
+        for actor in [*self.workers, *self.limiters.values(), *([self.held_out] if self.held_out else [])]:
             self.ray.kill(actor)
         if self._started_ray:
             self.ray.shutdown()

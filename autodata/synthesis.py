@@ -36,7 +36,7 @@ from autodata._version import __version__
 from autodata.errors import RecipeError, SeedDataError
 from autodata.export import write_datasets
 from autodata.llm import LLMSession
-from autodata.pipeline import SeedProcessor, SeedResult
+from autodata.pipeline import SYNTHESIS_ROLES, SeedProcessor, SeedResult
 from autodata.recipe import Recipe
 from autodata.search.protocol import Retriever
 from autodata.seeds import HeldOutQuestions, SeedItem, count_seeds, find_near_duplicates, iter_seeds
@@ -150,7 +150,7 @@ def synthesize(
     if not total:
         raise SeedDataError(f"{seeds_file}: no seeds to synthesize from.")
     retriever.search([next(iter_seeds(seeds_file)).question], topk=1)  # fail now, not halfway, if search is down
-    llms.check_reachable(("challenger", "weak", "strong", "judge"))  # likewise for the models
+    llms.check_reachable(SYNTHESIS_ROLES)  # likewise for the models
     output = _Output(Path(out), recipe, Path(seeds_file), recipe_source)
     done = output.open()
     gate = HeldOutQuestions(held_out) if held_out else None

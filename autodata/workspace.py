@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autodata.llm import Budget, LLMSession
+from autodata.pipeline import SYNTHESIS_ROLES
 from autodata.recipe import Recipe
 from autodata.search import Retriever, open_retriever
 from autodata.seeds import SeedItem
@@ -24,8 +25,6 @@ from autodata.synthesis import synthesize as run_synthesis
 from autodata.world import World, prepare_world
 
 logger = logging.getLogger(__name__)
-
-SYNTHESIS_ROLES = ("challenger", "weak", "strong", "judge")
 
 
 class Workspace:

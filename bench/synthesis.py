@@ -69,6 +69,19 @@ def report_utilization(label: str, args, elapsed: float, cpu: float, manifest: d
           f"driver CPU {cpu / calls * 1000:.2f} ms per LLM call")  # fmt: skip
 
 
+def profile(url: str, seeds: Path, index: BM25Index, recipe: Recipe, args) -> None:
+    import yappi
+
+    yappi.set_clock_type("cpu")
+    yappi.start()
+    _, cpu, _ = run(url, seeds, index, recipe, args.slots, args.in_flight)
+    yappi.stop()
+    stats = sorted(yappi.get_func_stats(), key=lambda f: f.ttot, reverse=True)
+    print(f"CPU under the profiler: {cpu:.1f} s; share of it per function, callees included:")
+    for f in stats[: args.profile]:
+        print(f"{f.ttot / cpu:7.1%}  {f.ncall:>8}  {f.module.split('site-packages/')[-1]}:{f.lineno} {f.name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency-ms", type=float, default=200)
@@ -76,6 +89,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=320, help="enough per slot that start and end tails do not dominate")
     parser.add_argument("--in-flight", type=int, help="seeds in flight (default: --slots, as `autodata synthesize`)")
     parser.add_argument("--executor", choices=["threads", "ray"], default="threads")
+    parser.add_argument("--profile", type=int, metavar="N", help="profile one threads run's CPU (all threads) with "
+                        "yappi (pip install yappi) and print the N functions with the most CPU, callees included")
     args = parser.parse_args()
     args.in_flight = args.in_flight or args.slots
 
@@ -120,6 +135,8 @@ def main() -> None:
                 report_utilization(f"ray, {workers} worker{'s' * (workers > 1)}", args, elapsed - startup, cpu, manifest)
             ray.shutdown()
             return
+        if args.profile:
+            return profile(url, seeds, index, keep, args)
         elapsed, cpu, manifest = run(url, seeds, index, keep, args.slots, args.in_flight)
         report_utilization("threads", args, elapsed, cpu, manifest)
 

@@ -232,9 +232,12 @@ def test_a_shared_limiter_gives_back_only_a_dead_workers_slots():
         await asyncio.wait_for(waiting, 1)
         await shared.release("w1:alive")
         await shared.release("w1:alive")  # a second release of one slot is ignored
+        generation = await shared.acquire("w1:alive")
+        await shared.on_rate_limited(generation)  # a 429 seen by one worker halves the limit for all
+        await shared.on_rate_limited(generation)  # once per generation
         return shared.state()
 
-    assert asyncio.run(scenario()) == {"limit": 3, "max_limit": 3, "held": {"w0:restarted": 1, "w1:alive": 0}}
+    assert asyncio.run(scenario()) == {"limit": 1, "max_limit": 3, "held": {"w0:restarted": 1, "w1:alive": 1}}
 
 
 def test_limiter_slots_wake_one_waiter_per_freed_slot():

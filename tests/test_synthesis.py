@@ -244,6 +244,13 @@ def test_cli_synthesize_reports_and_exits_by_outcome(tmp_path, monkeypatch, seed
         assert code == 1 and "accepted nothing" in capsys.readouterr().err
     code = main(["synthesize", "--recipe", str(tmp_path / "missing.yaml"), "--seeds", str(seeds_file), "--out", str(tmp_path / "x")])
     assert code == 1 and "Recipe file" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # no endpoints configured (the embedded model): Ray is refused before any model or Ray starts
+    for role in ("challenger", "weak", "strong", "judge"):
+        monkeypatch.delenv(f"AUTODATA_ROLES__{role.upper()}__BASE_URL")
+    code = main(["synthesize", "--seeds", str(seeds_file), "--out", str(tmp_path / "x"), "--executor", "ray"])
+    err = capsys.readouterr().err
+    assert code == 1 and "needs an endpoint (base_url) for roles challenger, weak, strong, judge" in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_unreachable_endpoint_fails_before_anything_is_written(tmp_path, monkeypatch, seeds_file, bm25_index):
