@@ -7,8 +7,8 @@ ledger and the budget apply to all of them.
 An endpoint slot is held only while the request is on the wire: the body is encoded
 before the slot is taken and the reply decoded after it is given back, and requests go
 through the OpenAI client's low-level `post` (its error types and connection pool)
-without its per-call TypedDict transform, which cost more CPU than the rest of the
-call together (profile of `bench.synthesis`). With many threads sharing the GIL, CPU
+without its per-call TypedDict transform, over a third of each request's CPU in the
+SDK (`bench.synthesis --profile`). With many threads sharing the GIL, CPU
 spent inside the slot is slot time the endpoint sits idle.
 """
 
