@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,23 @@ def atomic_write_text(path: Path, text: str) -> None:
 
     A crash or Ctrl-C leaves either the old file or the new one, never half of it.
     """
+    atomic_write_lines(path, [text])
+
+
+def atomic_write_lines(path: Path, lines: Iterable[str], *, fsync: bool = False) -> None:
+    """`atomic_write_text` of text given piece by piece (streamed: it may be read from `path` itself).
+
+    `fsync`: flush to disk before the rename, for files a crash must not empty.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.writelines(lines)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -34,8 +45,8 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
 
-def atomic_write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+def atomic_write_jsonl(path: Path, rows: Iterable[dict], *, fsync: bool = False) -> None:
+    atomic_write_lines(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows), fsync=fsync)
 
 
 def sha256_file(path: Path) -> str:

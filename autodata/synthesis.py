@@ -31,7 +31,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from autodata._io import atomic_write_json, atomic_write_text, sha256_file
+from autodata._io import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
 from autodata._version import __version__
 from autodata.errors import RecipeError, SeedDataError
 from autodata.export import write_datasets
@@ -99,13 +99,8 @@ class _Output:
         done = {row["seed_id"] for row in _iter_jsonl(self.out / "progress.jsonl")}
         for name in ("trajectories.jsonl", "rejected.jsonl", "progress.jsonl"):
             # keep finished seeds' lines only: drops unfinished seeds and a torn last line (streamed)
-            path, partial = self.out / name, self.out / f".{name}.partial"
-            with open(partial, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(row, ensure_ascii=False) + "\n"
-                             for row in _iter_jsonl(path) if row["seed_id"] in done)  # fmt: skip
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, path)
+            path = self.out / name
+            atomic_write_jsonl(path, (row for row in _iter_jsonl(path) if row["seed_id"] in done), fsync=True)
         return done
 
     def append(self, result: SeedResult) -> None:
