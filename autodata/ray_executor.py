@@ -203,20 +203,18 @@ class RayExecutor:
     def _start(self, recipe: Recipe, retriever: Retriever, llms: LLMSession, held_out: HeldOutQuestions | None,
                workers: int) -> None:  # fmt: skip
         job = f"autodata-{uuid.uuid4().hex[:12]}"
-        names = {url: f"{job}:limiter:{n}" for n, url in enumerate(endpoint_limits(llms.settings))}
-        self.limiters = {
-            url: self.ray.remote(SharedLimiter).options(name=names[url], num_cpus=0,
-                                                        max_concurrency=WAITERS_PER_LIMITER).remote(limit)
-            for url, limit in endpoint_limits(llms.settings).items()
-        }  # fmt: skip
+        names = {"held_out": f"{job}:held-out", "limiters": {}}  # what workers look the actors up by
+        for n, (url, limit) in enumerate(endpoint_limits(llms.settings).items()):
+            names["limiters"][url] = f"{job}:limiter:{n}"
+            self.limiters[url] = self.ray.remote(SharedLimiter).options(
+                name=names["limiters"][url], num_cpus=0, max_concurrency=WAITERS_PER_LIMITER).remote(limit)  # fmt: skip
         threads = -(-self.concurrency // workers)
         worker_class = self.ray.remote(SynthesisWorker).options(
             # one thread more than the driver sends seeds: `identity` never waits behind them
             num_cpus=0, max_concurrency=threads + 1, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD"
         )  # fmt: skip
-        self.held_out = self.ray.remote(HeldOut).options(name=f"{job}:held-out", num_cpus=0).remote(held_out)
-        actors = {"held_out": f"{job}:held-out", "limiters": names}
-        self.workers = [worker_class.remote(i, llms.settings, recipe, retriever, actors, llms.usage.budget)
+        self.held_out = self.ray.remote(HeldOut).options(name=names["held_out"], num_cpus=0).remote(held_out)
+        self.workers = [worker_class.remote(i, llms.settings, recipe, retriever, names, llms.usage.budget)
                         for i in range(workers)]  # fmt: skip
         self.identities = self.ray.get([w.identity.remote() for w in self.workers])  # fails here if one cannot start
 

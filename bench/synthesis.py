@@ -33,7 +33,6 @@ from tests.conftest import ANSWERABLE, write_corpus
 from tests.fakes.agents import ScriptedAgents
 from tests.fakes.openai_server import ScriptedOpenAI
 
-QUESTIONS = ANSWERABLE
 
 
 def serve(latency_s: float, ready, stop) -> None:
@@ -97,8 +96,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="autodata-bench-world-"))
     index = BM25Index.build(write_corpus(work / "corpus.jsonl"), work / "index", show_progress=False)
     seeds = work / "seeds.json"
-    seeds.write_text(json.dumps([{"id": f"b{i}", "question": QUESTIONS[i % len(QUESTIONS)][0],
-                                  "golden_answers": [QUESTIONS[i % len(QUESTIONS)][1]]} for i in range(args.seeds)]))  # fmt: skip
+    seeds.write_text(json.dumps([{"id": f"b{i}", "question": ANSWERABLE[i % len(ANSWERABLE)][0],
+                                  "golden_answers": [ANSWERABLE[i % len(ANSWERABLE)][1]]} for i in range(args.seeds)]))  # fmt: skip
 
     ready, stop = multiprocessing.Queue(), multiprocessing.Event()
     server = multiprocessing.Process(target=serve, args=(args.latency_ms / 1000, ready, stop), daemon=True)

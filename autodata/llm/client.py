@@ -138,13 +138,9 @@ class RoleClient:
             else:
                 self.limiter.on_success()
                 reply = _decode(response)
-                usage = reply.get("usage") or {}
-                self.ledger.record_success(
-                    self.role,
-                    prompt_tokens=usage.get("prompt_tokens") or 0,
-                    completion_tokens=usage.get("completion_tokens") or 0,
-                    latency_s=time.monotonic() - started,
-                )
+                prompt_tokens, completion_tokens = _tokens(reply)
+                self.ledger.record_success(self.role, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                           latency_s=time.monotonic() - started)  # fmt: skip
                 return reply
             self.ledger.record_retry(self.role)
             delay = retry_after if retry_after is not None else self.backoff_s * 2**attempt * (0.5 + random.random())
@@ -173,14 +169,16 @@ def _decode(response: httpx.Response) -> dict:
     return reply
 
 
-def _completion(text: str, finish_reason: str | None, reply: dict) -> Completion:
+def _tokens(reply: dict) -> tuple[int, int]:
+    """Prompt and completion tokens of a reply (0 where the endpoint does not say)."""
     usage = reply.get("usage") or {}
-    return Completion(
-        text=text,
-        finish_reason=finish_reason,
-        prompt_tokens=usage.get("prompt_tokens") or 0,
-        completion_tokens=usage.get("completion_tokens") or 0,
-    )
+    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+
+
+def _completion(text: str, finish_reason: str | None, reply: dict) -> Completion:
+    prompt_tokens, completion_tokens = _tokens(reply)
+    return Completion(text=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+                      completion_tokens=completion_tokens)  # fmt: skip
 
 
 def _describe(err: Exception) -> str:
