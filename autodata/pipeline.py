@@ -20,7 +20,7 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from autodata.llm import LLMSession, UsageLedger
 from autodata.llm.dspy_engine import our_errors
 from autodata.llm.usage import attribute_usage_to
-from autodata.recipe import Recipe, Strategy
+from autodata.recipe import Acceptance, Recipe, Strategy
 from autodata.roles import Challenger, SchemaJSONAdapter, StrongSolver, Tagger, Verifier, WeakSolver
 from autodata.search.protocol import Hit, Retriever
 from autodata.seeds import HeldOutQuestions, SeedItem, question_similarity
@@ -282,42 +282,15 @@ class SeedProcessor:
         return found
 
     def solve(self, c: Candidate) -> tuple[dict | None, str, str]:
-        a = self.recipe.acceptance
-        k = a.attempts_per_solver
-
-        def weak_attempt(i: int) -> float:
-            prediction = self._as("weak", lambda: self.weak(
-                question=c.question, config=rollout(self.hash, c.seed_id, c.round, "weak", i)))  # fmt: skip
-            return exact_match(prediction.answer, [c.answer]) if prediction is not None else 0.0
-
-        weak_scores = sample(weak_attempt, k, lambda s: decided(s, k, a.weak_max_accuracy), a.early_stop)
-        weak_high = (sum(weak_scores) + k - len(weak_scores)) / k  # the weak accuracy could still reach this
-        if sum(weak_scores) / k >= a.weak_max_accuracy:
-            return None, "too_easy", f"weak solver scored {sum(weak_scores):.0f}/{len(weak_scores)}"
-
-        hint = self.hint(c)
-        trajectories: list[Trajectory] = []
-
-        def strong_attempt(i: int) -> float:
-            known = c.answer if self.recipe.hint_mode == "answer" else None
-            prediction = self._as("strong", lambda: self.strong(
-                question=c.question, hint=hint, config=rollout(self.hash, c.seed_id, c.round, "strong", i),
-                known_answer=known))  # fmt: skip
-            if prediction is None:
-                return 0.0
-            trajectory = prediction.trajectory
-            trajectories.append(trajectory)
-            grounded = any(sub_exact_match(s.observation, [c.answer]) for s in trajectory.searches)
-            return float(trajectory.answer is not None and exact_match(trajectory.answer, [c.answer]) and grounded)
-
-        strong_scores = sample(strong_attempt, k, lambda s: decided(s, k, a.strong_min_accuracy), a.early_stop)
-        strong_low = sum(strong_scores) / k  # the strong accuracy is at least this
-        if (sum(strong_scores) + k - len(strong_scores)) / k < a.strong_min_accuracy:
-            return None, "too_hard", f"strong solver scored {sum(strong_scores):.0f}/{len(strong_scores)}"
-        if strong_low - weak_high < a.min_gap:
-            return None, "gap", f"strong >= {strong_low:.2f}, weak <= {weak_high:.2f}, gap < {a.min_gap}"
-
-        correct = [t for t, s in zip(trajectories, strong_scores) if s]
+        """Weak and strong attempts as `sample_solvers` orders them, then the acceptance rule and the verifier."""
+        a, hint = self.recipe.acceptance, self.hint(c)
+        trajectories: list[Trajectory | None] = []  # one per strong attempt; None where its reply was unparseable
+        weak_scores, strong_scores = sample_solvers(
+            lambda i: self.weak_attempt(c, i), lambda i: self.strong_attempt(c, i, hint, trajectories), a)
+        reason = final_verdict(weak_scores, strong_scores, a)
+        if reason != "accepted":
+            return None, reason, verdict_detail(reason, weak_scores, strong_scores, a)
+        correct = [t for t, s in zip(trajectories, strong_scores, strict=True) if s]
         verdict = self._as("judge", lambda: self.verifier(question=c.question, answer=c.answer, trajectories=correct,
                                                           config=rollout(self.hash, c.seed_id, c.round, "judge"),
                                                           bridge=c.bridge))  # fmt: skip
@@ -336,6 +309,25 @@ class SeedProcessor:
         }  # fmt: skip
         return item, "accepted", ""
 
+    def weak_attempt(self, c: Candidate, i: int) -> float:
+        """Weak attempt `i` (its rollout index, so a re-run replays it from the cache), scored 0/1."""
+        prediction = self._as("weak", lambda: self.weak(
+            question=c.question, config=rollout(self.hash, c.seed_id, c.round, "weak", i)))  # fmt: skip
+        return exact_match(prediction.answer, [c.answer]) if prediction is not None else 0.0
+
+    def strong_attempt(self, c: Candidate, i: int, hint: str, trajectories: list[Trajectory | None]) -> float:
+        """Strong attempt `i`, scored 0/1; appends its trajectory (None when unparseable) to `trajectories`."""
+        known = c.answer if self.recipe.hint_mode == "answer" else None
+        prediction = self._as("strong", lambda: self.strong(
+            question=c.question, hint=hint, config=rollout(self.hash, c.seed_id, c.round, "strong", i),
+            known_answer=known))  # fmt: skip
+        trajectory = prediction.trajectory if prediction is not None else None
+        trajectories.append(trajectory)  # aligned with the strong scores, attempt by attempt
+        if trajectory is None:
+            return 0.0
+        grounded = any(sub_exact_match(s.observation, [c.answer]) for s in trajectory.searches)
+        return float(trajectory.answer is not None and exact_match(trajectory.answer, [c.answer]) and grounded)
+
     def hint(self, c: Candidate) -> str:
         """What the strong solver is told privately. A multi-hop hint names only the first hop's
         article: the answer's article is the bridge entity the question hides. The verifier
@@ -351,15 +343,92 @@ class SeedProcessor:
         return ""
 
 
-def sample(attempt: Callable[[int], float], k: int, is_settled: Callable[[list[float]], bool],
-           early_stop: bool) -> list[float]:  # fmt: skip
-    """Up to `k` attempts; with `early_stop`, none after the outcome can no longer change."""
-    scores: list[float] = []
-    for i in range(k):
-        scores.append(attempt(i))
-        if early_stop and is_settled(scores):
-            break
-    return scores
+# --- the acceptance rule and when sampling may stop: pure functions of the 0/1 scores so far --------
+
+Verdict = Literal["accepted", "too_easy", "too_hard", "gap"]
+
+
+def rule_verdict(weak_correct: int, strong_correct: int, a: Acceptance) -> Verdict:
+    """The acceptance rule on all `a.attempts_per_solver` attempts of each solver, checked in this order."""
+    k = a.attempts_per_solver
+    weak, strong = weak_correct / k, strong_correct / k
+    if weak >= a.weak_max_accuracy:
+        return "too_easy"
+    if strong < a.strong_min_accuracy:
+        return "too_hard"
+    if strong - weak < a.min_gap:
+        return "gap"
+    return "accepted"
+
+
+def reachable(scores: list[float], k: int) -> range:
+    """The numbers of correct attempts out of `k` that the attempts made (`scores`) can still end at."""
+    correct = round(sum(scores))
+    return range(correct, correct + k - len(scores) + 1)
+
+
+def verdicts(weak: list[float], strong: list[float], a: Acceptance) -> set[Verdict]:
+    """Every verdict some outcome of the attempts not yet made would give."""
+    k = a.attempts_per_solver
+    return {rule_verdict(w, s, a) for w in reachable(weak, k) for s in reachable(strong, k)}
+
+
+def next_solver(weak: list[float], strong: list[float], a: Acceptance) -> Literal["weak", "strong"] | None:
+    """The solver whose next attempt is needed, or None when sampling is over.
+
+    Without early stopping: all k weak attempts, then all k strong ones unless the item is too easy.
+    With it: weak attempts until too_easy is certain or out of reach; then strong ones until no
+    outcome of the strong attempts left could change the verdict, for any outcome of the weak ones
+    left; then the weak ones left until the verdict is settled. Sampling stops only when every
+    outcome of the attempts not made gives one verdict, so the verdict is the one all 2k attempts
+    give; and strong attempts are made only when too_easy is out of reach, where all k are made
+    without early stopping: early stopping never makes more calls.
+    """
+    k = a.attempts_per_solver
+    if not a.early_stop:
+        if len(weak) < k:
+            return "weak"
+        return "strong" if len(strong) < k and verdicts(weak, [], a) != {"too_easy"} else None
+    if len(verdicts(weak, strong, a)) == 1:
+        return None
+    if not decided(weak, k, a.weak_max_accuracy):  # too_easy still hinges on the weak attempts left
+        return "weak"
+    if len(strong) < k and not strong_settled(weak, strong, a):
+        return "strong"
+    return "weak"  # unsettled, the strong side settled: the verdict hinges on the weak attempts left
+
+
+def strong_settled(weak: list[float], strong: list[float], a: Acceptance) -> bool:
+    """Whether, whatever the weak attempts left give, the strong attempts left cannot change the verdict."""
+    k = a.attempts_per_solver
+    return all(len({rule_verdict(w, s, a) for s in reachable(strong, k)}) == 1 for w in reachable(weak, k))
+
+
+def sample_solvers(weak_attempt: Callable[[int], float], strong_attempt: Callable[[int], float],
+                   a: Acceptance) -> tuple[list[float], list[float]]:  # fmt: skip
+    """The 0/1 scores of the attempts `next_solver` asks for; attempt i of a solver is called with i."""
+    weak: list[float] = []
+    strong: list[float] = []
+    while (solver := next_solver(weak, strong, a)) is not None:
+        if solver == "weak":
+            weak.append(weak_attempt(len(weak)))
+        else:
+            strong.append(strong_attempt(len(strong)))
+    return weak, strong
+
+
+def final_verdict(weak: list[float], strong: list[float], a: Acceptance) -> Verdict:
+    """The verdict of finished sampling: the same for every outcome of the attempts not made."""
+    (found,) = verdicts(weak, strong, a)
+    return found
+
+
+def verdict_detail(reason: Verdict, weak: list[float], strong: list[float], a: Acceptance) -> str:
+    """Why a candidate was rejected, from the attempts made."""
+    weak_text = f"weak solver scored {sum(weak):.0f}/{len(weak)}"
+    strong_text = f"strong solver scored {sum(strong):.0f}/{len(strong)}"
+    gap_text = f"{strong_text}, {weak_text} (of {a.attempts_per_solver} each): gap < {a.min_gap}"
+    return {"too_easy": weak_text, "too_hard": strong_text, "gap": gap_text}.get(reason, "")
 
 
 def decided(scores: list[float], k: int, threshold: float) -> bool:

@@ -32,6 +32,7 @@ from autodata.errors import AutodataError, ConfigError
 from autodata.settings import Settings
 from autodata.synthesis import run_totals
 from autodata.workqueue import Work, WorkQueue
+from optimizers.promotion import PromotionRefused
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ class StudyRequest(_Request):
     trials: int = Field(3, ge=1, le=10_000)
     world: str | None = None  # a world folder as the workers see it; None: theirs (AUTODATA_WORLD or the demo)
     jobs: int = Field(1, ge=1, le=64)  # trials in parallel per worker
-    score_metric: Literal["em", "subem", "f1", "format_valid"] | None = None
+    score_metric: Literal["likelihood", "em", "subem", "f1", "format_valid"] | None = None
     scorer: Literal["proxy", "acceptance"] | None = None
+    repeats: int | None = Field(None, ge=1, le=16)  # proxy trainings per trial; the intervals cover their spread
     seeds_per_trial: int | None = Field(None, ge=1)
     stages: list[Annotated[float, Field(gt=0, le=1)]] | None = None
     pruner: Literal["median", "none"] | None = None
@@ -60,7 +62,8 @@ class StudyRequest(_Request):
 
 
 class PromoteRequest(_Request):
-    trial: int | None = Field(None, ge=0)  # None: the best
+    trial: int | None = Field(None, ge=0)  # None: the highest score
+    force: bool = False  # promote although the gain on the confirm split is not above 0 at 95% (recorded)
 
 
 class SynthesizeRequest(_Request):
@@ -140,7 +143,11 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
 
     @app.post("/studies/{name}/promote", dependencies=[Depends(authorized)])
     def promote(name: str, body: PromoteRequest | None = None) -> dict:
-        message = api.promote(name, trial=body.trial if body else None, settings=settings, storage=storage)
+        body = body or PromoteRequest()
+        try:
+            message = api.promote(name, trial=body.trial, force=body.force, settings=settings, storage=storage)
+        except PromotionRefused as err:
+            raise HTTPException(status_code=409, detail=str(err)) from None
         return {"message": message, "production_version": _production_version(settings)}
 
     @app.post("/studies/{name}/rollback", dependencies=[Depends(authorized)])

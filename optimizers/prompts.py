@@ -15,28 +15,40 @@ another item's answer, which the evidence does not state, rejected.
 
 Proposals come from the optimizer role through `propose_instructions`, a grammar-
 constrained DSPy signature that small local models follow; the study's per-trial
-rewrite uses the same function. The best instructions, when they beat the starting
-ones on the validation cases, become a new version of `autodata.ROLE` in the
-MLflow prompt registry, with a commit message saying what changed and the score.
-GEPA's state lives in a folder under AUTODATA_HOME named by the run's inputs, so an
-interrupted run resumes there.
+rewrite uses the same function. An unparseable proposal costs one step; an endpoint
+error (connection refused, budget spent) stops the run.
+
+A rewrite is kept only when it beats its parent by a paired test on items it was not
+selected on (`PairedTest`): both score each item with the same metric, and the 95%
+bootstrap interval of the mean difference (`evals.intervals.paired_difference`) must lie
+above 0. GEPA picks its best candidate on its own validation cases, so those cannot
+confirm it: a holdout (the next seeds, or labelled cases, after train and val, which
+GEPA never sees) does. A study's per-trial rewrite is tested on the study's validation
+seeds, after the trial's own. A winner becomes a new version of `autodata.ROLE` in the
+MLflow prompt registry; a loser is registered as rejected (never selected), for the
+record. Either way the version's tags carry the evidence (`PairedTest.tags`) and its
+commit message says it in words. GEPA's state lives in a folder under AUTODATA_HOME
+named by what GEPA sees, so an interrupted run resumes there.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
+from statistics import fmean
 from typing import Annotated
 
 import mlflow
-from pydantic import StringConstraints
+from dspy.utils.exceptions import AdapterParseError
+from pydantic import StringConstraints, ValidationError
 
 from autodata.errors import AutodataError
 from autodata.llm import LLMSession
@@ -50,6 +62,7 @@ from autodata.seeds import SeedItem
 from autodata.settings import Settings
 from autodata.trajectory import render_information
 from autodata.answers import sub_exact_match
+from evals.intervals import Estimate, paired_difference
 from optimizers import tracking
 
 logger = logging.getLogger(__name__)
@@ -59,6 +72,9 @@ logger = logging.getLogger(__name__)
 REACHED_SOLVERS = ("too_easy", "too_hard", "gap", "unverified")
 REACHED_SOLVERS_SCORE = 0.3
 CHALLENGER_ONLY = {"keep": 0.0, "rephrase": 0.7, "multi_hop": 0.3}  # every round uses the challenger's instructions
+# What a paired test compares, per item (the `autodata.metric` tag of a registered version).
+INNER_LOOP_METRIC = "inner-loop verdict per seed (1 accepted, 0.3 reached the solvers, 0 otherwise)"
+JUDGE_METRIC = "judge verdict per labelled case (1 right, 0 wrong)"
 
 
 class RewriteInstructions(dspy.Signature):
@@ -82,13 +98,17 @@ OPTIMIZED_ROLES = tuple(AGENTS)
 
 def propose_instructions(llms: LLMSession, role: str, current: str, feedback: str, *,
                          rollout_id: str) -> tuple[str, str] | None:  # fmt: skip
-    """(new instructions, what changed) from the optimizer role, or None when its proposal is unusable."""
+    """(new instructions, what changed) from the optimizer role, or None when its proposal is unusable.
+
+    An unparseable proposal costs one step; autodata's endpoint errors (unreachable, budget
+    spent) propagate, so a dead optimizer is never mistaken for "no rewrite".
+    """
     job, keyword = AGENTS[role]
     with our_errors(), dspy.context(lm=llms.dspy_lm("optimizer"), adapter=SchemaJSONAdapter()):
         try:
             proposal = dspy.Predict(RewriteInstructions)(agent=job, current_instructions=current, feedback=feedback,
                                                          config={"rollout_id": rollout_id})  # fmt: skip
-        except Exception as err:  # a failed proposal costs one step, not the run
+        except (AdapterParseError, ValidationError) as err:  # a malformed proposal costs one step, not the run
             logger.warning("instruction proposal skipped: %s", err)
             return None
     text = proposal.new_instructions.strip()
@@ -142,6 +162,23 @@ def inner_loop_metric(gold, pred, trace=None, pred_name=None, pred_trace=None) -
     return dspy.Prediction(score=score, feedback=feedback)
 
 
+def challenger_program(llms: LLMSession, retriever: Retriever, recipe: Recipe, instructions: str) -> InnerLoopProgram:
+    """The inner loop of `recipe` with these challenger instructions, every round through the challenger."""
+    trial = recipe.with_changes(instructions={**recipe.instructions, "challenger": instructions},
+                                strategies=CHALLENGER_ONLY)  # fmt: skip
+    return InnerLoopProgram(SeedProcessor(trial, retriever, llms))
+
+
+def seed_examples(seeds: Iterable[SeedItem]) -> list[dspy.Example]:
+    return [dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers)
+            .with_inputs("seed_id", "question", "golden_answers") for s in seeds]  # fmt: skip
+
+
+def with_evidence(seeds: Iterable[SeedItem], processor: SeedProcessor, count: int) -> list[SeedItem]:
+    """The first `count` seeds whose own search reaches an answer (the others cost no LLM call and teach nothing)."""
+    return list(islice((s for s in seeds if processor.evidence_pack(s)[1] is not None), count))
+
+
 class JudgeProgram(dspy.Module):
     """The verifier's LLM judge alone; the programmatic checks around it are not part of it."""
 
@@ -178,11 +215,59 @@ def judge_metric(gold, pred, trace=None, pred_name=None, pred_trace=None) -> dsp
                                                f"be {gold.label}.")  # fmt: skip
 
 
+def item_scores(program: dspy.Module, metric: Callable, examples: list[dspy.Example]) -> list[float]:
+    """Each example's `metric` score with `program`, in order: one side of a paired test."""
+    return [_item_score(program, metric, example) for example in examples]
+
+
+def _item_score(program: dspy.Module, metric: Callable, example: dspy.Example) -> float:
+    with our_errors(), dspy.context(adapter=SchemaJSONAdapter()):
+        try:
+            return float(metric(example, program(**example.inputs())).score)
+        except (AdapterParseError, ValidationError) as err:  # as in GEPA's own evaluation: an unusable reply scores 0
+            logger.info("unparseable reply scored 0: %s", err)
+            return 0.0
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A candidate's per-item scores against its parent's on the same items, which selected neither."""
+
+    metric: str  # what each item's score is
+    split: str  # which items, in words
+    parent_score: float
+    candidate_score: float
+    difference: Estimate  # candidate - parent, paired over the items
+
+    @classmethod
+    def of(cls, parent: list[float], candidate: list[float], *, metric: str, split: str) -> PairedTest:
+        return cls(metric, split, fmean(parent), fmean(candidate), paired_difference([candidate], [parent]))
+
+    @property
+    def accepted(self) -> bool:
+        return self.difference.above_zero
+
+    def tags(self) -> dict[str, str | int | float]:
+        """The evidence, as `autodata.*` tags of the registered version."""
+        d = self.difference
+        return {"metric": self.metric, "split": self.split, "n": d.n, "parent_val_score": self.parent_score,
+                "val_score": self.candidate_score, "difference": d.mean, "difference_low": d.low,
+                "difference_high": d.high}  # fmt: skip
+
+    def in_words(self, parent_version: int) -> str:
+        d = self.difference
+        verdict = "accepted" if self.accepted else "rejected, not better"
+        return (f"{d.n} {self.split}: version {parent_version} {self.parent_score:.2f} -> this "
+                f"{self.candidate_score:.2f}: {verdict} (difference {d.mean:+.2f}, 95% interval [{d.low:.2f}, "
+                f"{d.high:.2f}], {'above' if self.accepted else 'not above'} 0)")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PromptOptimization:
     budget: int = 24  # metric calls: each runs the inner loop on one seed
     train_size: int = 6
     val_size: int = 4
+    holdout: int = 6  # further cases GEPA never sees: its best must beat the start on them to be registered
     minibatch: int = 3
     num_threads: int = 2
 
@@ -194,40 +279,48 @@ def optimize_prompt(role: str, *, settings: Settings, llms: LLMSession, seeds: I
 
     The challenger learns from the inner loop run on `seeds` (with `retriever`); the
     verifier's judge from labelled cases made of accepted `items` of a synthesis run.
-    Every call goes through `llms`, the caller's session.
+    The cases after train and val are the holdout that decides whether GEPA's best is
+    registered. Every call goes through `llms`, the caller's session.
     """
     if role not in OPTIMIZED_ROLES:
         raise AutodataError(f"Role {role!r} cannot be optimized: choose one of {', '.join(OPTIMIZED_ROLES)}. "
                             "The solvers' prompts and the acceptance checks are never optimized.")  # fmt: skip
+    if min(options.train_size, options.val_size, options.holdout) < 1:
+        raise AutodataError(f"Prompt optimization needs at least one train, validation and holdout case each, "
+                            f"not train {options.train_size}, val {options.val_size}, "
+                            f"holdout {options.holdout}.")  # fmt: skip
     experiment_id = tracking.setup(settings)
     tracking.ensure_seed_prompts()
     start_version = tracking.latest_prompt_version(role) or 1
     start_text = tracking.load_prompt_version(role, start_version)
-    need = options.train_size + options.val_size
+    seen = options.train_size + options.val_size  # what GEPA sees
+    need = seen + options.holdout
 
     if role == "challenger":
         base = base or Recipe()
-        # Every round goes through the challenger: the "keep" strategy would not use its instructions.
-        recipe = base.with_changes(instructions={**base.instructions, role: start_text},
-                                   strategies={"keep": 0.0, "rephrase": 0.7, "multi_hop": 0.3})  # fmt: skip
-        processor = SeedProcessor(recipe, retriever, llms)
-        # the first seeds whose own search reaches an answer (the others would cost no LLM call and teach nothing)
-        usable = list(islice((s for s in seeds if processor.evidence_pack(s)[1] is not None), need))
-        examples = [dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers)
-                    .with_inputs("seed_id", "question", "golden_answers") for s in usable]  # fmt: skip
-        program, metric = InnerLoopProgram(processor), inner_loop_metric
-        inputs = [recipe.content_hash, [s.id for s in usable]]
+        make_program = functools.partial(challenger_program, llms, retriever, base)
+        program, metric, measure = make_program(start_text), inner_loop_metric, INNER_LOOP_METRIC
+        processor = program.shared.value
+        usable = with_evidence(seeds, processor, need)
+        examples, inputs = seed_examples(usable), [processor.hash, [s.id for s in usable[:seen]]]
         shortage = f"Only {len(usable)} of the seeds have evidence in their own search"
+        split = "holdout seeds after GEPA's train and val seeds"
     else:
+        make_program = functools.partial(JudgeProgram, llms=llms)
+        program, metric, measure = make_program(start_text), judge_metric, JUDGE_METRIC
         examples = judge_examples(list(items))[:need]
-        program, metric, inputs = JudgeProgram(start_text, llms), judge_metric, [ex.toDict() for ex in examples]
+        inputs = [ex.toDict() for ex in examples[:seen]]
         shortage = f"The accepted items make only {len(examples)} labelled cases"
+        split = "holdout labelled cases after GEPA's train and val cases"
     if len(examples) < need:
         raise AutodataError(f"{shortage}; prompt optimization needs {need} (train {options.train_size} + val "
-                            f"{options.val_size}). Pass more {'seeds' if role == 'challenger' else 'items'}.")  # fmt: skip
-    key = hashlib.sha256(json.dumps([role, start_text, inputs, options.__dict__]).encode()).hexdigest()[:16]
+                            f"{options.val_size} + holdout {options.holdout}). Pass more "
+                            f"{'seeds' if role == 'challenger' else 'items'}, or a smaller --holdout.")  # fmt: skip
+    gepa_options = {k: v for k, v in asdict(options).items() if k != "holdout"}  # GEPA's run does not depend on it
+    key = hashlib.sha256(json.dumps([role, start_text, inputs, gepa_options]).encode()).hexdigest()[:16]
     log_dir = settings.home_dir / "prompt-optimization" / role / key
     summaries: dict[str, str] = {}
+    failures: list[AutodataError] = []  # GEPA logs a proposer's exception and goes on: keep it, stop, raise it
 
     def proposer(candidate: dict[str, str], reflective_dataset: dict, components_to_update: list[str]) -> dict:
         new = {}
@@ -236,7 +329,11 @@ def optimize_prompt(role: str, *, settings: Settings, llms: LLMSession, seeds: I
             feedback = " | ".join(_describe(r) for r in records[:5]) or "No feedback."
             # a new sample for each (instructions, feedback): the same pair replays from the LLM cache
             rollout_id = f"gepa:{key}:{hashlib.sha256((candidate[name] + feedback).encode()).hexdigest()[:12]}"
-            proposal = propose_instructions(llms, role, candidate[name], feedback, rollout_id=rollout_id)
+            try:
+                proposal = propose_instructions(llms, role, candidate[name], feedback, rollout_id=rollout_id)
+            except AutodataError as err:  # the optimizer endpoint is down, or the budget spent
+                failures.append(err)
+                raise
             if proposal is not None:
                 new[name], summaries[proposal[0]] = proposal
         return new
@@ -245,31 +342,56 @@ def optimize_prompt(role: str, *, settings: Settings, llms: LLMSession, seeds: I
         metric=metric, max_metric_calls=options.budget, reflection_minibatch_size=options.minibatch,
         instruction_proposer=proposer, reflection_lm=llms.dspy_lm("optimizer"), num_threads=options.num_threads,
         track_stats=True, log_dir=str(log_dir), use_merge=False, seed=0, warn_on_score_mismatch=False,
+        gepa_kwargs={"stop_callbacks": lambda state: bool(failures)},
     )  # fmt: skip
     with mlflow.start_run(run_name=f"prompts optimize {role}", experiment_id=experiment_id,
                           tags={"autodata.kind": "prompt-optimization", "autodata.role": role}):  # fmt: skip
         mlflow.log_params({"optimizer": "GEPA", "role": role, "start_version": start_version, "budget": options.budget,
-                           "train_size": options.train_size, "val_size": options.val_size})  # fmt: skip
+                           "train_size": options.train_size, "val_size": options.val_size,
+                           "holdout": options.holdout})  # fmt: skip
         with our_errors(), dspy.context(adapter=SchemaJSONAdapter()):
             optimized = optimizer.compile(program, trainset=examples[: options.train_size],
-                                          valset=examples[options.train_size :])  # fmt: skip
+                                          valset=examples[options.train_size : seen])  # fmt: skip
+        if failures:
+            raise failures[0]
         results = optimized.detailed_results
         scores = list(results.val_aggregate_scores)
         (_, predictor), = optimized.named_predictors()
         best_text = predictor.signature.instructions
         summary = {
             "role": role, "start_version": start_version, "start_score": scores[0], "best_score": max(scores),
-            "candidates": len(scores), "metric_calls": results.total_metric_calls, "version": None, "log_dir": str(log_dir),
+            "candidates": len(scores), "metric_calls": results.total_metric_calls, "holdout_size": options.holdout,
+            "holdout_split": split, "holdout_start_score": None, "holdout_best_score": None,
+            "holdout_difference": None, "version": None, "rejected_version": None, "log_dir": str(log_dir),
         }  # fmt: skip
         mlflow.log_metrics({"start_val_score": scores[0], "best_val_score": max(scores), "candidates": len(scores)})
-        if best_text.strip() != start_text.strip() and max(scores) > scores[0]:
-            change = summaries.get(best_text, "rewritten by GEPA")
-            summary["version"] = tracking.register_prompt_version(
-                role, best_text, f"GEPA: {change} (val score {scores[0]:.2f} -> {max(scores):.2f} on "
-                f"{options.val_size} cases, {results.total_metric_calls} metric calls, from version {start_version})",
-            )  # fmt: skip
-            mlflow.set_tag("autodata.prompt_version", f"prompts:/{tracking.prompt_name(role)}/{summary['version']}")
+        if best_text.strip() != start_text.strip():
+            holdout = examples[seen:]
+            test = PairedTest.of(item_scores(program, metric, holdout),
+                                 item_scores(make_program(best_text), metric, holdout),
+                                 metric=measure, split=split)  # fmt: skip
+            summary.update(_register_gepa_best(role, best_text, test, summary, summaries, options))
     return summary
+
+
+def _register_gepa_best(role: str, text: str, test: PairedTest, summary: dict, summaries: dict[str, str],
+                        options: PromptOptimization) -> dict:  # fmt: skip
+    """GEPA's best as a new version (rejected unless it beat the start on the holdout); summary updates."""
+    d = test.difference
+    mlflow.log_metrics({"holdout_start_score": test.parent_score, "holdout_best_score": test.candidate_score,
+                        "holdout_difference": d.mean, "holdout_difference_low": d.low,
+                        "holdout_difference_high": d.high})  # fmt: skip
+    message = (f"GEPA: {summaries.get(text, 'rewritten by GEPA')} (paired test on "
+               f"{test.in_words(summary['start_version'])}; chosen on GEPA's val score {summary['start_score']:.2f} "
+               f"-> {summary['best_score']:.2f} on {options.val_size} cases, "
+               f"{summary['metric_calls']} metric calls)")  # fmt: skip
+    version = tracking.register_prompt_version(role, text, message, accepted=test.accepted, evidence=test.tags())
+    status = "accepted" if test.accepted else "rejected"
+    mlflow.set_tags({"autodata.prompt_version": f"prompts:/{tracking.prompt_name(role)}/{version}",
+                     "autodata.prompt_status": status})  # fmt: skip
+    return {"holdout_start_score": test.parent_score, "holdout_best_score": test.candidate_score,
+            "holdout_difference": d.as_dict(), "version": version if test.accepted else None,
+            "rejected_version": None if test.accepted else version}
 
 
 def _describe(record: dict) -> str:
@@ -281,18 +403,15 @@ def _describe(record: dict) -> str:
     return f"[{str(strategy)[:60]}] {outputs}: {record.get('Feedback', '')}"[:600]
 
 
-def validation_score(llms: LLMSession, retriever: Retriever, recipe: Recipe, instructions: str,
-                     seeds: list[SeedItem]) -> float:  # fmt: skip
-    """Mean inner-loop verdict (`seed_feedback`'s score) of the challenger's `instructions` on `seeds`.
+def seed_scores(llms: LLMSession, retriever: Retriever, recipe: Recipe, instructions: str,
+                seeds: list[SeedItem]) -> list[float]:  # fmt: skip
+    """The inner-loop verdict (`seed_feedback`'s score) of the challenger's `instructions` on each of `seeds`.
 
     Answers come from the LLM cache when the same instructions were scored on the same
     seeds before, so a parent version costs its calls once.
     """
-    trial = recipe.with_changes(instructions={**recipe.instructions, "challenger": instructions},
-                                strategies=CHALLENGER_ONLY)  # fmt: skip
-    processor = SeedProcessor(trial, retriever, llms)
-    scores = [seed_feedback(r.rejected, bool(r.accepted))[0] for r in map(processor.process, seeds)]
-    return sum(scores) / len(scores)
+    program = challenger_program(llms, retriever, recipe, instructions)
+    return item_scores(program, inner_loop_metric, seed_examples(seeds))
 
 
 def validation_seeds(seeds: Iterable[SeedItem], retriever: Retriever, *, skip: int, count: int) -> list[SeedItem]:
@@ -300,19 +419,33 @@ def validation_seeds(seeds: Iterable[SeedItem], retriever: Retriever, *, skip: i
     trials' own seeds), falling back to those when the split has too few beyond them."""
     processor = SeedProcessor(Recipe(), retriever, llms=None)  # evidence packs only: no LLM call
     seeds = list(seeds)
-    ordered = seeds[skip:] + seeds[:skip]
-    return list(islice((s for s in ordered if processor.evidence_pack(s)[1] is not None), count))
+    return with_evidence(seeds[skip:] + seeds[:skip], processor, count)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+
+
+def _validation_split(run_dir: Path, val_seeds: list[SeedItem]) -> str:
+    """Which seeds the paired test ran on, in words: after the trial's own, or partly those."""
+    trial_seeds = {row["seed_id"] for row in _jsonl(run_dir / "progress.jsonl")}
+    shared = sum(s.id in trial_seeds for s in val_seeds)
+    if not shared:
+        return "train seeds after the trial's"
+    return f"train seeds, {shared} of them the trial's own (the split has too few beyond them)"
 
 
 def rewrite_from_rejections(llms: LLMSession, recipe: Recipe, run_dir: Path, trial_number: int, score: float, *,
                             retriever: Retriever, val_seeds: list[SeedItem], parent_version: int) -> int | None:  # fmt: skip
     """One proposal from a study trial's rejections, kept only if it beats the version it came from.
 
-    The proposal and its parent are scored on the same fixed validation seeds; the winner
-    is registered as a new, selectable challenger version, a loser as a rejected one (both
-    scores in its commit message either way). Returns the new selectable version or None.
+    The proposal and its parent are scored seed by seed on the same fixed validation seeds
+    and compared by a paired test (`PairedTest`): a winner, whose 95% interval of the
+    difference lies above 0, is registered as a new, selectable challenger version; a loser
+    as a rejected one; the evidence in its tags and commit message either way. Returns the
+    new selectable version or None.
     """
-    rejected = [json.loads(line) for line in (run_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    rejected = _jsonl(run_dir / "rejected.jsonl")
     reasons = dict(Counter(row["reason"] for row in rejected))
     examples = [f"{r['reason']}: {r['question']!r} ({r['detail']})" for r in rejected if r["question"]][:5]
     feedback = (f"Rejections: {reasons or 'none'}. Examples: " + "; ".join(examples)) if rejected else "No rejections."
@@ -324,16 +457,13 @@ def rewrite_from_rejections(llms: LLMSession, recipe: Recipe, run_dir: Path, tri
         logger.warning("challenger rewrite not registered: no validation seed has evidence")
         return None
     text, change = proposal
-    before = validation_score(llms, retriever, recipe, recipe.instructions["challenger"], val_seeds)
-    after = validation_score(llms, retriever, recipe, text, val_seeds)
-    accepted = after > before
+    test = PairedTest.of(seed_scores(llms, retriever, recipe, recipe.instructions["challenger"], val_seeds),
+                         seed_scores(llms, retriever, recipe, text, val_seeds),
+                         metric=INNER_LOOP_METRIC, split=_validation_split(run_dir, val_seeds))  # fmt: skip
     version = tracking.register_prompt_version(
-        "challenger", text,
-        f"{change} (from trial {trial_number}, score {score:.3f}, rejections {reasons}; validation on "
-        f"{len(val_seeds)} seeds: version {parent_version} {before:.2f} -> this {after:.2f}: "
-        f"{'accepted' if accepted else 'rejected, not better'})",
-        accepted=accepted, scores={"val_score": after, "parent_val_score": before},
+        "challenger", text, f"{change} (from trial {trial_number}, score {score:.3f}, rejections {reasons}; "
+        f"validation on {test.in_words(parent_version)})", accepted=test.accepted, evidence=test.tags(),
     )  # fmt: skip
-    logger.info("challenger prompt version %d %s (%.2f vs %.2f)", version, "accepted" if accepted else "rejected",
-                after, before)  # fmt: skip
-    return version if accepted else None
+    logger.info("challenger prompt version %d %s: %s", version, "accepted" if test.accepted else "rejected",
+                test.difference)  # fmt: skip
+    return version if test.accepted else None

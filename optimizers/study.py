@@ -3,7 +3,9 @@
 Each trial: a recipe from the search space (acceptance thresholds, attempts, rounds,
 strategy mix, top-k, max turns, and which registered challenger prompt to use), a
 synthesis run on a fixed seed budget (resumable, named by the recipe hash, so a repeated
-recipe is not synthesized twice), then the scorer (the quick SFT proxy by default).
+recipe is not synthesized twice), then the scorer (the quick SFT proxy by default). Every
+trial's per-question numbers are kept, so its score carries a 95% interval and its paired
+difference from trial 0, the default recipe, another (`trial_rows`).
 Synthesis grows in stages (half the seeds, then all by default); the score of each
 earlier stage is reported to Optuna, and the median pruner stops a trial whose interim
 score trails the median of earlier trials at the same data size. With
@@ -11,9 +13,9 @@ score trails the median of earlier trials at the same data size. With
 item down; no pruning, which Optuna offers for one objective only). Every
 trial is an MLflow child run of the study's parent run. After a trial, the optimizer
 role rewrites the challenger's instructions from the trial's rejections; the rewrite and
-the version it came from are scored on the same fixed validation seeds, and only a
-rewrite that scores higher becomes a version later trials may pick ("latest"); a loser is
-registered as rejected, for the record.
+the version it came from are scored seed by seed on the same fixed validation seeds, and
+only a rewrite whose paired 95% interval of the difference lies above 0 becomes a version
+later trials may pick ("latest"); a loser is registered as rejected, for the record.
 
 The storage is any SQLAlchemy URL (SQLite under AUTODATA_HOME by default), with
 `load_if_exists`: `autodata study run NAME --trials N` runs until the study has N
@@ -27,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import logging
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -41,6 +44,7 @@ from autodata.recipe import Recipe
 from autodata.seeds import iter_seeds
 from autodata.synthesis import run_totals
 from autodata.workspace import Workspace
+from evals.intervals import Estimate, mean_interval, paired_difference
 from evals.recipe_score import RecipeScore, Scorer, acceptance_scorer, proxy_scorer, score_recipe
 from optimizers import tracking
 from optimizers.prompts import rewrite_from_rejections, validation_seeds
@@ -51,9 +55,10 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StudySettings:
     seeds_per_trial: int = 30
-    proxy_steps: int = 32
-    dev_limit: int = 20
-    score_metric: str = "em"
+    proxy_steps: int = 24
+    dev_limit: int = 100
+    score_metric: str = "likelihood"  # the proxy's likelihood gain; em/subem/f1/format_valid generate answers
+    repeats: int = 1  # proxy trainings per trial (other seeds and example orders): the interval covers them
     rewrite_prompts: bool = True
     rewrite_val_seeds: int = 4  # fixed seeds a rewrite must beat its parent on before trials may select it
     sampler_seed: int = 13
@@ -97,7 +102,8 @@ def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.sto
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SETTINGS_ATTR = "autodata.settings"
 # Changing these between runs of one study would make its trials' scores incomparable.
-COMPARABILITY = ("score_metric", "seeds_per_trial", "proxy_steps", "dev_limit", "objectives", "world", "scorer")
+COMPARABILITY = ("score_metric", "seeds_per_trial", "proxy_steps", "dev_limit", "objectives", "world", "scorer",
+                 "repeats")
 
 
 def settings_for(name: str, storage: str, options: dict) -> StudySettings:
@@ -163,11 +169,13 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
                 "tagger": latest["tagger"],
                 "verifier": latest["verifier"] if p.get("verifier_prompt") == "latest" else 1}  # fmt: skip
     base = Recipe()
+    # Named as the default rule is ("autodata-strong0.65-weak0.5-gap0.2"): BASELINE_PARAMS give exactly Recipe().
+    rule = f"autodata-strong{p['strong_min_accuracy']}-weak{p['weak_max_accuracy']}-gap{p['min_gap']}"
     recipe = base.with_changes(
         instructions={role: tracking.load_prompt_version(role, v) for role, v in versions.items()},
         acceptance={"attempts_per_solver": p["attempts_per_solver"], "strong_min_accuracy": p["strong_min_accuracy"],
                     "weak_max_accuracy": p["weak_max_accuracy"], "min_gap": p["min_gap"],
-                    "rule": f"strong>={p['strong_min_accuracy']},weak<{p['weak_max_accuracy']},gap>={p['min_gap']}"},
+                    "rule": rule},
         max_rounds=p["max_rounds"],
         strategies={"keep": p["keep"], "rephrase": p["rephrase"], "multi_hop": p["multi_hop"]},
         search={**base.search.model_dump(), "top_k": p["top_k"], "max_turns": p["max_turns"]},
@@ -176,8 +184,13 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
     return recipe, versions
 
 
+def runs_dir(settings, name: str) -> Path:
+    """Where a study's synthesis folders live, one per recipe content hash."""
+    return settings.home_dir / "studies" / name / "runs"
+
+
 def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySettings = StudySettings(),
-              scorer: Scorer | None = None, storage: str | None = None) -> optuna.Study:  # fmt: skip
+              scorer: Scorer | None = None, storage: str | None = None, progress: bool = False) -> optuna.Study:  # fmt: skip
     """Run (or resume) study `name` until it has `trials` finished trials; see the module docstring.
 
     Every trial works in `workspace` (its world, retriever and one LLM session for the
@@ -193,7 +206,7 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
     if scorer is None and study.scorer == "acceptance":
         scorer = acceptance_scorer
     scorer = scorer or proxy_scorer(workspace, steps=study.proxy_steps, dev_limit=study.dev_limit,
-                                    score_metric=study.score_metric)  # fmt: skip
+                                    score_metric=study.score_metric, repeats=study.repeats)  # fmt: skip
     multi = study.objectives == "score,calls"
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if study.pruner == "median" and not multi else None
     optuna_study = optuna.create_study(
@@ -210,7 +223,8 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
         optuna_study.enqueue_trial(BASELINE_PARAMS)  # the shipped default recipe is trial 0
     if SETTINGS_ATTR not in optuna_study.user_attrs:
         optuna_study.set_user_attr(SETTINGS_ATTR, asdict(study))
-    runs_dir = settings.home_dir / "studies" / name / "runs"
+    runs = runs_dir(settings, name)
+    say = functools.partial(print, file=sys.stderr, flush=True) if progress else lambda *_: None
 
     @functools.cache
     def validation() -> list:
@@ -230,14 +244,19 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
             mlflow.log_params({**trial.params, "recipe_hash": recipe.content_hash, "hint_mode": recipe.hint_mode,
                                **{f"prompt.{r}": f"prompts:/{tracking.prompt_name(r)}/{v}" for r, v in versions.items()}})  # fmt: skip
-            run_dir = runs_dir / recipe.content_hash
+            run_dir = runs / recipe.content_hash
+            say(f"trial {trial.number}: synthesis from {study.seeds_per_trial} seeds, then the proxy "
+                f"({study.score_metric}, {study.repeats} repeat(s)); recipe {recipe.content_hash}")
             with _exclusive(run_dir):  # trials that drew the same recipe share its folder, one at a time
                 # > 0 when an earlier trial with this recipe (or this one before a crash) left seeds done
                 trial.set_user_attr("seeds_resumed", run_totals(run_dir)["seeds_done"])
                 if not multi:
                     _report_interim_scores(trial, recipe, run_dir, scorer, study, workspace)
                 final = score_recipe(recipe, workspace, run_dir, seeds=study.seeds_per_trial, scorer=scorer)
-                _record(trial, final)
+                _record(trial, final, optuna_study)
+                interval = final.result.get("score_interval")
+                say(f"trial {trial.number}: {final.metrics['accepted_items']:.0f} items accepted; score "
+                    f"{final.score:.3f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else ""))
                 _log_artifacts(run_dir, recipe)
             if study.rewrite_prompts:
                 rewrite_from_rejections(workspace.llms, recipe, run_dir, trial.number, final.score,
@@ -249,8 +268,15 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
     missing = trials - sum(t.state in FINISHED for t in optuna_study.trials)
     if missing > 0:
         optuna_study.optimize(objective, n_trials=2 * missing, n_jobs=study.jobs, catch=(Exception,),
-                              callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)])  # fmt: skip
+                              callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED),
+                                         functools.partial(_log_trial_table, parent)])  # fmt: skip
     return optuna_study
+
+
+def _log_trial_table(parent_run_id: str, study: optuna.Study, _trial) -> None:
+    """The study's parent run holds the trial table (score and delta vs default with their intervals)."""
+    rows, best = trial_rows(study)
+    mlflow.MlflowClient().log_dict(parent_run_id, {"trials": rows, "best": best}, "trials.json")
 
 
 def _report_interim_scores(trial: optuna.Trial, recipe: Recipe, run_dir: Path, scorer: Scorer, study: StudySettings,
@@ -266,11 +292,31 @@ def _report_interim_scores(trial: optuna.Trial, recipe: Recipe, run_dir: Path, s
             raise optuna.TrialPruned(f"interim score {interim.score:.3f} at {seeds_now} seeds")
 
 
-def _record(trial: optuna.Trial, final: RecipeScore) -> None:
-    """The trial's final numbers, on the Optuna trial and in its MLflow run."""
+def _record(trial: optuna.Trial, final: RecipeScore, study: optuna.Study) -> None:
+    """The trial's final numbers, on the Optuna trial and in its MLflow run: the score with its interval,
+    the per-question numbers it came from (for paired comparisons), and its difference from trial 0."""
     mlflow.log_metrics(final.metrics)
     for key in ("acceptance_rate", "accepted_per_seed", "accepted_items", "llm_calls_per_accepted_item", "score"):
         trial.set_user_attr(key, final.metrics.get(key, final.result.get(key)))
+    evidence = {key: final.result.get(key) for key in ("question_ids", "per_question")}
+    trial.set_user_attr("evidence", evidence)
+    if final.result.get("score_interval"):
+        interval = final.result["score_interval"]
+        mlflow.log_metrics({"score_low": interval["low"], "score_high": interval["high"]})
+    default = next((t for t in study.get_trials(deepcopy=False) if t.number == 0), None)
+    if default is not None and default.number != trial.number:
+        delta = difference(evidence, default.user_attrs.get("evidence"))
+        if delta is not None:
+            mlflow.log_metrics({"delta_vs_default": delta.mean, "delta_low": delta.low, "delta_high": delta.high})
+
+
+def difference(evidence: dict | None, baseline: dict | None) -> Estimate | None:
+    """Paired difference of two trials' scores on their common questions (None when they share none)."""
+    if not evidence or not baseline or not evidence.get("per_question") or not baseline.get("per_question"):
+        return None
+    if evidence["question_ids"] != baseline["question_ids"]:
+        return None
+    return paired_difference(evidence["per_question"], baseline["per_question"])
 
 
 @contextmanager
@@ -308,6 +354,12 @@ def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError as err:
         raise AutodataError(f"No study named {name!r} in {storage}. Start one with `autodata study run {name}`.") from err
+    return trial_rows(study)
+
+
+def trial_rows(study: optuna.Study) -> tuple[list[dict], dict | None]:
+    """`study_table` of a loaded study."""
+    default = next((t for t in study.trials if t.number == 0), None)
     rows = [
         {
             "trial": t.number, "state": t.state.name, "score": t.values[0] if t.values else None, "recipe_hash": t.user_attrs.get("recipe_hash"),
@@ -318,6 +370,7 @@ def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
             "top_k": t.params.get("top_k"), "challenger_prompt": t.params.get("challenger_prompt"),
             "mlflow_run_id": t.user_attrs.get("mlflow_run_id"), "params": t.params,
             "prompt_versions": t.user_attrs.get("prompt_versions"),
+            **_intervals(t, default),
         }
         for t in study.trials
     ]  # fmt: skip
@@ -328,3 +381,12 @@ def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
     complete = [r for r in rows if r["state"] == "COMPLETE" and (front is None or r["pareto"])]
     best = max(complete, key=lambda r: (r["score"], -r["trial"])) if complete else None
     return rows, best
+
+
+def _intervals(trial: optuna.trial.FrozenTrial, default: optuna.trial.FrozenTrial | None) -> dict:
+    """The trial's score interval and its paired difference from trial 0 (the default recipe), each
+    `{"mean", "low", "high", "n", "repeats"}` or None when the trial has no per-question numbers."""
+    evidence = trial.user_attrs.get("evidence") or {}
+    score = mean_interval(evidence["per_question"]) if evidence.get("per_question") else None
+    delta = difference(evidence, default.user_attrs.get("evidence")) if default is not None else None
+    return {"score_interval": score.as_dict() if score else None, "delta_vs_default": delta.as_dict() if delta else None}

@@ -125,10 +125,12 @@ def load_prompt_version(role: str, version: int) -> str:
 
 
 def register_prompt_version(role: str, text: str, message: str, *, accepted: bool = True,
-                            scores: dict[str, float] | None = None) -> int:  # fmt: skip
+                            evidence: dict[str, str | int | float] | None = None) -> int:  # fmt: skip
     """A new version of the role's prompt; `accepted=False` registers a candidate that lost its
-    validation (visible in the registry, never selected as "latest")."""
-    tags = {STATUS_TAG: "accepted" if accepted else "rejected", **{f"autodata.{k}": f"{v:.4f}" for k, v in (scores or {}).items()}}
+    validation (visible in the registry, never selected as "latest"). `evidence` (how it was
+    judged: scores, interval, split) becomes `autodata.KEY` tags, floats to 4 decimals."""
+    tags = {STATUS_TAG: "accepted" if accepted else "rejected",
+            **{f"autodata.{k}": f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in (evidence or {}).items()}}
     prompt = mlflow.genai.register_prompt(name=prompt_name(role), template=text, commit_message=message, tags=tags)
     return int(prompt.version)
 
@@ -167,16 +169,16 @@ def load_registered_recipe(uri: str) -> tuple[Recipe, int]:
     return recipe, version
 
 
-def promote(run_id: str, prompt_versions: dict[str, int]) -> tuple[int, int | None]:
+def promote(run_id: str, prompt_versions: dict[str, int], *, tags: dict[str, str] | None = None) -> tuple[int, int | None]:
     """Register the run's recipe, move `production` to it and to its prompts; (new, previous) version.
 
     The previous production versions (recipe and prompts) are kept as tags on the new
-    version, so `rollback` can restore them.
+    version, so `rollback` can restore them; `tags` add the promotion's evidence.
     """
     client = MlflowClient()
     previous = production_recipe_version()
     version = register_recipe(run_id)
-    tags = {"autodata.previous_recipe": str(previous or "")}
+    tags = {**(tags or {}), "autodata.previous_recipe": str(previous or "")}
     for role, prompt_version in prompt_versions.items():
         before = _prompt_alias(role)
         tags[f"autodata.previous_prompt.{role}"] = str(before or "")

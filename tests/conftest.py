@@ -109,8 +109,12 @@ STUDY_TRAIN = [
 ]
 
 
+CONFIRM = (("c1", "what is the capital of france", "Paris"), ("c2", "which is the highest mountain on earth",
+            "Mount Everest"), ("c3", "who wrote moby dick", "Herman Melville"))  # fmt: skip
+
+
 def make_world(folder: Path, corpus: Path, train=None, dev=(("d1", "capital of japan", "Tokyo"),),
-               test=(("x1", "where is the sahara"),)) -> Path:  # fmt: skip
+               test=(("x1", "where is the sahara"),), confirm=CONFIRM) -> Path:  # fmt: skip
     """A world made as a user makes one: seed files written, then `autodata world create`'s code."""
     from autodata.seeds import SeedItem, write_seeds
     from autodata.world import create_world
@@ -120,8 +124,12 @@ def make_world(folder: Path, corpus: Path, train=None, dev=(("d1", "capital of j
     write_seeds(files / "train.jsonl", [SeedItem(id=i, question=q, golden_answers=[a]) for i, q, a in train])
     write_seeds(files / "dev.jsonl", [SeedItem(id=i, question=q, golden_answers=[a]) for i, q, a in dev])
     write_seeds(files / "test.jsonl", [SeedItem(id=i, question=q) for i, q in test], with_answers=False)
+    given = {}
+    if confirm:
+        write_seeds(files / "confirm.jsonl", [SeedItem(id=i, question=q, golden_answers=[a]) for i, q, a in confirm])
+        given["confirm"] = files / "confirm.jsonl"
     create_world(folder, train=files / "train.jsonl", dev=files / "dev.jsonl", test=files / "test.jsonl", corpus=corpus,
-                 show_progress=False)  # fmt: skip
+                 show_progress=False, **given)  # fmt: skip
     return folder
 
 
@@ -134,3 +142,52 @@ def study_world(tmp_path, scripted_roles) -> Path:
 
 
 from evals.recipe_score import acceptance_scorer  # noqa: E402,F401  (a real, cheap scorer: the proxy is slow)
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer(words: list[str]):
+    """A word-level ChatML tokenizer built offline (unknown words share one id)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "<|im_start|>": 1, "<|im_end|>": 2}
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"<\|im_start\|>|<\|im_end\|>|\w+|[^\w\s]"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
+    ])  # fmt: skip
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="<|im_end|>",
+                                  pad_token="[UNK]")  # fmt: skip
+    tok.chat_template = CHATML
+    return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory) -> Path:
+    """A randomly initialised one-layer Llama with a word-level tokenizer over the test corpus and the
+    search agent's prompt, saved as a Hugging Face folder: the proxy's student in fast tests."""
+    import re
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from prompts import load_prompt
+
+    text = " ".join([load_prompt("search_agent"), "think search answer information Doc Title",
+                     *(f"{t} {x}" for t, x in FACTS), *(q + " " + a for q, a in ANSWERABLE)])  # fmt: skip
+    tokenizer = tiny_tokenizer(sorted(set(re.findall(r"\w+|[^\w\s]", text))))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    folder = tmp_path_factory.mktemp("tiny-student")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -15,7 +15,7 @@ from autodata.search import BM25Index, SearchClient
 from autodata.search.server import free_port
 from autodata.settings import load_settings
 from autodata.workspace import Workspace
-from autodata.world import World, create_world
+from autodata.world import CONFIRM_SEED, World, create_world
 from optimizers import tracking
 from optimizers.study import BASELINE_PARAMS, StudySettings, run_study, suggest_recipe
 from tests.conftest import FACTS, acceptance_scorer, write_corpus
@@ -66,8 +66,9 @@ def test_world_create_cleans_splits_and_describes_them(own_world, own_files):
     assert all(len(s["sha256"]) == 64 for s in m["sources"]) and m["corpus"]["documents"] == len(OWN_FACTS)
     dropped = m["seeds"]["dropped"]
     assert dropped["train"]["near_duplicate"] == {"count": 1, "ids": ["own-4"]}
-    assert dropped["train"]["overlaps_dev_or_test"] == {"count": 1, "ids": ["own-5"]}
-    assert m["seeds"]["splits"] == {"train": 3, "dev": 2, "test": 1}
+    assert dropped["train"]["overlaps_dev_or_confirm_or_test"] == {"count": 1, "ids": ["own-5"]}
+    assert m["seeds"]["splits"] == {"train": 3, "dev": 1, "confirm": 1, "test": 1}  # half of dev carved into confirm
+    assert m["confirm"] == {"source": "carved from dev", "seed": CONFIRM_SEED, "size": 1}
     assert [i.id for i in own_world.items("train")] == ["own-1", "own-2", "own-3"]
     assert own_world.items("test")[0].golden_answers is None
     # The world's own index is what commands search.
@@ -80,6 +81,88 @@ def test_world_create_cleans_splits_and_describes_them(own_world, own_files):
     assert not again.created
     with pytest.raises(WorldError, match="--force"):
         create_world(own_world.dir, train=own_files["train"], dev=own_files["dev"], corpus=own_files["corpus"])
+
+
+# --- the confirm split ---------------------------------------------------------------------
+
+MANY_DEV = [{"id": f"d{i}", "question": q, "golden_answers": [a]} for i, (q, a) in enumerate([
+    ("who wrote the tragedy hamlet", "William Shakespeare"), ("what is the capital of france", "Paris"),
+    ("which mountain is the highest on earth", "Mount Everest"), ("who discovered penicillin", "Alexander Fleming"),
+    ("who painted the mona lisa", "Leonardo da Vinci"), ("what is the capital of japan", "Tokyo"),
+    ("which mission first landed people on the moon", "Apollo 11"), ("what is the largest hot desert", "Sahara"),
+    ("in which country is hamlet set", "Denmark"), ("which river flows through paris", "Seine"),
+])]  # fmt: skip
+FAR_TRAIN = [{"id": "far-1", "question": "how many legs does a spider have", "golden_answers": ["eight"]}]
+
+
+def test_confirm_is_carved_from_dev_deterministically(tmp_path, own_files, capsys):
+    dev = write_jsonl(tmp_path / "many_dev.jsonl", MANY_DEV)
+    train = write_jsonl(tmp_path / "far_train.jsonl", FAR_TRAIN)
+
+    def make(name: str, *extra: str) -> World:
+        assert main(["world", "create", str(tmp_path / name), "--train", str(train), "--dev", str(dev),
+                     "--corpus", str(own_files["corpus"]), *extra]) == 0  # fmt: skip
+        return World.open(tmp_path / name)
+
+    world = make("a", "--confirm-size", "3")
+    assert "confirm 3" in capsys.readouterr().out
+    dev_ids, confirm_ids = [i.id for i in world.items("dev")], [i.id for i in world.items("confirm")]
+    assert len(dev_ids) == 7 and len(confirm_ids) == 3 and not set(dev_ids) & set(confirm_ids)
+    assert sorted(dev_ids + confirm_ids) == sorted(r["id"] for r in MANY_DEV)
+    assert world.manifest["confirm"] == {"source": "carved from dev", "size": 3, "seed": CONFIRM_SEED}
+    assert world.manifest["seeds"]["splits"] == {"train": 1, "dev": 7, "confirm": 3}
+    assert "confirm.json" in world.manifest["files"]
+    again = make("b", "--confirm-size", "3")
+    assert [i.id for i in again.items("confirm")] == confirm_ids and again.fingerprint == world.fingerprint
+    default = make("c")  # 200 asked, at most half of dev carved
+    assert default.manifest["seeds"]["splits"]["confirm"] == 5 and default.fingerprint != world.fingerprint
+
+
+def test_a_given_confirm_file_is_cleaned_like_dev(tmp_path, own_files):
+    confirm = write_jsonl(tmp_path / "confirm.jsonl", [
+        {"id": "c-1", "question": "who painted the mona lisa in florence italy", "golden_answers": ["Leonardo"]},
+        {"id": "c-2", "question": "which city is the capital of japan since 1869", "golden_answers": ["Tokyo"]},
+        {"id": "c-3", "question": "which is the largest hot desert on earth", "golden_answers": ["Sahara"]},
+    ])  # fmt: skip
+    train = write_jsonl(tmp_path / "train6.jsonl", TRAIN + [
+        {"id": "own-6", "question": "tell me who painted the mona lisa in florence", "golden_answers": ["Leonardo"]}])
+    manifest = create_world(tmp_path / "w", train=train, dev=own_files["dev"], confirm=confirm,
+                            corpus=own_files["corpus"], show_progress=False).manifest  # fmt: skip
+    dropped = manifest["seeds"]["dropped"]
+    assert dropped["confirm"]["overlaps_dev"] == {"count": 1, "ids": ["c-2"]}  # dev wins over confirm
+    assert dropped["train"]["overlaps_dev_or_confirm"] == {"count": 2, "ids": ["own-5", "own-6"]}  # own-6 ~ c-1
+    assert manifest["seeds"]["splits"] == {"train": 3, "dev": 2, "confirm": 2}
+    assert manifest["confirm"] == {"source": str(confirm.resolve()), "seed": None, "size": 2}
+    assert {s["split"] for s in manifest["sources"]} == {"train", "dev", "confirm"}
+    world = World.open(tmp_path / "w")
+    assert [i.id for i in world.items("dev")] == ["dev-1", "dev-2"]  # nothing carved
+    assert [i.id for i in world.items("confirm")] == ["c-1", "c-3"]
+    with pytest.raises(SeedDataError, match="line 1: missing 'golden_answers'"):  # confirm must carry answers
+        create_world(tmp_path / "x", train=own_files["train"], dev=own_files["dev"], confirm=own_files["test"],
+                     corpus=own_files["corpus"])  # fmt: skip
+
+
+def test_a_world_without_confirm_says_how_to_get_one(own_world, tmp_path, own_files):
+    (own_world.dir / "confirm.json").unlink()  # a world made before confirm splits existed
+    manifest = {k: v for k, v in own_world.manifest.items() if k != "confirm"}
+    (own_world.dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WorldError) as err:
+        World.open(own_world.dir).items("confirm")
+    message = str(err.value)
+    assert "\n" not in message and "autodata world create" in message and "--force" in message
+    assert "autodata world prepare --force" in message
+    one_dev = write_jsonl(tmp_path / "one_dev.jsonl", DEV[:1])
+    small = create_world(tmp_path / "small", train=own_files["train"], dev=one_dev, corpus=own_files["corpus"],
+                         show_progress=False)  # fmt: skip
+    assert "confirm.json" not in small.manifest["files"] and small.manifest["confirm"]["size"] == 0
+    with pytest.raises(WorldError, match="none was carved from dev .* --confirm FILE --force"):
+        World.open(small.world_dir).items("confirm")
+
+
+def test_held_out_includes_confirm(own_world):
+    confirm_ids = {i.id for i in own_world.items("confirm")}
+    assert confirm_ids and confirm_ids <= {i.id for i in own_world.held_out()}
+    assert {i.id for i in own_world.held_out()} == {"dev-1", "dev-2", "test-1"}
 
 
 def test_bad_inputs_name_file_and_line_and_write_nothing(tmp_path, own_files, capsys):
@@ -108,7 +191,7 @@ def test_a_world_on_a_retriever_url_searches_that_server(tmp_path, own_files, re
     monkeypatch.setenv("AUTODATA_WORLD", str(world.world_dir))
     with Workspace(load_settings()) as ws:
         assert isinstance(ws.retriever, SearchClient) and ws.retriever.url == url
-        assert ws.world.held_out()[0].id == "dev-1"  # no test split: dev alone is held out
+        assert sorted(i.id for i in ws.world.held_out()) == ["dev-1", "dev-2"]  # no test split: dev and confirm
 
 
 def test_study_eval_and_synthesis_read_only_the_worlds_files(own_world, tmp_path, capsys):
@@ -198,8 +281,8 @@ def test_commands_take_world_from_flag_env_and_config(own_world, tmp_path, monke
     assert json.loads(capsys.readouterr().out)["world"] == str(own_world.dir)
     assert main(["--config", str(config), "data", "check", str(own_world.dir / "train.json")]) == 0  # vs dev+test
     report = json.loads(capsys.readouterr().out)
-    assert [Path(c["against"]).name for c in report["contamination"]] == ["dev.json", "test.json"]
-    dirty = write_jsonl(tmp_path / "dirty.jsonl", [{**DEV[1], "id": "z"}])
+    assert [Path(c["against"]).name for c in report["contamination"]] == ["dev.json", "test.json", "confirm.json"]
+    dirty = write_jsonl(tmp_path / "dirty.jsonl", [{**DEV[0], "id": "z"}])  # dev-1 stays in dev
     assert main(["--config", str(config), "data", "check", str(dirty)]) == 1
     assert main(["search", "--world", str(tmp_path / "nowhere"), "x"]) == 1
     assert "is not a world (no manifest.json)" in capsys.readouterr().err

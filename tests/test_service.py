@@ -49,9 +49,12 @@ def test_launch_watch_promote_and_synthesize_over_http(service):
     assert shown["best"]["trial"] in (0, 1)
     assert [s["name"] for s in call("GET", f"{service}/studies").json()] == ["svc"]
 
-    promoted = call("POST", f"{service}/studies/svc/promote", json={"trial": 0}, headers=AUTH).json()
+    refused = call("POST", f"{service}/studies/svc/promote", json={"trial": 0}, headers=AUTH)
+    assert refused.status_code == 409 and "already" in refused.json()["error"]  # trial 0 is the default recipe
+    promoted = call("POST", f"{service}/studies/svc/promote", json={"trial": 0, "force": True}, headers=AUTH).json()
     assert promoted["production_version"] == 1 and "version 1" in promoted["message"]
-    assert call("POST", f"{service}/studies/svc/promote", json={"trial": 1}, headers=AUTH).json()["production_version"] == 2
+    forced = call("POST", f"{service}/studies/svc/promote", json={"trial": 1, "force": True}, headers=AUTH).json()
+    assert forced["production_version"] == 2
     assert call("POST", f"{service}/studies/svc/rollback", headers=AUTH).json()["production_version"] == 1
 
     job = call("POST", f"{service}/jobs/synthesize", json={"recipe": "production", "limit": 2}, headers=AUTH)

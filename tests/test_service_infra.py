@@ -110,7 +110,7 @@ def test_postgres_mlflow_server_service_and_two_workers(tmp_path, corpus_file):
                     recipe = client.download_artifacts(child.info.run_id, "recipe/recipe.yaml", str(tmp_path))
                     assert "acceptance:" in open(recipe).read()
 
-                promoted = httpx.post(f"{url}/studies/team/promote", json={}, headers=AUTH).json()
+                promoted = httpx.post(f"{url}/studies/team/promote", json={"force": True}, headers=AUTH).json()
                 assert promoted["production_version"] == 1
                 assert client.get_model_version_by_alias("autodata-recipe", "production").version in (1, "1")
                 job = httpx.post(f"{url}/jobs/synthesize", json={"recipe": "production", "limit": 2}, headers=AUTH)

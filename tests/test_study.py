@@ -11,8 +11,10 @@ from autodata.cli import main
 from autodata.settings import load_settings
 from optimizers import tracking
 from autodata.errors import AutodataError
+from autodata.recipe import Recipe
 from optimizers.study import BASELINE_PARAMS, StudySettings, run_study, settings_for, suggest_recipe
 from autodata.workspace import Workspace
+from prompts import load_prompt
 from tests.conftest import acceptance_scorer
 
 
@@ -30,6 +32,7 @@ def test_study_trials_runs_prompts_and_promotion(study_world, scripted_roles, ca
     study = run_in_world("demo", 2, scorer=acceptance_scorer, study=StudySettings(stages=(1.0,)))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert study.trials[0].params["challenger_prompt"] == "seed" and study.trials[0].params["max_rounds"] == 3  # baseline
+    assert study.trials[0].user_attrs["recipe_hash"] == Recipe().content_hash  # trial 0 is the shipped default
 
     tracking.setup(settings)
     client = MlflowClient()
@@ -53,9 +56,11 @@ def test_study_trials_runs_prompts_and_promotion(study_world, scripted_roles, ca
 
     assert main(["study", "show", "demo"]) == 0
     shown = capsys.readouterr().out
-    assert "best: trial" in shown and shown.count("COMPLETE") == 3
+    assert "highest score: trial" in shown and shown.count("COMPLETE") == 3
 
-    assert main(["promote", "demo", "--trial", "0"]) == 0
+    assert main(["promote", "demo", "--trial", "0"]) == 1  # the default recipe: nothing to gain over it
+    assert "already" in capsys.readouterr().err
+    assert main(["promote", "demo", "--trial", "0", "--force"]) == 0
     assert "as autodata-recipe version 1" in capsys.readouterr().out
     assert tracking.production_recipe_version() == 1
     assert MlflowClient().get_prompt_version_by_alias("autodata.challenger", "production").version in (1, "1")
@@ -64,7 +69,7 @@ def test_study_trials_runs_prompts_and_promotion(study_world, scripted_roles, ca
     assert main(["synthesize", "--recipe", "production", "--out", str(out), "--limit", "2"]) in (0, 1)
     assert json.loads((out / "manifest.json").read_text())["recipe_source"] == "models:/autodata-recipe/1"
 
-    assert main(["promote", "demo", "--trial", "1"]) == 0
+    assert main(["promote", "demo", "--trial", "1", "--force"]) == 0  # the gate itself: tests/test_promotion.py
     assert tracking.production_recipe_version() == 2
     assert main(["promote", "demo", "--rollback"]) == 0
     assert "from version 2 to version 1" in capsys.readouterr().out
@@ -107,7 +112,7 @@ def test_two_objectives_score_and_calls_per_item(study_world, capsys):
     assert study.trials[0].values[1] == study.trials[0].user_attrs["llm_calls_per_accepted_item"] > 0
     assert main(["study", "show", "pareto"]) == 0
     shown = capsys.readouterr().out
-    assert "best: trial" in shown and "pareto" in shown
+    assert "highest score: trial" in shown and "pareto" in shown
     with pytest.raises(Exception, match="made to maximize score, minimize calls"):
         run_in_world("pareto", 1, scorer=acceptance_scorer, study=StudySettings(seeds_per_trial=2))
 
@@ -186,3 +191,30 @@ def test_every_searched_parameter_changes_the_recipe(study_world):
         study.tell(trial, 0.0)
     assert {v for k, v in seen if k == "hint_mode"} == {"answer", "titles", "none"}
     assert {v for k, v in seen if k == "llm_judge"} == {"True", "False"}
+
+
+def test_baseline_params_are_the_default_recipe():
+    r = Recipe()
+    assert BASELINE_PARAMS == {
+        "attempts_per_solver": r.acceptance.attempts_per_solver,
+        "strong_min_accuracy": r.acceptance.strong_min_accuracy, "weak_max_accuracy": r.acceptance.weak_max_accuracy,
+        "min_gap": r.acceptance.min_gap,
+        "max_rounds": r.max_rounds, **r.strategies.weights(), "top_k": r.search.top_k, "max_turns": r.search.max_turns,
+        "hint_mode": r.hint_mode, "weak_mode": r.weak_mode, "llm_judge": r.llm_judge, "challenger_prompt": "seed",
+    }  # fmt: skip
+
+
+def test_trial_0_is_exactly_the_shipped_default_recipe(study_world):
+    """BASELINE_PARAMS, enqueued as a study's trial 0, give Recipe() itself: the hash `autodata synthesize` uses."""
+    tracking.setup(load_settings())
+    assert tracking.ensure_seed_prompts() == {role: 1 for role in tracking.OPTIMIZABLE_PROMPTS}  # a fresh registry
+    for role in tracking.OPTIMIZABLE_PROMPTS:
+        assert tracking.load_prompt_version(role, 1) == load_prompt(role)  # the shipped texts, unchanged by MLflow
+    study = optuna.create_study()
+    study.enqueue_trial(BASELINE_PARAMS)
+    trial = study.ask()
+    latest = {role: tracking.latest_prompt_version(role) or 1 for role in tracking.OPTIMIZABLE_PROMPTS}  # as run_study
+    recipe, versions = suggest_recipe(trial, latest)
+    assert trial.params == BASELINE_PARAMS  # every searched parameter has a baseline value, and nothing else
+    assert versions == {"challenger": 1, "tagger": 1, "verifier": 1}
+    assert recipe == Recipe() and recipe.content_hash == Recipe().content_hash

@@ -91,7 +91,7 @@ def make_wheels(tmp_path):
 def test_world_from_wheels(tmp_path):
     out = tmp_path / "world"
     out.mkdir()
-    plan = WorldPlan(dev_size=8, test_size=8, split_seed=3)
+    plan = WorldPlan(dev_size=8, test_size=8, confirm_size=6, split_seed=3)
     manifest = build_world_from_wheels(out, make_wheels(tmp_path), plan, plan.fingerprint(), show_progress=False)
 
     corpus = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
@@ -100,7 +100,7 @@ def test_world_from_wheels(tmp_path):
 
     assert manifest["seeds"]["raw"]["nq-dev"] == {"questions": 26, "answer_in_corpus": 21}
     assert "2 dropped" in manifest["seeds"]["filters"][2]  # one exact repeat per source
-    train, dev = load_seeds(out / "train.json"), load_seeds(out / "dev.json")
+    train, dev, confirm = (load_seeds(out / f"{split}.json") for split in ("train", "dev", "confirm"))
     test = load_seeds(out / "test.json", require_answers=False)
     answers = load_seeds(out / "private" / "test_answers.json")
     assert (len(dev), len(test)) == (8, 8) and all(i.golden_answers is None for i in test)
@@ -108,21 +108,26 @@ def test_world_from_wheels(tmp_path):
     assert all("answer_bm25_rank" not in i.metadata for i in test)  # derived from the answers: private
     assert all(i.metadata["answer_bm25_rank"] == 1 for i in dev)  # each answer sits in exactly one passage
 
-    questions = [i.question for split in (train, dev, test) for i in split]
+    questions = [i.question for split in (train, dev, test, confirm) for i in split]
     assert len(questions) == len(set(questions))  # no question in two splits
-    assert not find_contamination(train, dev + test) and not find_contamination(test, dev)
-    assert not any("nowhere" in str(i.golden_answers) for i in train + dev + answers)
-    assert manifest["seeds"]["splits"] == {"train": len(train), "dev": 8, "test": 8}
+    assert not find_contamination(train, dev + confirm + test) and not find_contamination(test, dev + confirm)
+    assert not find_contamination(confirm, dev)
+    assert not any("nowhere" in str(i.golden_answers) for i in train + dev + answers + confirm)
+    assert manifest["seeds"]["splits"] == {"train": len(train), "dev": 8, "confirm": len(confirm), "test": 8}
+    assert manifest["confirm"] == {"source": "carved from the shuffled questions", "size": len(confirm), "seed": 3}
+    assert len(confirm) == 6 - manifest["seeds"]["contamination_removed"]["confirm_overlapping_dev"]
+    assert "confirm.json" in manifest["files"]
     assert BM25Index.load(out / "index").search(["keyword of Tokyo"], topk=1)[0][0].title == '"Tokyo"'
 
 
 def test_world_split_is_reproducible(tmp_path):
     wheels = make_wheels(tmp_path)
-    plan = WorldPlan(dev_size=8, test_size=8, split_seed=3)
+    plan = WorldPlan(dev_size=8, test_size=8, confirm_size=6, split_seed=3)
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         build_world_from_wheels(tmp_path / name, wheels, plan, plan.fingerprint(), show_progress=False)
-    assert (tmp_path / "a" / "dev.json").read_text() == (tmp_path / "b" / "dev.json").read_text()
+    for split in ("dev", "confirm"):
+        assert (tmp_path / "a" / f"{split}.json").read_text() == (tmp_path / "b" / f"{split}.json").read_text()
 
 
 def test_too_few_questions_is_a_clear_error(tmp_path):

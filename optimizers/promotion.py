@@ -1,0 +1,98 @@
+"""The promotion gate: a study's choice goes to production only when its gain holds on questions no
+choice has seen.
+
+A study picks its best trial on the dev split, so dev cannot confirm it. `confirm_gate` scores
+the candidate's data and production's (the default recipe's when nothing is in production) with
+the same proxy on the world's `confirm` split, which no study, GEPA run or rewrite validation
+reads, and passes only when the paired 95% interval of the gain lies above 0. Production's data
+is the synthesis of its recipe on the study's seed budget, in the study's runs folder (trial 0's
+folder when production is the default recipe), so it is made once and resumed like a trial's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from autodata.errors import AutodataError
+from autodata.recipe import Recipe, load_recipe
+from autodata.workspace import Workspace
+from evals.intervals import Estimate, mean_interval, paired_difference
+from evals.recipe_score import Scorer, proxy_scorer, score_recipe
+
+CONFIRM = "confirm"
+
+
+class PromotionRefused(AutodataError):
+    """The candidate's gain on the confirm split is not above 0 at 95%."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    metric: str
+    candidate: Estimate
+    production: Estimate
+    gain: Estimate  # candidate - production, paired over the confirm questions
+    production_source: str  # "default recipe" or "models:/autodata-recipe/N"
+
+    @property
+    def passed(self) -> bool:
+        return self.gain.above_zero
+
+    def describe(self) -> str:
+        return (f"on the {CONFIRM} split ({self.gain.n} questions, {self.metric}, {self.gain.repeats} repeat(s)): "
+                f"candidate {self.candidate}, production ({self.production_source}) {self.production}, "
+                f"gain {self.gain.mean:+.3f} [{self.gain.low:+.3f}, {self.gain.high:+.3f}] (95% paired bootstrap)")
+
+    def tags(self, *, forced: bool) -> dict[str, str]:
+        """What the registered version records, so MLflow shows why it is in production."""
+        return {
+            "autodata.gate.split": CONFIRM, "autodata.gate.metric": self.metric, "autodata.gate.n": str(self.gain.n),
+            "autodata.gate.repeats": str(self.gain.repeats),
+            "autodata.gate.candidate_score": f"{self.candidate.mean:.6f}",
+            "autodata.gate.production_score": f"{self.production.mean:.6f}",
+            "autodata.gate.production": self.production_source,
+            "autodata.gate.gain": f"{self.gain.mean:.6f}", "autodata.gate.gain_low": f"{self.gain.low:.6f}",
+            "autodata.gate.gain_high": f"{self.gain.high:.6f}", "autodata.gate.passed": str(self.passed).lower(),
+            "autodata.gate.forced": str(forced).lower(),
+        }  # fmt: skip
+
+
+def compare(metric: str, candidate: dict, production: dict, production_source: str) -> GateResult:
+    """The gate's verdict from two scorer results holding `question_ids` and `per_question` numbers."""
+    if candidate["question_ids"] != production["question_ids"]:
+        raise AutodataError("The candidate and production were scored on different confirm questions; "
+                            "score both again.")  # fmt: skip
+    return GateResult(metric, mean_interval(candidate["per_question"]), mean_interval(production["per_question"]),
+                      paired_difference(candidate["per_question"], production["per_question"]), production_source)  # fmt: skip
+
+
+def confirm_scorer(workspace: Workspace, study: dict) -> Scorer:
+    """The study's own proxy (steps, repeats, metric, number of questions), on the confirm split instead of dev."""
+    if not workspace.world.has_split(CONFIRM):
+        workspace.world.items(CONFIRM)  # raises the world's one-line explanation
+    return proxy_scorer(workspace, steps=study["proxy_steps"], dev_limit=study["dev_limit"],
+                        score_metric=study["score_metric"], repeats=study["repeats"], split=CONFIRM)  # fmt: skip
+
+
+def confirm_gate(workspace: Workspace, runs_dir: Path, candidate: Recipe, production: Recipe, production_source: str,
+                 *, seeds: int, metric: str, scorer: Scorer) -> GateResult:  # fmt: skip
+    """Score both recipes' data (synthesized into `runs_dir/<hash>` when not there yet) on confirm."""
+    results = []
+    for recipe in (candidate, production):
+        scored = score_recipe(recipe, workspace, runs_dir / recipe.content_hash, seeds=seeds, scorer=scorer,
+                              out_name=f"proxy-{CONFIRM}")  # fmt: skip
+        if not scored.result.get("per_question"):
+            raise PromotionRefused(f"Recipe {recipe.content_hash} accepted no item on the study's {seeds} seeds: there "
+                                   "is no data to confirm; promote with --force to override.")  # fmt: skip
+        results.append(scored.result)
+    return compare(metric, results[0], results[1], production_source)
+
+
+def trial_recipe(runs_dir: Path, recipe_hash: str) -> Recipe:
+    """A study trial's recipe, as its run logged it."""
+    path = runs_dir / recipe_hash / "mlflow" / "recipe.yaml"
+    if not path.is_file():
+        raise AutodataError(f"{path} is missing: the trial's synthesis folder is not on this machine.")
+    return load_recipe(path)
+
