@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from tests.test_synthesis_embedded import autodata, finish
 
 pytestmark = pytest.mark.slow
-ARGS = ("prompts", "optimize", "challenger", "--budget", "6", "--train", "2", "--val", "2")
+ARGS = ("prompts", "optimize", "challenger", "--budget", "6", "--train", "2", "--val", "2", "--holdout", "2")
 
 
 def test_gepa_runs_on_the_embedded_model_and_resumes(tmp_path, monkeypatch):
