@@ -392,6 +392,10 @@ def _only_layers_from(causal_lm, first: int):
 
 
 def first_tuned_layer(model, settings: ProxySettings) -> int:
+    """The first layer LoRA adapts. Generation metrics need the answer format learned, which the top
+    layers alone did not learn in 40 steps here (format validity stayed 0): then all layers are tuned."""
+    if settings.generates:
+        return 0
     return max(0, model.config.num_hidden_layers - settings.lora_layers)
 
 
@@ -590,7 +594,8 @@ def run_proxy_in(workspace, data_dir: Path, out: Path, *, student: Path | None =
     key = hashlib.sha256(json.dumps({
         "world": workspace.world.fingerprint, "retriever": workspace.settings.retriever.model_dump(mode="json"),
         "student": [str(student_path), stat.st_size, stat.st_mtime_ns], "questions": [i.id for i in items[: settings.dev_limit]],
-        "eval": [settings.max_turns, settings.max_tokens_per_turn, settings.top_k, settings.lora_layers],
+        "eval": [settings.max_turns, settings.max_tokens_per_turn, settings.top_k, settings.lora_layers,
+                 settings.generates],
         "probe": PROBE_VERSION,
     }, sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
     return run_proxy(Path(data_dir), Path(out), dev_items=items, retriever=workspace.retriever,
