@@ -448,4 +448,4 @@ def _promotion_gate(name: str, chosen: dict, *, force: bool, settings: Settings,
     if not gate.passed:
         raise PromotionRefused(f"Not promoted: trial {chosen['trial']}'s gain is not above 0 at 95% {gate.describe()}. "
                                "Run more trials or --repeats, or pass --force to promote anyway (recorded).")  # fmt: skip
-    return gate.tags(forced=False), f"Confirmed {gate.describe()}."
+    return gate.tags(), f"Confirmed {gate.describe()}."

@@ -76,5 +76,6 @@ def acceptance_scorer(run_dir: Path, out: Path) -> dict:
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8"))
     per_seed = {row["seed_id"]: float(row["accepted"]) for row in read_jsonl(Path(run_dir) / "progress.jsonl")}
     ids = sorted(per_seed)
+    per_question = [[per_seed[i] for i in ids]]
     return {"score": manifest["accepted_per_seed"], "accepted": manifest["items"]["accepted"], "question_ids": ids,
-            "per_question": [[per_seed[i] for i in ids]], "score_interval": mean_interval([[per_seed[i] for i in ids]]).as_dict()}  # fmt: skip
+            "per_question": per_question, "score_interval": mean_interval(per_question).as_dict()}  # fmt: skip

@@ -44,8 +44,9 @@ class GateResult:
                 f"candidate {self.candidate}, production ({self.production_source}) {self.production}, "
                 f"gain {self.gain.mean:+.3f} [{self.gain.low:+.3f}, {self.gain.high:+.3f}] (95% paired bootstrap)")
 
-    def tags(self, *, forced: bool) -> dict[str, str]:
-        """What the registered version records, so MLflow shows why it is in production."""
+    def tags(self) -> dict[str, str]:
+        """What the registered version records, so MLflow shows why it is in production (a forced
+        promotion measures nothing and records only that it was forced)."""
         return {
             "autodata.gate.split": CONFIRM, "autodata.gate.metric": self.metric, "autodata.gate.n": str(self.gain.n),
             "autodata.gate.repeats": str(self.gain.repeats),
@@ -54,7 +55,7 @@ class GateResult:
             "autodata.gate.production": self.production_source,
             "autodata.gate.gain": f"{self.gain.mean:.6f}", "autodata.gate.gain_low": f"{self.gain.low:.6f}",
             "autodata.gate.gain_high": f"{self.gain.high:.6f}", "autodata.gate.passed": str(self.passed).lower(),
-            "autodata.gate.forced": str(forced).lower(),
+            "autodata.gate.forced": "false",
         }  # fmt: skip
 
 

@@ -28,7 +28,7 @@ def test_the_gate_passes_a_clear_gain_only(shift, passes):
     result = compare("likelihood", scored(candidate), scored(production), "default recipe")
     assert result.passed is passes
     assert result.gain.n == 80 and (result.gain.low > 0) is passes
-    tags = result.tags(forced=not passes)
+    tags = result.tags()
     assert tags["autodata.gate.split"] == "confirm" and tags["autodata.gate.passed"] == str(passes).lower()
     assert float(tags["autodata.gate.gain_low"]) == result.gain.low and tags["autodata.gate.n"] == "80"
 
