@@ -427,19 +427,19 @@ def _promotion_gate(name: str, chosen: dict, *, force: bool, settings: Settings,
     from optimizers.promotion import PromotionRefused, confirm_gate, confirm_scorer, trial_recipe
     from optimizers.study import runs_dir as study_runs, settings_for
 
+    if force:  # the user overrides the gate: nothing is measured, and the version says so
+        return {"autodata.gate.forced": "true", "autodata.gate.passed": "not measured (--force)"}, "Forced."
     study = settings_for(name, storage, {})
     runs_dir = study_runs(settings, name)
     with Workspace(settings, show_progress=False) as workspace:
         if study.world and workspace.world.fingerprint != study.world:
             raise AutodataError(f"Study {name!r} ran in another world; pass the --world it was created with.")
-        candidate = trial_recipe(runs_dir, chosen["recipe_hash"])
+        candidate = trial_recipe(chosen["mlflow_run_id"])
         if tracking.production_recipe_version() is None:
             production, source = Recipe(), "default recipe"
         else:
             production, version = tracking.load_registered_recipe(f"models:/{tracking.RECIPE_MODEL}@production")
             source = f"models:/{tracking.RECIPE_MODEL}/{version}"
-        if force:  # the user overrides the gate: nothing is measured, and the version says so
-            return {"autodata.gate.forced": "true", "autodata.gate.passed": "not measured (--force)"}, "Forced."
         if production.content_hash == candidate.content_hash:
             raise PromotionRefused(f"Trial {chosen['trial']}'s recipe is production's ({source}) already; nothing "
                                    "to gain. Pass --force to register it again.")  # fmt: skip

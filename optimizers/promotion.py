@@ -90,10 +90,13 @@ def confirm_gate(workspace: Workspace, runs_dir: Path, candidate: Recipe, produc
     return compare(metric, results[0], results[1], production_source)
 
 
-def trial_recipe(runs_dir: Path, recipe_hash: str) -> Recipe:
-    """A study trial's recipe, as its run logged it."""
-    path = runs_dir / recipe_hash / "mlflow" / "recipe.yaml"
-    if not path.is_file():
-        raise AutodataError(f"{path} is missing: the trial's synthesis folder is not on this machine.")
-    return load_recipe(path)
+def trial_recipe(run_id: str) -> Recipe:
+    """A study trial's recipe, as its MLflow run logged it (a tracking server serves it to any machine)."""
+    import mlflow
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="recipe/recipe.yaml")
+    except Exception as err:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        raise AutodataError(f"Run {run_id} has no recipe/recipe.yaml artifact: {err}") from None
+    return load_recipe(Path(path))
 
