@@ -66,7 +66,7 @@ def sha256_file(path: Path) -> str:
 def ensure_sqlite_folder(url: str) -> str:
     """Create the folder of a `sqlite:///PATH` database (SQLite creates the file, not its folder)."""
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return url
 
 

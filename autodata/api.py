@@ -11,14 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from autodata.answers import sub_exact_match
 from autodata.errors import AutodataError, CorpusError
 from autodata.llm import Budget, LLMSession
 from autodata.recipe import Recipe, load_recipe
-from autodata.synthesis import SeedExecutor, SynthesisReport
-from autodata.answers import sub_exact_match
 from autodata.search import BM25Index, Hit, Retriever
 from autodata.seeds import find_contamination, find_near_duplicates, load_seeds
 from autodata.settings import ROLE_NAMES, RoleName, Settings, load_settings
+from autodata.synthesis import SeedExecutor, SynthesisReport
 from autodata.workspace import Workspace
 from autodata.world import WorldPlan, WorldResult
 from autodata.world import create_world as _create_world
@@ -28,8 +28,9 @@ from evals.scoring import score_predictions_file
 logger = logging.getLogger(__name__)
 
 
-def prepare_world(settings: Settings | None = None, *, force: bool = False, show_progress: bool = True,
-                  plan: WorldPlan = WorldPlan()) -> WorldResult:  # fmt: skip
+def prepare_world(
+    settings: Settings | None = None, *, force: bool = False, show_progress: bool = True, plan: WorldPlan = WorldPlan()
+) -> WorldResult:
     """Fetch and build the demo world (corpus, seed splits, BM25 index) under the home folder.
 
     Example:
@@ -38,21 +39,44 @@ def prepare_world(settings: Settings | None = None, *, force: bool = False, show
         {'train': 1742, 'dev': 500, 'test': 500}
     """
     settings = settings or load_settings()
-    return _prepare_world(settings.demo_world_dir, settings.cache_dir / "packages", plan, force=force,
-                          show_progress=show_progress)  # fmt: skip
+    return _prepare_world(
+        settings.demo_world_dir, settings.cache_dir / "packages", plan, force=force, show_progress=show_progress
+    )
 
 
-def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None, confirm: Path | None = None,
-                 confirm_size: int = 200, corpus: Path | None = None, retriever_url: str | None = None,
-                 name: str | None = None, force: bool = False, show_progress: bool = True) -> WorldResult:  # fmt: skip
+def create_world(
+    out: Path,
+    *,
+    train: Path,
+    dev: Path,
+    test: Path | None = None,
+    confirm: Path | None = None,
+    confirm_size: int = 200,
+    corpus: Path | None = None,
+    retriever_url: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+) -> WorldResult:
     """A world folder from your own seed files and a corpus or retriever URL (see `autodata.world.create_world`).
 
     Example:
         >>> create_world(Path("worlds/mine"), train=Path("train.jsonl"), dev=Path("dev.jsonl"),
         ...              corpus=Path("corpus.jsonl"))  # doctest: +SKIP
     """
-    return _create_world(out, train=train, dev=dev, test=test, confirm=confirm, confirm_size=confirm_size, corpus=corpus,
-                         retriever_url=retriever_url, name=name, force=force, show_progress=show_progress)  # fmt: skip
+    return _create_world(
+        out,
+        train=train,
+        dev=dev,
+        test=test,
+        confirm=confirm,
+        confirm_size=confirm_size,
+        corpus=corpus,
+        retriever_url=retriever_url,
+        name=name,
+        force=force,
+        show_progress=show_progress,
+    )
 
 
 def build_index(corpus: Path, out: Path, *, force: bool = False, show_progress: bool = True) -> tuple[BM25Index, bool]:
@@ -90,9 +114,14 @@ def search(queries: Sequence[str], *, topk: int = 3, settings: Settings | None =
 def world_files(settings: Settings | None = None) -> dict:
     """The configured world's folder, retriever, corpus and held-out split files (for CLI defaults)."""
     world = Workspace(settings or load_settings()).world
-    return {"dir": world.dir, "name": world.name, "index_dir": world.index_dir, "corpus": world.corpus_path,
-            "retriever_url": world.retriever_url,
-            "held_out": [world.split_path(s) for s in ("dev", "test", "confirm") if world.has_split(s)]}  # fmt: skip
+    return {
+        "dir": world.dir,
+        "name": world.name,
+        "index_dir": world.index_dir,
+        "corpus": world.corpus_path,
+        "retriever_url": world.retriever_url,
+        "held_out": [world.split_path(s) for s in ("dev", "test", "confirm") if world.has_split(s)],
+    }
 
 
 def serve_retriever(index_dir: Path, *, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -105,8 +134,14 @@ def serve_retriever(index_dir: Path, *, host: str = "127.0.0.1", port: int = 800
     uvicorn.run(create_app(index, documents=len(index)), host=host, port=port, log_level="warning")
 
 
-def check_data(path: Path, against: Sequence[Path] = (), *, near_duplicate_threshold: float = 0.8,
-               ngram: int = 5, min_overlap: float = 0.5) -> dict:  # fmt: skip
+def check_data(
+    path: Path,
+    against: Sequence[Path] = (),
+    *,
+    near_duplicate_threshold: float = 0.8,
+    ngram: int = 5,
+    min_overlap: float = 0.5,
+) -> dict:
     """Near duplicates inside a seed file and its contamination against held-out files.
 
     Returns a report dict; `clean` is False when anything was found.
@@ -116,15 +151,23 @@ def check_data(path: Path, against: Sequence[Path] = (), *, near_duplicate_thres
     report: dict = {
         "file": str(path),
         "records": len(items),
-        "near_duplicates": {"threshold": near_duplicate_threshold, "pairs": len(duplicates),
-                            "examples": [list(p) for p in duplicates[:10]]},  # fmt: skip
+        "near_duplicates": {
+            "threshold": near_duplicate_threshold,
+            "pairs": len(duplicates),
+            "examples": [list(p) for p in duplicates[:10]],
+        },
         "contamination": [],
     }
     for other in against:
         found = find_contamination(items, load_seeds(other, require_answers=False), n=ngram, min_overlap=min_overlap)
         report["contamination"].append(
-            {"against": str(other), "ngram": ngram, "min_overlap": min_overlap, "contaminated": len(found),
-             "examples": found[:10]}  # fmt: skip
+            {
+                "against": str(other),
+                "ngram": ngram,
+                "min_overlap": min_overlap,
+                "contaminated": len(found),
+                "examples": found[:10],
+            }
         )
     report["clean"] = not duplicates and not any(c["contaminated"] for c in report["contamination"])
     return report
@@ -207,10 +250,19 @@ def resolve_recipe(spec: str | Path | None, settings: Settings | None = None) ->
     return load_recipe(Path(spec)), str(Path(spec).resolve())
 
 
-def synthesize(out: Path, *, recipe: Recipe | None = None, seeds: Path | None = None, limit: int | None = None,
-               concurrency: int | None = None, budget: Budget = Budget(), settings: Settings | None = None,
-               show_progress: bool = True, recipe_source: str = "default",
-               executor: Callable[..., SeedExecutor] | None = None) -> tuple[SynthesisReport, dict]:  # fmt: skip
+def synthesize(
+    out: Path,
+    *,
+    recipe: Recipe | None = None,
+    seeds: Path | None = None,
+    limit: int | None = None,
+    concurrency: int | None = None,
+    budget: Budget = Budget(),
+    settings: Settings | None = None,
+    show_progress: bool = True,
+    recipe_source: str = "default",
+    executor: Callable[..., SeedExecutor] | None = None,
+) -> tuple[SynthesisReport, dict]:
     """Turn seeds into verified search-augmented trajectories in `out` (resumable).
 
     Without `seeds`, uses the world's train split. Contamination is always gated against
@@ -224,15 +276,29 @@ def synthesize(out: Path, *, recipe: Recipe | None = None, seeds: Path | None = 
         3
     """
     with Workspace(settings or load_settings(), budget=budget, show_progress=show_progress) as workspace:
-        report = workspace.synthesize(Path(out), recipe=recipe or Recipe(), seeds=seeds, limit=limit,
-                                      concurrency=concurrency, recipe_source=recipe_source,
-                                      executor=executor)  # fmt: skip
+        report = workspace.synthesize(
+            Path(out),
+            recipe=recipe or Recipe(),
+            seeds=seeds,
+            limit=limit,
+            concurrency=concurrency,
+            recipe_source=recipe_source,
+            executor=executor,
+        )
         return report, workspace.llms.usage.summary()
 
 
-def evaluate_split(out: Path, *, split: str = "dev", limit: int | None = None, role: RoleName = "student",
-                   baselines: bool = False, concurrency: int = 1, settings: Settings | None = None,
-                   show_progress: bool = True) -> dict[str, dict | None]:  # fmt: skip
+def evaluate_split(
+    out: Path,
+    *,
+    split: str = "dev",
+    limit: int | None = None,
+    role: RoleName = "student",
+    baselines: bool = False,
+    concurrency: int = 1,
+    settings: Settings | None = None,
+    show_progress: bool = True,
+) -> dict[str, dict | None]:
     """Run `role` over a split of the world in the search-agent loop (and baselines); metrics per mode.
 
     Writes OUT/predictions.json, OUT/trajectories.jsonl and (dev) OUT/metrics.json; with
@@ -244,8 +310,12 @@ def evaluate_split(out: Path, *, split: str = "dev", limit: int | None = None, r
     items = workspace.world.items(split)
     items = items[:limit] if limit is not None else items
     search = Recipe().search
-    loop = LoopSettings(top_k=search.top_k, max_turns=search.max_turns, max_observation_tokens=search.max_observation_tokens,
-                        observation_tokenizer=search.observation_tokenizer)  # fmt: skip
+    loop = LoopSettings(
+        top_k=search.top_k,
+        max_turns=search.max_turns,
+        max_observation_tokens=search.max_observation_tokens,
+        observation_tokenizer=search.observation_tokenizer,
+    )
     modes = {"search_agent": Path(out)}
     if baselines:
         modes |= {"direct": Path(out) / "baselines" / "direct", "naive_rag": Path(out) / "baselines" / "naive_rag"}
@@ -253,13 +323,25 @@ def evaluate_split(out: Path, *, split: str = "dev", limit: int | None = None, r
     with workspace:
         client, search_with = workspace.llms.client(role), workspace.retriever
         for mode, folder in modes.items():
-            results[mode] = evaluate(items, folder, client=client, retriever=search_with, loop=loop, mode=mode,
-                                     concurrency=concurrency, show_progress=show_progress)  # fmt: skip
+            results[mode] = evaluate(
+                items,
+                folder,
+                client=client,
+                retriever=search_with,
+                loop=loop,
+                mode=mode,
+                concurrency=concurrency,
+                show_progress=show_progress,
+            )
     return results
 
 
-def export_llamafactory(data_dir: Path, *, model: str = "Qwen/Qwen2.5-7B-Instruct",
-                        output_dir: str = "saves/qwen2_5-7b-instruct/full/search_sft") -> Path:  # fmt: skip
+def export_llamafactory(
+    data_dir: Path,
+    *,
+    model: str = "Qwen/Qwen2.5-7B-Instruct",
+    output_dir: str = "saves/qwen2_5-7b-instruct/full/search_sft",
+) -> Path:
     """Write the LLaMA-Factory training YAML next to a synthesis run's ShareGPT data.
 
     Checks that `data_dir` holds a non-empty `sft_dataset.json` that LLaMA-Factory would
@@ -286,28 +368,56 @@ def export_llamafactory(data_dir: Path, *, model: str = "Qwen/Qwen2.5-7B-Instruc
             raise SeedDataError(f"{sft}, record {index}: LLaMA-Factory would skip it: {'; '.join(problems)}")
     atomic_write_json(data_dir / "dataset_info.json", dataset_info(sft.name))
     config_path = data_dir / "qwen2_5_7b_instruct_full_sft.yaml"
-    atomic_write_text(config_path, yaml.safe_dump(llamafactory_config(data_dir, model=model, output_dir=output_dir),
-                                                  sort_keys=False))  # fmt: skip
+    atomic_write_text(
+        config_path, yaml.safe_dump(llamafactory_config(data_dir, model=model, output_dir=output_dir), sort_keys=False)
+    )
     return config_path
 
 
-def run_proxy(data: Path, out: Path, *, student: Path | None = None, steps: int | None = None,
-              dev_limit: int | None = None, score_metric: str | None = None, repeats: int | None = None,
-              generate: bool | None = None, settings: Settings | None = None) -> dict:  # fmt: skip
+def run_proxy(
+    data: Path,
+    out: Path,
+    *,
+    student: Path | None = None,
+    steps: int | None = None,
+    dev_limit: int | None = None,
+    score_metric: str | None = None,
+    repeats: int | None = None,
+    generate: bool | None = None,
+    settings: Settings | None = None,
+) -> dict:
     """The quick SFT proxy on a synthesis folder: LoRA-tune the student, score base and tuned on the world's dev."""
     from dataclasses import replace
 
     from evals.proxy import ProxySettings, run_proxy_in
 
-    changes = {"steps": steps, "dev_limit": dev_limit, "score_metric": score_metric, "repeats": repeats,
-               "generate": generate}  # fmt: skip
+    changes = {
+        "steps": steps,
+        "dev_limit": dev_limit,
+        "score_metric": score_metric,
+        "repeats": repeats,
+        "generate": generate,
+    }
     with Workspace(settings or load_settings()) as workspace:
-        return run_proxy_in(workspace, Path(data), Path(out), student=student,
-                            settings=replace(ProxySettings(), **{k: v for k, v in changes.items() if v is not None}))  # fmt: skip
+        return run_proxy_in(
+            workspace,
+            Path(data),
+            Path(out),
+            student=student,
+            settings=replace(ProxySettings(), **{k: v for k, v in changes.items() if v is not None}),
+        )
 
 
-def run_study(name: str, trials: int, *, settings: Settings | None = None, storage: str | None = None,
-              prompt_budget: int = 0, progress: bool = False, **options):  # fmt: skip
+def run_study(
+    name: str,
+    trials: int,
+    *,
+    settings: Settings | None = None,
+    storage: str | None = None,
+    prompt_budget: int = 0,
+    progress: bool = False,
+    **options,
+):
     """Run or resume a recipe-optimization study (see `optimizers.study`); returns the Optuna study.
 
     `options` are `StudySettings` fields; those left out keep the values the study was
@@ -330,21 +440,45 @@ def run_study(name: str, trials: int, *, settings: Settings | None = None, stora
         return _run_study(name, trials, workspace=workspace, study=study, storage=storage, progress=progress)
 
 
-def optimize_prompt(role: str, *, seeds: Path | None = None, data: Path | None = None, budget: int | None = None,
-                    train_size: int | None = None, val_size: int | None = None, holdout: int | None = None,
-                    settings: Settings | None = None) -> dict:  # fmt: skip
+def optimize_prompt(
+    role: str,
+    *,
+    seeds: Path | None = None,
+    data: Path | None = None,
+    budget: int | None = None,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    holdout: int | None = None,
+    settings: Settings | None = None,
+) -> dict:
     """GEPA on `role`'s instructions; registers its best as a new prompt version when it beats the
     start on `holdout` cases GEPA never saw (see `optimizers.prompts`). The challenger learns
     from the inner loop on `seeds` (default: the world's train split); the verifier's judge
     from the accepted items of the finished synthesis folder `data`."""
     with Workspace(settings or load_settings(), prepare_demo=seeds is None and role == "challenger") as workspace:
-        return _optimize_prompt_in(workspace, role, seeds=seeds, data=data, budget=budget, train_size=train_size,
-                                   val_size=val_size, holdout=holdout)  # fmt: skip
+        return _optimize_prompt_in(
+            workspace,
+            role,
+            seeds=seeds,
+            data=data,
+            budget=budget,
+            train_size=train_size,
+            val_size=val_size,
+            holdout=holdout,
+        )
 
 
-def _optimize_prompt_in(workspace: Workspace, role: str, *, seeds: Path | None = None, data: Path | None = None,
-                        budget: int | None = None, train_size: int | None = None, val_size: int | None = None,
-                        holdout: int | None = None) -> dict:  # fmt: skip
+def _optimize_prompt_in(
+    workspace: Workspace,
+    role: str,
+    *,
+    seeds: Path | None = None,
+    data: Path | None = None,
+    budget: int | None = None,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    holdout: int | None = None,
+) -> dict:
     import json
     from dataclasses import replace
 
@@ -358,8 +492,10 @@ def _optimize_prompt_in(workspace: Workspace, role: str, *, seeds: Path | None =
     common = {"settings": workspace.settings, "llms": workspace.llms, "options": options}
     if role == "verifier":
         if data is None or not (Path(data) / "trajectories.jsonl").is_file():
-            raise AutodataError(f"The verifier learns from a synthesis run's accepted items: pass --data with a "
-                                f"synthesis folder (holding trajectories.jsonl){f', not {data}' if data else ''}.")  # fmt: skip
+            raise AutodataError(
+                f"The verifier learns from a synthesis run's accepted items: pass --data with a "
+                f"synthesis folder (holding trajectories.jsonl){f', not {data}' if data else ''}."
+            )
         lines = (Path(data) / "trajectories.jsonl").read_text(encoding="utf-8").splitlines()
         return _optimize_prompt(role, items=[json.loads(line) for line in lines], **common)
     seeds = Path(seeds) if seeds else workspace.world.split_path("train")
@@ -374,9 +510,17 @@ def show_study(name: str, *, settings: Settings | None = None, storage: str | No
     return study_table(name, storage or settings.effective_optuna_storage)
 
 
-def promote(name: str, *, trial: int | None = None, rollback: bool = False, force: bool = False,
-            dry_run: bool = False, settings: Settings | None = None, storage: str | None = None,
-            scorer=None) -> str:  # fmt: skip
+def promote(
+    name: str,
+    *,
+    trial: int | None = None,
+    rollback: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+    settings: Settings | None = None,
+    storage: str | None = None,
+    scorer=None,
+) -> str:
     """Move `production` to a study trial's recipe and prompts (best by default), or back.
 
     The trial is promoted only when its data beats production's on the world's confirm split
@@ -405,8 +549,10 @@ def promote(name: str, *, trial: int | None = None, rollback: bool = False, forc
     params = mlflow.get_run(chosen["mlflow_run_id"]).data.params
     versions = {role: int(params[f"prompt.{role}"].rsplit("/", 1)[-1]) for role in tracking.OPTIMIZABLE_PROMPTS}
     version, previous = tracking.promote(chosen["mlflow_run_id"], versions, tags=tags)
-    return (f"Promoted trial {chosen['trial']} (recipe {chosen['recipe_hash']}) as autodata-recipe version {version}"
-            f"{f', replacing version {previous}' if previous else ''}; prompts at production: {versions}. {evidence}")
+    return (
+        f"Promoted trial {chosen['trial']} (recipe {chosen['recipe_hash']}) as autodata-recipe version {version}"
+        f"{f', replacing version {previous}' if previous else ''}; prompts at production: {versions}. {evidence}"
+    )
 
 
 def study_data(name: str, *, trial: int = 0, settings: Settings | None = None) -> Path:
@@ -418,14 +564,16 @@ def study_data(name: str, *, trial: int = 0, settings: Settings | None = None) -
     return runs_dir(settings, name) / recipe_hash / "sft_dataset.json"
 
 
-def _promotion_gate(name: str, chosen: dict, *, force: bool, settings: Settings, storage: str,
-                    scorer) -> tuple[dict[str, str], str]:  # fmt: skip
+def _promotion_gate(
+    name: str, chosen: dict, *, force: bool, settings: Settings, storage: str, scorer
+) -> tuple[dict[str, str], str]:
     """The confirm-split gate for promoting `chosen`: (tags for the registered version, a sentence)."""
     from dataclasses import asdict
 
     from optimizers import tracking
     from optimizers.promotion import PromotionRefused, confirm_gate, confirm_scorer, trial_recipe
-    from optimizers.study import runs_dir as study_runs, settings_for
+    from optimizers.study import runs_dir as study_runs
+    from optimizers.study import settings_for
 
     if force:  # the user overrides the gate: nothing is measured, and the version says so
         return {"autodata.gate.forced": "true", "autodata.gate.passed": "not measured (--force)"}, "Forced."
@@ -441,11 +589,23 @@ def _promotion_gate(name: str, chosen: dict, *, force: bool, settings: Settings,
             production, version = tracking.load_registered_recipe(f"models:/{tracking.RECIPE_MODEL}@production")
             source = f"models:/{tracking.RECIPE_MODEL}/{version}"
         if production.content_hash == candidate.content_hash:
-            raise PromotionRefused(f"Trial {chosen['trial']}'s recipe is production's ({source}) already; nothing "
-                                   "to gain. Pass --force to register it again.")  # fmt: skip
-        gate = confirm_gate(workspace, runs_dir, candidate, production, source, seeds=study.seeds_per_trial,
-                            metric=study.score_metric, scorer=scorer or confirm_scorer(workspace, asdict(study)))  # fmt: skip
+            raise PromotionRefused(
+                f"Trial {chosen['trial']}'s recipe is production's ({source}) already; nothing "
+                "to gain. Pass --force to register it again."
+            )
+        gate = confirm_gate(
+            workspace,
+            runs_dir,
+            candidate,
+            production,
+            source,
+            seeds=study.seeds_per_trial,
+            metric=study.score_metric,
+            scorer=scorer or confirm_scorer(workspace, asdict(study)),
+        )
     if not gate.passed:
-        raise PromotionRefused(f"Not promoted: trial {chosen['trial']}'s gain is not above 0 at 95% {gate.describe()}. "
-                               "Run more trials or --repeats, or pass --force to promote anyway (recorded).")  # fmt: skip
+        raise PromotionRefused(
+            f"Not promoted: trial {chosen['trial']}'s gain is not above 0 at 95% {gate.describe()}. "
+            "Run more trials or --repeats, or pass --force to promote anyway (recorded)."
+        )
     return gate.tags(), f"Confirmed {gate.describe()}."

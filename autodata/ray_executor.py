@@ -183,8 +183,17 @@ class RayExecutor:
         concurrency: seeds in flight over all workers (split evenly as each worker's threads).
     """
 
-    def __init__(self, *, recipe: Recipe, retriever: Retriever, llms: LLMSession, held_out: HeldOutQuestions | None,
-                 concurrency: int, address: str | None = None, workers: int = 2):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        recipe: Recipe,
+        retriever: Retriever,
+        llms: LLMSession,
+        held_out: HeldOutQuestions | None,
+        concurrency: int,
+        address: str | None = None,
+        workers: int = 2,
+    ):
         self.ray = _ray()
         check_ray_job(llms.settings, workers=workers, concurrency=concurrency)
         self.ledger = llms.usage  # the job's accounting and budget, kept by the driver from each seed's cost
@@ -200,22 +209,31 @@ class RayExecutor:
             self.__exit__()
             raise
 
-    def _start(self, recipe: Recipe, retriever: Retriever, llms: LLMSession, held_out: HeldOutQuestions | None,
-               workers: int) -> None:  # fmt: skip
+    def _start(
+        self, recipe: Recipe, retriever: Retriever, llms: LLMSession, held_out: HeldOutQuestions | None, workers: int
+    ) -> None:
         job = f"autodata-{uuid.uuid4().hex[:12]}"
         names = {"held_out": f"{job}:held-out", "limiters": {}}  # what workers look the actors up by
         for n, (url, limit) in enumerate(endpoint_limits(llms.settings).items()):
             names["limiters"][url] = f"{job}:limiter:{n}"
-            self.limiters[url] = self.ray.remote(SharedLimiter).options(
-                name=names["limiters"][url], num_cpus=0, max_concurrency=WAITERS_PER_LIMITER).remote(limit)  # fmt: skip
+            self.limiters[url] = (
+                self.ray.remote(SharedLimiter)
+                .options(name=names["limiters"][url], num_cpus=0, max_concurrency=WAITERS_PER_LIMITER)
+                .remote(limit)
+            )
         threads = -(-self.concurrency // workers)
         worker_class = self.ray.remote(SynthesisWorker).options(
             # one thread more than the driver sends seeds: `identity` never waits behind them
-            num_cpus=0, max_concurrency=threads + 1, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD"
-        )  # fmt: skip
+            num_cpus=0,
+            max_concurrency=threads + 1,
+            max_restarts=-1,
+            max_task_retries=0,
+            scheduling_strategy="SPREAD",
+        )
         self.held_out = self.ray.remote(HeldOut).options(name=names["held_out"], num_cpus=0).remote(held_out)
-        self.workers = [worker_class.remote(i, llms.settings, recipe, retriever, names, llms.usage.budget)
-                        for i in range(workers)]  # fmt: skip
+        self.workers = [
+            worker_class.remote(i, llms.settings, recipe, retriever, names, llms.usage.budget) for i in range(workers)
+        ]
         self.identities = self.ray.get([w.identity.remote() for w in self.workers])  # fails here if one cannot start
 
     def __enter__(self) -> RayExecutor:
@@ -267,8 +285,9 @@ class RayExecutor:
         deadline = time.monotonic() + RESTART_TIMEOUT_S
         while True:
             try:
-                self.identities[index] = ray.get(self.workers[index].identity.remote(),
-                                                 timeout=max(0.1, deadline - time.monotonic()))  # fmt: skip
+                self.identities[index] = ray.get(
+                    self.workers[index].identity.remote(), timeout=max(0.1, deadline - time.monotonic())
+                )
                 break
             except ray.exceptions.ActorUnavailableError:  # restarting: ask again
                 if time.monotonic() > deadline:
@@ -279,9 +298,15 @@ class RayExecutor:
         keep = self.identities[index]["holder"]
         freed = sum(ray.get([limiter.forget.remote(index, keep) for limiter in self.limiters.values()]))
         if freed:
-            logger.warning("Ray worker %d died (%s); its seeds in flight run again; %d endpoint slots given back",
-                           index, err.__class__.__name__, freed)  # fmt: skip
+            logger.warning(
+                "Ray worker %d died (%s); its seeds in flight run again; %d endpoint slots given back",
+                index,
+                err.__class__.__name__,
+                freed,
+            )
 
     def _gone(self, index: int, err: Exception) -> AutodataError:
-        return AutodataError(f"Ray worker {index} died ({err.__class__.__name__}: {err}) and did not come back within "
-                             f"{RESTART_TIMEOUT_S} s. Re-run the command to continue where it stopped.")  # fmt: skip
+        return AutodataError(
+            f"Ray worker {index} died ({err.__class__.__name__}: {err}) and did not come back within "
+            f"{RESTART_TIMEOUT_S} s. Re-run the command to continue where it stopped."
+        )

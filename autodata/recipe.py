@@ -60,8 +60,10 @@ class SearchRecipe(_Frozen):
     @model_validator(mode="after")
     def _tokens_need_a_tokenizer(self) -> SearchRecipe:
         if self.max_observation_tokens is not None and not self.observation_tokenizer:
-            raise ValueError("max_observation_tokens counts tokens of the student's tokenizer: set "
-                             "observation_tokenizer to its Hugging Face folder or .gguf file")  # fmt: skip
+            raise ValueError(
+                "max_observation_tokens counts tokens of the student's tokenizer: set "
+                "observation_tokenizer to its Hugging Face folder or .gguf file"
+            )
         return self
 
 
@@ -129,8 +131,9 @@ class Recipe(_Frozen):
         return parse_recipe(data, source="recipe changes")
 
     def to_yaml(self) -> str:
-        return yaml.dump(self.model_dump(mode="json"), Dumper=_BlockDumper, sort_keys=False, allow_unicode=True,
-                         width=100)  # fmt: skip
+        return yaml.dump(
+            self.model_dump(mode="json"), Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100
+        )
 
 
 class _BlockDumper(yaml.SafeDumper):

@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autodata._io import atomic_write_json, atomic_write_jsonl
-from autodata.errors import SeedDataError
 from autodata.answers import normalize_answer
+from autodata.errors import SeedDataError
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -264,7 +264,11 @@ class HeldOutQuestions:
             return None
         other_id, shared = hits.most_common(1)[0]
         overlap = shared / len(grams)
-        return {"id": item.id, "held_out_id": other_id, "overlap": round(overlap, 4)} if overlap >= self.min_overlap else None
+        return (
+            {"id": item.id, "held_out_id": other_id, "overlap": round(overlap, 4)}
+            if overlap >= self.min_overlap
+            else None
+        )
 
 
 def find_contamination(

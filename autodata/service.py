@@ -75,9 +75,12 @@ class SynthesizeRequest(_Request):
 
 def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
     """The service's app. `token`: the bearer token mutating endpoints require (None: none)."""
-    app = FastAPI(title="autodata", version=__version__,
-                  description="Launch and watch recipe-optimization studies and synthesis jobs; compare prompt "
-                              "versions; promote recipes to production.")  # fmt: skip
+    app = FastAPI(
+        title="autodata",
+        version=__version__,
+        description="Launch and watch recipe-optimization studies and synthesis jobs; compare prompt "
+        "versions; promote recipes to production.",
+    )
     from optimizers import tracking
     from optimizers.study import open_storage
 
@@ -94,8 +97,9 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
-        problems = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "problem": e["msg"]}
-                    for e in err.errors()]  # fmt: skip
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "problem": e["msg"]} for e in err.errors()
+        ]
         return JSONResponse(status_code=422, content={"error": "invalid request", "details": problems})
 
     @app.exception_handler(AutodataError)
@@ -126,8 +130,15 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
 
         summaries = optuna.get_all_study_summaries(open_storage(storage))
         works = {w.spec["name"]: w for w in queue.list("study")}
-        return [{"name": s.study_name, "trials": s.n_trials, "url": f"/studies/{s.study_name}",
-                 "state": works[s.study_name].state if s.study_name in works else None} for s in summaries]  # fmt: skip
+        return [
+            {
+                "name": s.study_name,
+                "trials": s.n_trials,
+                "url": f"/studies/{s.study_name}",
+                "state": works[s.study_name].state if s.study_name in works else None,
+            }
+            for s in summaries
+        ]
 
     @app.get("/studies/{name}")
     def show_study(name: str) -> dict:
@@ -138,8 +149,13 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
             if not works:
                 raise HTTPException(status_code=404, detail=f"no study named {name!r}") from None
             rows, best = [], None  # queued: no worker has created it yet
-        return {"name": name, "state": works[-1].state if works else None,
-                "error": works[-1].error if works else None, "trials": rows, "best": best}  # fmt: skip
+        return {
+            "name": name,
+            "state": works[-1].state if works else None,
+            "error": works[-1].error if works else None,
+            "trials": rows,
+            "best": best,
+        }
 
     @app.post("/studies/{name}/promote", dependencies=[Depends(authorized)])
     def promote(name: str, body: PromoteRequest | None = None) -> dict:
@@ -176,11 +192,20 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
         tracking.setup(settings)
         found = MlflowClient().search_prompt_versions(tracking.prompt_name(role))
         versions = sorted(getattr(found, "prompt_versions", found), key=lambda v: int(v.version))
-        return {"role": role, "versions": [
-            {"version": int(v.version), "commit_message": v.commit_message, "status": (v.tags or {}).get(tracking.STATUS_TAG, "accepted"),
-             "val_score": _number((v.tags or {}).get("autodata.val_score")),
-             "parent_val_score": _number((v.tags or {}).get("autodata.parent_val_score")),
-             "template": v.template} for v in versions]}  # fmt: skip
+        return {
+            "role": role,
+            "versions": [
+                {
+                    "version": int(v.version),
+                    "commit_message": v.commit_message,
+                    "status": (v.tags or {}).get(tracking.STATUS_TAG, "accepted"),
+                    "val_score": _number((v.tags or {}).get("autodata.val_score")),
+                    "parent_val_score": _number((v.tags or {}).get("autodata.parent_val_score")),
+                    "template": v.template,
+                }
+                for v in versions
+            ],
+        }
 
     return app
 
@@ -199,8 +224,14 @@ def _production_version(settings: Settings) -> int | None:
 def _job_view(work: Work) -> dict:
     """A synthesis job as the API shows it: its progress as its worker last reported it, and
     the manifest and LLM usage (calls, tokens: the cost) when done."""
-    view = {"id": work.id, "state": work.state, "spec": work.spec, "worker": work.owner, "error": work.error,
-            "progress": work.progress or {"seeds_done": 0, "accepted": 0, "rejected": 0, "llm_calls": 0}}  # fmt: skip
+    view = {
+        "id": work.id,
+        "state": work.state,
+        "spec": work.spec,
+        "worker": work.owner,
+        "error": work.error,
+        "progress": work.progress or {"seeds_done": 0, "accepted": 0, "rejected": 0, "llm_calls": 0},
+    }
     if work.result:
         view |= {"manifest": work.result.get("manifest"), "usage": work.result.get("usage")}
     return view
@@ -216,8 +247,10 @@ def check_bind(host: str, token: str | None) -> None:
     except (OSError, ValueError):
         loopback = False
     if not loopback and not token:
-        raise ConfigError(f"Refusing to bind {host} without a token: set {TOKEN_ENV} (clients then send "
-                          f"'Authorization: Bearer TOKEN'), or bind 127.0.0.1.")  # fmt: skip
+        raise ConfigError(
+            f"Refusing to bind {host} without a token: set {TOKEN_ENV} (clients then send "
+            f"'Authorization: Bearer TOKEN'), or bind 127.0.0.1."
+        )
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> None:
@@ -231,8 +264,9 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> N
 # --- workers ------------------------------------------------------------------------------------
 
 
-def run_worker(settings: Settings, *, name: str | None = None, poll_s: float = 2.0, once: bool = False,
-               beat_s: float = 10.0) -> int:  # fmt: skip
+def run_worker(
+    settings: Settings, *, name: str | None = None, poll_s: float = 2.0, once: bool = False, beat_s: float = 10.0
+) -> int:
     """Take queued work from the study storage database and do it until stopped (Ctrl-C).
 
     With `once`, stop when nothing is queued; returns how many pieces of work were done.
@@ -259,7 +293,7 @@ def run_worker(settings: Settings, *, name: str | None = None, poll_s: float = 2
             queue.finish(work.id, result)
         except AutodataError as err:
             queue.fail(work.id, str(err))
-        except Exception as err:  # a failed job is recorded; the worker goes on
+        except Exception as err:  # noqa: BLE001 - a failed job is recorded; the worker goes on
             logger.error("work %s failed: %s", work.id, traceback.format_exc())
             queue.fail(work.id, f"{type(err).__name__}: {err}")
         finally:
@@ -267,12 +301,11 @@ def run_worker(settings: Settings, *, name: str | None = None, poll_s: float = 2
         done += 1
 
 
-def _beat(queue: WorkQueue, work_id: str, worker: str, stop: threading.Event, every_s: float,
-          out: Path | None) -> None:  # fmt: skip
+def _beat(queue: WorkQueue, work_id: str, worker: str, stop: threading.Event, every_s: float, out: Path | None) -> None:
     while not stop.wait(every_s):
         try:
             queue.beat(work_id, worker, run_totals(out) if out else None)
-        except Exception as err:  # a missed beat is retried at the next one
+        except Exception as err:  # noqa: BLE001 - a missed beat is retried at the next one
             logger.warning("heartbeat of %s failed: %s", work_id, err)
 
 
@@ -296,7 +329,13 @@ def _do(work: Work, settings: Settings) -> dict:
         return {"trials": len(study.trials)}
     out = _job_folder(work, settings)
     recipe, source = api.resolve_recipe(spec.get("recipe", "production"), settings)
-    report, usage = api.synthesize(out, recipe=recipe, seeds=Path(spec["seeds"]) if spec.get("seeds") else None,
-                                   limit=spec.get("limit"), settings=settings, show_progress=False,
-                                   recipe_source=source)  # fmt: skip
+    report, usage = api.synthesize(
+        out,
+        recipe=recipe,
+        seeds=Path(spec["seeds"]) if spec.get("seeds") else None,
+        limit=spec.get("limit"),
+        settings=settings,
+        show_progress=False,
+        recipe_source=source,
+    )
     return {"manifest": report.manifest, "usage": usage, "out": str(out), "progress": run_totals(out)}

@@ -200,9 +200,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
         return Settings()
     except ValidationError as err:
         where = f"config file {config_file} or " if config_file else ""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False))
         raise ConfigError(f"Invalid settings (from {where}AUTODATA_* variables): {problems}") from err
     finally:
         _config_file.reset(token)

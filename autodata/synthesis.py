@@ -105,9 +105,21 @@ class _Output:
 
     def append(self, result: SeedResult) -> None:
         # Progress goes last: a seed counts as done only once its items are on disk.
-        for name, rows in (("trajectories.jsonl", result.accepted), ("rejected.jsonl", result.rejected),
-                           ("progress.jsonl", [{"seed_id": result.seed_id, "accepted": len(result.accepted),
-                                                "rejected": len(result.rejected), "cost": result.cost}])):  # fmt: skip
+        for name, rows in (
+            ("trajectories.jsonl", result.accepted),
+            ("rejected.jsonl", result.rejected),
+            (
+                "progress.jsonl",
+                [
+                    {
+                        "seed_id": result.seed_id,
+                        "accepted": len(result.accepted),
+                        "rejected": len(result.rejected),
+                        "cost": result.cost,
+                    }
+                ],
+            ),
+        ):
             if not rows:
                 continue
             with open(self.out / name, "a", encoding="utf-8") as f:
@@ -187,8 +199,15 @@ class ThreadExecutor:
     while its request is on the wire (more seeds than slots measured no faster on 2 cores).
     """
 
-    def __init__(self, *, recipe: Recipe, retriever: Retriever, llms: LLMSession, held_out: HeldOutQuestions | None,
-                 concurrency: int):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        recipe: Recipe,
+        retriever: Retriever,
+        llms: LLMSession,
+        held_out: HeldOutQuestions | None,
+        concurrency: int,
+    ):
         self.processor = SeedProcessor(recipe, retriever, llms, held_out=held_out)
         self.concurrency = concurrency
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="seed")
@@ -240,8 +259,12 @@ def run_totals(out: Path) -> dict[str, int]:
     """Seeds a run folder has finished (what a resumed run skips), items accepted and rejected, LLM calls."""
     totals = Counter(seeds_done=0, accepted=0, rejected=0, llm_calls=0)
     for row in _iter_jsonl(Path(out) / "progress.jsonl"):
-        totals.update(seeds_done=1, accepted=row["accepted"], rejected=row["rejected"],
-                      llm_calls=sum(c["calls"] for c in row["cost"].values()))  # fmt: skip
+        totals.update(
+            seeds_done=1,
+            accepted=row["accepted"],
+            rejected=row["rejected"],
+            llm_calls=sum(c["calls"] for c in row["cost"].values()),
+        )
     return dict(totals)
 
 
@@ -256,7 +279,9 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuest
         for role, cost in row["cost"].items():
             costs.setdefault(role, Counter()).update(cost)
     # Gates that need the whole set: near duplicates across seeds, contamination with dev/test.
-    as_seeds = [SeedItem(id=item["id"], question=item["question"], golden_answers=[item["answer"]]) for item in accepted]
+    as_seeds = [
+        SeedItem(id=item["id"], question=item["question"], golden_answers=[item["answer"]]) for item in accepted
+    ]
     duplicate_ids = {later for _, later, _ in find_near_duplicates(as_seeds)}
     contaminated_ids = {i.id for i in as_seeds if held_out.overlap(i) is not None} if held_out else set()
     dropped = duplicate_ids | contaminated_ids
@@ -282,9 +307,13 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuest
         "acceptance_rule": recipe.acceptance.rule,
         "hint_mode": recipe.hint_mode,
         "weak_mode": recipe.weak_mode,
-        "seeds": {"total": total_seeds, "done": seeds_done, "with_evidence": with_evidence,
-                  "with_accepted_item": len({i["seed_id"] for i in accepted}),
-                  "contaminated_skipped": rejections["contaminated_seed"]},
+        "seeds": {
+            "total": total_seeds,
+            "done": seeds_done,
+            "with_evidence": with_evidence,
+            "with_accepted_item": len({i["seed_id"] for i in accepted}),
+            "contaminated_skipped": rejections["contaminated_seed"],
+        },
         "items": {"accepted": len(accepted), "in_datasets": len(kept), "rejected_candidates": rejected},
         # Per candidate question that reached the checks; the two below count per seed.
         "acceptance_rate": round(len(accepted) / candidates, 4) if candidates else 0.0,
@@ -295,12 +324,15 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuest
         "by_hops": {str(k): v for k, v in Counter(i["hops"] for i in kept).items()},
         "rejections": dict(rejections),
         "llm_per_accepted_item": {
-            role: {name: round(value / len(accepted), 2) for name, value in cost.items()} for role, cost in costs.items()
-        } if accepted else {},
+            role: {name: round(value / len(accepted), 2) for name, value in cost.items()}
+            for role, cost in costs.items()
+        }
+        if accepted
+        else {},
         "llm_totals": {role: dict(cost) for role, cost in costs.items()},
         "quality_gates": gates,
         "files": ["trajectories.jsonl", "rejected.jsonl", "sft_dataset.json", "dataset_info.json", "midtrain.jsonl"],
         "autodata_version": __version__,
-    }  # fmt: skip
+    }
     atomic_write_json(out / "manifest.json", manifest)
     return manifest

@@ -124,6 +124,8 @@ _WELL_FORMED = re.compile(r"\s*<think>.+?</think>\s*(<search>.+?</search>|<answe
 def well_formed(turn: str) -> bool:
     """Whether an assistant turn is `<think>..</think>` then one `<search>..</search>` or `<answer>..</answer>`."""
     return _WELL_FORMED.fullmatch(turn) is not None
+
+
 _SEARCH = re.compile(r"<search>(.*?)(?:</search>|$)", re.DOTALL)
 
 

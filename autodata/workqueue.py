@@ -31,7 +31,8 @@ State = Literal["queued", "running", "done", "failed"]
 
 _metadata = MetaData()
 WORK = Table(
-    "autodata_work", _metadata,
+    "autodata_work",
+    _metadata,
     Column("id", String(32), primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("spec", Text, nullable=False),
@@ -44,7 +45,7 @@ WORK = Table(
     Column("error", Text),
     Column("created", Float, nullable=False),
     Column("updated", Float, nullable=False),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,20 @@ class Work:
     def from_row(cls, row) -> Work:
         m = row._mapping
         loaded = {k: json.loads(m[k]) if m[k] else None for k in ("progress", "result")}
-        return cls(m["id"], m["kind"], json.loads(m["spec"]), m["state"], m["owner"], m["attempts"], m["heartbeat"],
-                   loaded["progress"], loaded["result"], m["error"], m["created"], m["updated"])  # fmt: skip
+        return cls(
+            m["id"],
+            m["kind"],
+            json.loads(m["spec"]),
+            m["state"],
+            m["owner"],
+            m["attempts"],
+            m["heartbeat"],
+            loaded["progress"],
+            loaded["result"],
+            m["error"],
+            m["created"],
+            m["updated"],
+        )
 
 
 class WorkQueue:
@@ -85,8 +98,11 @@ class WorkQueue:
         now = time.time()
         work_id = work_id or uuid.uuid4().hex
         with self.engine.begin() as db:
-            db.execute(WORK.insert().values(id=work_id, kind=kind, spec=json.dumps(spec), state="queued", created=now,
-                                            updated=now, attempts=0))  # fmt: skip
+            db.execute(
+                WORK.insert().values(
+                    id=work_id, kind=kind, spec=json.dumps(spec), state="queued", created=now, updated=now, attempts=0
+                )
+            )
         return work_id
 
     def claim(self, worker: str) -> Work | None:
@@ -95,17 +111,27 @@ class WorkQueue:
         now = time.time()
         with self.engine.begin() as db:
             row = db.execute(
-                select(WORK).where(or_(
-                    (WORK.c.kind == "study") & WORK.c.state.in_(("queued", "running")),
-                    (WORK.c.kind == "synthesize") & (WORK.c.state == "queued"),
-                    (WORK.c.kind == "synthesize") & (WORK.c.state == "running") &
-                    (WORK.c.heartbeat < now - self.stale_after_s),
-                )).order_by(WORK.c.created).limit(1).with_for_update(skip_locked=True)
-            ).first()  # fmt: skip
+                select(WORK)
+                .where(
+                    or_(
+                        (WORK.c.kind == "study") & WORK.c.state.in_(("queued", "running")),
+                        (WORK.c.kind == "synthesize") & (WORK.c.state == "queued"),
+                        (WORK.c.kind == "synthesize")
+                        & (WORK.c.state == "running")
+                        & (WORK.c.heartbeat < now - self.stale_after_s),
+                    )
+                )
+                .order_by(WORK.c.created)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
             if row is None:
                 return None
-            db.execute(update(WORK).where(WORK.c.id == row.id).values(state="running", owner=worker, heartbeat=now,
-                                                                       updated=now, attempts=WORK.c.attempts + 1))  # fmt: skip
+            db.execute(
+                update(WORK)
+                .where(WORK.c.id == row.id)
+                .values(state="running", owner=worker, heartbeat=now, updated=now, attempts=WORK.c.attempts + 1)
+            )
         return self.get(row.id)
 
     def beat(self, work_id: str, worker: str, progress: dict[str, Any] | None = None) -> None:
@@ -122,8 +148,13 @@ class WorkQueue:
         (a study's trials and a job's folder keep what was done)."""
         with self.engine.begin() as db:
             attempts = db.execute(select(WORK.c.attempts).where(WORK.c.id == work_id)).scalar_one()
-            db.execute(update(WORK).where(WORK.c.id == work_id).values(
-                state="failed" if attempts >= max_attempts else "queued", error=error[:4000], updated=time.time()))  # fmt: skip
+            db.execute(
+                update(WORK)
+                .where(WORK.c.id == work_id)
+                .values(
+                    state="failed" if attempts >= max_attempts else "queued", error=error[:4000], updated=time.time()
+                )
+            )
 
     def _end(self, work_id: str, **values) -> None:
         with self.engine.begin() as db:

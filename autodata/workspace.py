@@ -40,8 +40,9 @@ class Workspace:
         ...     report = ws.synthesize(Path("runs/x"), recipe=Recipe(), limit=5)
     """
 
-    def __init__(self, settings: Settings, *, budget: Budget = Budget(), prepare_demo: bool = False,
-                 show_progress: bool = True):  # fmt: skip
+    def __init__(
+        self, settings: Settings, *, budget: Budget = Budget(), prepare_demo: bool = False, show_progress: bool = True
+    ):
         self.settings = settings
         self.budget = budget
         self.prepare_demo = prepare_demo
@@ -75,8 +76,9 @@ class Workspace:
                 settings = self.settings
                 demo = settings.world is None
                 if demo and self.prepare_demo and not (settings.demo_world_dir / "manifest.json").is_file():
-                    prepare_world(settings.demo_world_dir, settings.cache_dir / "packages",
-                                  show_progress=self.show_progress)  # fmt: skip
+                    prepare_world(
+                        settings.demo_world_dir, settings.cache_dir / "packages", show_progress=self.show_progress
+                    )
                 self._world = World.open(settings.world_dir)
             return self._world
 
@@ -88,8 +90,9 @@ class Workspace:
                 if configured.url or configured.index_dir:
                     self._retriever = open_retriever(configured)
                 else:
-                    self._retriever = open_retriever(configured, url=self.world.retriever_url,
-                                                     index_dir=self.world.index_dir)  # fmt: skip
+                    self._retriever = open_retriever(
+                        configured, url=self.world.retriever_url, index_dir=self.world.index_dir
+                    )
             return self._retriever
 
     @property
@@ -117,19 +120,33 @@ class Workspace:
                 self._held_out = self.world.held_out()
             return self._held_out
 
-    def synthesize(self, out: Path, *, recipe: Recipe, seeds: Path | None = None, limit: int | None = None,
-                   concurrency: int | None = None, show_progress: bool | None = None,
-                   recipe_source: str = "default", executor: Callable[..., SeedExecutor] | None = None,
-                   ) -> SynthesisReport:  # fmt: skip
+    def synthesize(
+        self,
+        out: Path,
+        *,
+        recipe: Recipe,
+        seeds: Path | None = None,
+        limit: int | None = None,
+        concurrency: int | None = None,
+        show_progress: bool | None = None,
+        recipe_source: str = "default",
+        executor: Callable[..., SeedExecutor] | None = None,
+    ) -> SynthesisReport:
         """The inner loop from `seeds` (default: the world's train split) into `out`, resumable.
 
         Contamination is always checked against the world's dev and test questions,
         whichever seeds are used.
         """
         return run_synthesis(
-            Path(seeds) if seeds else self.world.split_path("train"), Path(out), recipe=recipe,
-            retriever=self.retriever, llms=self.llms, limit=limit,
-            concurrency=concurrency or self.synthesis_concurrency(), held_out=self.held_out(),
-            show_progress=self.show_progress if show_progress is None else show_progress, recipe_source=recipe_source,
+            Path(seeds) if seeds else self.world.split_path("train"),
+            Path(out),
+            recipe=recipe,
+            retriever=self.retriever,
+            llms=self.llms,
+            limit=limit,
+            concurrency=concurrency or self.synthesis_concurrency(),
+            held_out=self.held_out(),
+            show_progress=self.show_progress if show_progress is None else show_progress,
+            recipe_source=recipe_source,
             executor=executor,
-        )  # fmt: skip
+        )

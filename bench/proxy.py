@@ -29,14 +29,21 @@ def main() -> None:
     start = time.perf_counter()
     result = run_proxy(args.data, out, steps=args.steps, dev_limit=args.dev_limit, generate=args.generate or None)
     total = time.perf_counter() - start
-    print(f"training:   {result['train_seconds']:7.1f} s, {result['train_tokens_per_s']:7.1f} tokens/s "
-          f"({len(result['train_loss'])} steps, {result['train_tokens']} tokens)")  # fmt: skip
-    print(f"likelihood: {result['likelihood_seconds']:7.1f} s for base (unless cached) and tuned, "
-          f"{result['dev_n']} dev questions; gain {result['likelihood_gain']:+.3f}")  # fmt: skip
+    print(
+        f"training:   {result['train_seconds']:7.1f} s, {result['train_tokens_per_s']:7.1f} tokens/s "
+        f"({len(result['train_loss'])} steps, {result['train_tokens']} tokens)"
+    )
+    print(
+        f"likelihood: {result['likelihood_seconds']:7.1f} s for base (unless cached) and tuned, "
+        f"{result['dev_n']} dev questions; gain {result['likelihood_gain']:+.3f}"
+    )
     if args.generate:
-        print(f"generation: {result['eval_seconds']:7.1f} s; format valid {result['base_format_valid']:.2f} -> "
-              f"{result['format_valid']:.2f}; EM {result['base_dev_em']:.3f} -> {result['dev_em']:.3f}")  # fmt: skip
+        print(
+            f"generation: {result['eval_seconds']:7.1f} s; format valid {result['base_format_valid']:.2f} -> "
+            f"{result['format_valid']:.2f}; EM {result['base_dev_em']:.3f} -> {result['dev_em']:.3f}"
+        )
     print(f"whole proxy (loading included): {total:.1f} s   (target < 180 s without --generate)")
+
 
 if __name__ == "__main__":
     main()

@@ -25,8 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from autodata.settings import load_settings
-from autodata.workspace import Workspace
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, observation_text, to_sharegpt
+from autodata.workspace import Workspace
 from evals.intervals import mean_interval, paired_difference
 from evals.proxy import GENERATION_METRICS, ProxySettings, run_proxy_in
 
@@ -35,17 +35,31 @@ def reference_data(workspace: Workspace, items: int) -> list[dict]:
     """Grounded trajectories from train seeds whose own search ranks an answer passage first."""
     seeds = [s for s in workspace.world.items("train") if s.metadata.get("answer_bm25_rank") == 1][:items]
     hits = workspace.retriever.search([s.question for s in seeds], topk=3)
-    return [to_sharegpt(Trajectory(question=seed.question, steps=[
-        SearchStep(think="I need to search for this.", query=seed.question, observation=observation_text(found),
-                   hit_ids=[h.id for h in found]),
-        AnswerStep(think="The first document states it.", answer=seed.golden_answers[0])]))
-        for seed, found in zip(seeds, hits)]  # fmt: skip
+    return [
+        to_sharegpt(
+            Trajectory(
+                question=seed.question,
+                steps=[
+                    SearchStep(
+                        think="I need to search for this.",
+                        query=seed.question,
+                        observation=observation_text(found),
+                        hit_ids=[h.id for h in found],
+                    ),
+                    AnswerStep(think="The first document states it.", answer=seed.golden_answers[0]),
+                ],
+            )
+        )
+        for seed, found in zip(seeds, hits)
+    ]
 
 
 def swap_answers(examples: list[dict]) -> list[dict]:
     """Each conversation with its final turn taken from the next one (an answer nothing supports)."""
     finals = [e["conversations"][-1] for e in examples]
-    return [{"conversations": e["conversations"][:-1] + [finals[(i + 1) % len(finals)]]} for i, e in enumerate(examples)]
+    return [
+        {"conversations": e["conversations"][:-1] + [finals[(i + 1) % len(finals)]]} for i, e in enumerate(examples)
+    ]
 
 
 def write_data(folder: Path, examples: list[dict]) -> Path:
@@ -66,23 +80,34 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="autodata-bench-signal-"))
     settings = replace(ProxySettings(), repeats=args.repeats, dev_limit=args.dev_limit, generate=args.generate or None)
     with Workspace(load_settings(), prepare_demo=True) as workspace:
-        good = (json.loads((args.data / "sft_dataset.json").read_text(encoding="utf-8")) if args.data
-                else reference_data(workspace, args.items))  # fmt: skip
-        results = {name: run_proxy_in(workspace, write_data(out / name, examples), out / f"{name}-proxy",
-                                      settings=settings)
-                   for name, examples in (("good", good), ("worse", swap_answers(good)))}  # fmt: skip
+        good = (
+            json.loads((args.data / "sft_dataset.json").read_text(encoding="utf-8"))
+            if args.data
+            else reference_data(workspace, args.items)
+        )
+        results = {
+            name: run_proxy_in(workspace, write_data(out / name, examples), out / f"{name}-proxy", settings=settings)
+            for name, examples in (("good", good), ("worse", swap_answers(good)))
+        }
     minutes = (time.perf_counter() - started) / 60
-    print(f"{len(good)} items against the same items with answers swapped; {results['good']['dev_n']} dev questions, "
-          f"{args.repeats} repeat(s), {settings.steps} LoRA steps each")  # fmt: skip
+    print(
+        f"{len(good)} items against the same items with answers swapped; {results['good']['dev_n']} dev questions, "
+        f"{args.repeats} repeat(s), {settings.steps} LoRA steps each"
+    )
     print(f"{'metric':<12} {'good':>8} {'worse':>8} {'difference [95% CI]':<30} {'separates':<9} {'noise floor':>11}")
     for metric in ("likelihood", *(GENERATION_METRICS if args.generate else ())):
         good_q, worse_q = (results[name]["per_question_by_metric"][metric] for name in ("good", "worse"))
-        diff, good_score, worse_score = paired_difference(good_q, worse_q), mean_interval(good_q), mean_interval(worse_q)
-        print(f"{metric:<12} {good_score.mean:>8.3f} {worse_score.mean:>8.3f} "
-              f"{f'{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]':<30} {'yes' if diff.above_zero else 'no':<9} "
-              f"{good_score.half_width:>11.3f}")  # fmt: skip
+        diff, good_score, worse_score = (
+            paired_difference(good_q, worse_q),
+            mean_interval(good_q),
+            mean_interval(worse_q),
+        )
+        print(
+            f"{metric:<12} {good_score.mean:>8.3f} {worse_score.mean:>8.3f} "
+            f"{f'{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]':<30} {'yes' if diff.above_zero else 'no':<9} "
+            f"{good_score.half_width:>11.3f}"
+        )
     print(f"whole bench: {minutes:.1f} minutes (target: the likelihood metric separates in under 10)")
-
 
 
 if __name__ == "__main__":

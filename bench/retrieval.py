@@ -54,17 +54,24 @@ def overhead_parts(index: BM25Index, batch: list[str], repeat: int = 200) -> dic
     reply = wire.model_dump_json().encode()
 
     async def hop() -> float:  # a sync endpoint runs in anyio's thread pool: there and back
-        return statistics.median([await _timed_async(lambda: to_thread.run_sync(lambda: None))
-                                  for _ in range(repeat)]) * 1000  # fmt: skip
+        return (
+            statistics.median([await _timed_async(lambda: to_thread.run_sync(lambda: None)) for _ in range(repeat)])
+            * 1000
+        )
 
     return {
-        "client: request to JSON": median_ms(lambda: json.dumps(SearchRequest(queries=batch, topk=3, return_scores=True)
-                                                                .model_dump()).encode(), repeat),  # fmt: skip
+        "client: request to JSON": median_ms(
+            lambda: json.dumps(SearchRequest(queries=batch, topk=3, return_scores=True).model_dump()).encode(), repeat
+        ),
         "server: JSON to request + validation": median_ms(lambda: SearchRequest.model_validate_json(body), repeat),
         "server: thread-pool hop": asyncio.run(hop()),
         # what FastAPI does with a response_model: validate, dump in JSON mode, render
-        "server: hits to response + JSON": median_ms(lambda: json.dumps(SearchResponse.model_validate(
-            hits_to_wire(hits, return_scores=True)).model_dump(mode="json")), repeat),  # fmt: skip
+        "server: hits to response + JSON": median_ms(
+            lambda: json.dumps(
+                SearchResponse.model_validate(hits_to_wire(hits, return_scores=True)).model_dump(mode="json")
+            ),
+            repeat,
+        ),
         "client: JSON to hits": median_ms(lambda: SearchResponse.model_validate_json(reply).hits(), repeat),
     }
 
@@ -114,8 +121,11 @@ def main() -> None:
         parts = overhead_parts(index, batches[0])
         # Search-R1's trainer sends one step's queries in one request, as plain JSON.
         grpo = (queries * (2560 // len(queries) + 1))[:2560]
-        grpo_s = timed(lambda: httpx.post(server.url + "/retrieve", json={"queries": grpo, "topk": 3,
-                                                                          "return_scores": True}, timeout=600))
+        grpo_s = timed(
+            lambda: httpx.post(
+                server.url + "/retrieve", json={"queries": grpo, "topk": 3, "return_scores": True}, timeout=600
+            )
+        )
         grpo_local_s = timed(lambda: index.search(grpo, topk=3))
 
     ours_qps = per_second(len(queries), ours_s)
@@ -133,8 +143,10 @@ def main() -> None:
     for part, ms in parts.items():
         print(f"    {part:<40} {ms:6.3f} ms")
     print(f"    {'the rest: HTTP + ASGI on loopback':<40} {added_ms - sum(parts.values()):6.3f} ms")
-    print(f"HTTP server, one request of 2,560:     {per_second(2560, grpo_s):10.1f} queries/s "
-          f"(in-process {per_second(2560, grpo_local_s):.1f}; ratio {grpo_local_s / grpo_s:.2f})")
+    print(
+        f"HTTP server, one request of 2,560:     {per_second(2560, grpo_s):10.1f} queries/s "
+        f"(in-process {per_second(2560, grpo_local_s):.1f}; ratio {grpo_local_s / grpo_s:.2f})"
+    )
 
 
 if __name__ == "__main__":

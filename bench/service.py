@@ -33,16 +33,23 @@ from tests.conftest import make_world, write_corpus
 def run(workers: int, *, world: Path, llm_url: str, trials: int, seeds: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"autodata-bench-service-{workers}-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODATA_")} | {
-        "AUTODATA_OPTUNA_STORAGE": f"sqlite:///{root / 'optuna.db'}", "AUTODATA_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "AUTODATA_WORLD": str(world), "LITELLM_LOCAL_MODEL_COST_MAP": "true"}  # fmt: skip
+        "AUTODATA_OPTUNA_STORAGE": f"sqlite:///{root / 'optuna.db'}",
+        "AUTODATA_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "AUTODATA_WORLD": str(world),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "true",
+    }
     for role in ROLE_NAMES:
         env |= {f"AUTODATA_ROLES__{role.upper()}__BASE_URL": llm_url, f"AUTODATA_ROLES__{role.upper()}__MODEL": "fake"}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
     def start(*args, home):
-        return subprocess.Popen([sys.executable, "-m", "autodata.cli", *args], env=env | {"AUTODATA_HOME": str(home)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "autodata.cli", *args],
+            env=env | {"AUTODATA_HOME": str(home)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     processes = [start("service", "--port", str(port), home=root / "service")]
     try:
@@ -52,8 +59,15 @@ def run(workers: int, *, world: Path, llm_url: str, trials: int, seeds: int) -> 
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        study = {"name": "bench", "trials": trials, "scorer": "acceptance", "seeds_per_trial": seeds, "stages": [1.0],
-                 "rewrite_val_seeds": 0, "pruner": "none"}  # fmt: skip
+        study = {
+            "name": "bench",
+            "trials": trials,
+            "scorer": "acceptance",
+            "seeds_per_trial": seeds,
+            "stages": [1.0],
+            "rewrite_val_seeds": 0,
+            "pruner": "none",
+        }
         started = time.monotonic()
         httpx.post(f"{url}/studies", json=study, timeout=30).raise_for_status()
         processes += [start("worker", "--poll-s", "0.2", home=root / f"worker-{i}") for i in range(workers)]
@@ -73,9 +87,14 @@ def run(workers: int, *, world: Path, llm_url: str, trials: int, seeds: int) -> 
             process.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
     latencies.sort()
-    return {"workers": workers, "seconds": seconds, "complete": complete, "trials_per_hour": complete / seconds * 3600,
-            "api_p50_ms": statistics.median(latencies) * 1000,
-            "api_p90_ms": latencies[int(0.9 * (len(latencies) - 1))] * 1000}  # fmt: skip
+    return {
+        "workers": workers,
+        "seconds": seconds,
+        "complete": complete,
+        "trials_per_hour": complete / seconds * 3600,
+        "api_p50_ms": statistics.median(latencies) * 1000,
+        "api_p90_ms": latencies[int(0.9 * (len(latencies) - 1))] * 1000,
+    }
 
 
 def main() -> None:
@@ -94,18 +113,24 @@ def main() -> None:
     server.start()
     llm_url = ready.get(timeout=30)
     try:
-        rows = [run(int(n), world=world, llm_url=llm_url, trials=args.trials, seeds=args.seeds_per_trial)
-                for n in args.workers.split(",")]  # fmt: skip
+        rows = [
+            run(int(n), world=world, llm_url=llm_url, trials=args.trials, seeds=args.seeds_per_trial)
+            for n in args.workers.split(",")
+        ]
     finally:
         stop.set()
         shutil.rmtree(folder, ignore_errors=True)
     base = rows[0]["trials_per_hour"]
-    print(f"study of {args.trials} trials x {args.seeds_per_trial} seeds, scripted endpoint at {args.latency_ms:.0f} ms, "
-          f"SQLite storage, acceptance scorer; {os.cpu_count()} cores")  # fmt: skip
+    print(
+        f"study of {args.trials} trials x {args.seeds_per_trial} seeds, scripted endpoint at {args.latency_ms:.0f} ms, "
+        f"SQLite storage, acceptance scorer; {os.cpu_count()} cores"
+    )
     for row in rows:
-        print(f"{row['workers']} worker(s): {row['complete']} trials in {row['seconds']:6.1f} s = "
-              f"{row['trials_per_hour']:7.1f} trials/hour ({row['trials_per_hour'] / base:4.2f}x one worker); "
-              f"API GET /studies/NAME p50 {row['api_p50_ms']:.1f} ms, p90 {row['api_p90_ms']:.1f} ms")  # fmt: skip
+        print(
+            f"{row['workers']} worker(s): {row['complete']} trials in {row['seconds']:6.1f} s = "
+            f"{row['trials_per_hour']:7.1f} trials/hour ({row['trials_per_hour'] / base:4.2f}x one worker); "
+            f"API GET /studies/NAME p50 {row['api_p50_ms']:.1f} ms, p90 {row['api_p90_ms']:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

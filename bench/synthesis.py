@@ -34,15 +34,15 @@ from tests.fakes.agents import ScriptedAgents
 from tests.fakes.openai_server import ScriptedOpenAI
 
 
-
 def serve(latency_s: float, ready, stop) -> None:
     with ScriptedOpenAI(reply=ScriptedAgents(), latency_s=latency_s) as fake:
         ready.put(fake.url)
         stop.wait()
 
 
-def run(url: str, seeds: Path, index: BM25Index, recipe: Recipe, slots: int, in_flight: int,
-        executor=None) -> tuple[float, float, dict]:  # fmt: skip
+def run(
+    url: str, seeds: Path, index: BM25Index, recipe: Recipe, slots: int, in_flight: int, executor=None
+) -> tuple[float, float, dict]:
     """Seconds, this process's CPU seconds, and the manifest of one synthesis run."""
     os.environ["AUTODATA_HOME"] = tempfile.mkdtemp(prefix="autodata-bench-")
     os.environ["AUTODATA_LLM_CACHE"] = "false"  # every call reaches the endpoint (also in Ray workers)
@@ -53,8 +53,16 @@ def run(url: str, seeds: Path, index: BM25Index, recipe: Recipe, slots: int, in_
     out = Path(tempfile.mkdtemp(prefix="autodata-bench-out-"))
     with LLMSession(load_settings()) as llms:
         start, cpu = time.perf_counter(), time.process_time()
-        report = synthesize(seeds, out, recipe=recipe, retriever=index, llms=llms, concurrency=in_flight,
-                            show_progress=False, executor=executor)  # fmt: skip
+        report = synthesize(
+            seeds,
+            out,
+            recipe=recipe,
+            retriever=index,
+            llms=llms,
+            concurrency=in_flight,
+            show_progress=False,
+            executor=executor,
+        )
         return time.perf_counter() - start, time.process_time() - cpu, report.manifest
 
 
@@ -63,9 +71,11 @@ def report_utilization(label: str, args, elapsed: float, cpu: float, manifest: d
     accepted = manifest["items"]["accepted"]
     achieved = accepted / elapsed * 60
     ideal = args.slots / (args.latency_ms / 1000) / (calls / accepted) * 60
-    print(f"{label}: {accepted} accepted, {calls / accepted:.1f} calls per accepted item; accepted items/min "
-          f"{achieved:8.1f}, endpoint-bound ideal {ideal:8.1f}: utilization {achieved / ideal:.1%} (target >= 90%); "
-          f"driver CPU {cpu / calls * 1000:.2f} ms per LLM call")  # fmt: skip
+    print(
+        f"{label}: {accepted} accepted, {calls / accepted:.1f} calls per accepted item; accepted items/min "
+        f"{achieved:8.1f}, endpoint-bound ideal {ideal:8.1f}: utilization {achieved / ideal:.1%} (target >= 90%); "
+        f"driver CPU {cpu / calls * 1000:.2f} ms per LLM call"
+    )
 
 
 def profile(url: str, seeds: Path, index: BM25Index, recipe: Recipe, args) -> None:
@@ -85,19 +95,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--slots", type=int, default=32)
-    parser.add_argument("--seeds", type=int, default=320, help="enough per slot that start and end tails do not dominate")
+    parser.add_argument(
+        "--seeds", type=int, default=320, help="enough per slot that start and end tails do not dominate"
+    )
     parser.add_argument("--in-flight", type=int, help="seeds in flight (default: --slots, as `autodata synthesize`)")
     parser.add_argument("--executor", choices=["threads", "ray"], default="threads")
-    parser.add_argument("--profile", type=int, metavar="N", help="profile one threads run's CPU (all threads) with "
-                        "yappi (pip install yappi) and print the N functions with the most CPU, callees included")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        help="profile one threads run's CPU (all threads) with "
+        "yappi (pip install yappi) and print the N functions with the most CPU, callees included",
+    )
     args = parser.parse_args()
     args.in_flight = args.in_flight or args.slots
 
     work = Path(tempfile.mkdtemp(prefix="autodata-bench-world-"))
     index = BM25Index.build(write_corpus(work / "corpus.jsonl"), work / "index", show_progress=False)
     seeds = work / "seeds.json"
-    seeds.write_text(json.dumps([{"id": f"b{i}", "question": ANSWERABLE[i % len(ANSWERABLE)][0],
-                                  "golden_answers": [ANSWERABLE[i % len(ANSWERABLE)][1]]} for i in range(args.seeds)]))  # fmt: skip
+    seeds.write_text(
+        json.dumps(
+            [
+                {
+                    "id": f"b{i}",
+                    "question": ANSWERABLE[i % len(ANSWERABLE)][0],
+                    "golden_answers": [ANSWERABLE[i % len(ANSWERABLE)][1]],
+                }
+                for i in range(args.seeds)
+            ]
+        )
+    )
 
     ready, stop = multiprocessing.Queue(), multiprocessing.Event()
     server = multiprocessing.Process(target=serve, args=(args.latency_ms / 1000, ready, stop), daemon=True)
@@ -105,8 +132,10 @@ def main() -> None:
     try:
         url = ready.get(timeout=30)
         keep = Recipe().with_changes(strategies={"keep": 1, "rephrase": 0, "multi_hop": 0})
-        print(f"{args.seeds} seeds ({args.in_flight} in flight), {args.slots} endpoint slots, {args.latency_ms:.0f} ms "
-              f"per call")  # fmt: skip
+        print(
+            f"{args.seeds} seeds ({args.in_flight} in flight), {args.slots} endpoint slots, {args.latency_ms:.0f} ms "
+            f"per call"
+        )
         if args.executor == "ray":
             import ray
 
@@ -127,11 +156,20 @@ def main() -> None:
             ray.init(include_dashboard=False, log_to_driver=False)  # one local Ray for both runs
             for workers in (1, 2):
                 timed = TimedRayExecutor.made = []
-                elapsed, cpu, manifest = run(url, seeds, index, keep, args.slots, args.in_flight,
-                                             functools.partial(TimedRayExecutor, workers=workers))  # fmt: skip
+                elapsed, cpu, manifest = run(
+                    url,
+                    seeds,
+                    index,
+                    keep,
+                    args.slots,
+                    args.in_flight,
+                    functools.partial(TimedRayExecutor, workers=workers),
+                )
                 startup = timed[0].mapping_from - timed[0].made_at
                 print(f"ray, {workers} worker{'s' * (workers > 1)}: {startup:.1f} s to start the workers, not counted")
-                report_utilization(f"ray, {workers} worker{'s' * (workers > 1)}", args, elapsed - startup, cpu, manifest)
+                report_utilization(
+                    f"ray, {workers} worker{'s' * (workers > 1)}", args, elapsed - startup, cpu, manifest
+                )
             ray.shutdown()
             return
         if args.profile:
@@ -146,8 +184,10 @@ def main() -> None:
             per_role = manifest["llm_per_accepted_item"]
             per_item[early] = per_role["weak"]["calls"] + per_role["strong"]["calls"]
         saved = 1 - per_item[True] / per_item[False]
-        print(f"solver calls per accepted item (3 attempts each): early stopping {per_item[True]:.1f}, "
-              f"without {per_item[False]:.1f}: saves {saved:.0%} (target >= 30%)")  # fmt: skip
+        print(
+            f"solver calls per accepted item (3 attempts each): early stopping {per_item[True]:.1f}, "
+            f"without {per_item[False]:.1f}: saves {saved:.0%} (target >= 30%)"
+        )
     finally:
         stop.set()
         server.join(timeout=10)

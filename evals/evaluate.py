@@ -31,10 +31,10 @@ from autodata.seeds import SeedItem
 from autodata.trajectory import (
     SEARCH_STOP,
     inference_prompt,
+    observation_text,
     parse_answer,
     parse_search,
     render_information,
-    observation_text,
     well_formed,
 )
 from evals.metrics import score_answers
@@ -81,8 +81,12 @@ def run_search_agent(client: RoleClient, retriever: Retriever, question: str, lo
         searches += 1
     turns = [m["content"] for m in messages if m["role"] == "assistant"]
     # Valid: every turn well formed, and the last one an answer (searching until the turns run out is not).
-    return {"messages": messages, "answer": answer or "", "searches": searches,
-            "format_valid": answer is not None and all(well_formed(turn) for turn in turns)}  # fmt: skip
+    return {
+        "messages": messages,
+        "answer": answer or "",
+        "searches": searches,
+        "format_valid": answer is not None and all(well_formed(turn) for turn in turns),
+    }
 
 
 def run_single_turn(client: RoleClient, retriever: Retriever, question: str, loop: LoopSettings, mode: Mode) -> dict:
@@ -96,12 +100,25 @@ def run_single_turn(client: RoleClient, retriever: Retriever, question: str, loo
     reply = client.chat(messages, max_tokens=loop.max_tokens_per_turn, temperature=0.0).text
     answer = parse_answer(reply)
     messages.append({"role": "assistant", "content": reply})
-    return {"messages": messages, "answer": answer or "", "searches": 0 if mode == "direct" else 1,
-            "format_valid": answer is not None}  # fmt: skip
+    return {
+        "messages": messages,
+        "answer": answer or "",
+        "searches": 0 if mode == "direct" else 1,
+        "format_valid": answer is not None,
+    }
 
 
-def evaluate(items: list[SeedItem], out: Path, *, client: RoleClient, retriever: Retriever, loop: LoopSettings,
-             mode: Mode = "search_agent", concurrency: int = 1, show_progress: bool = True) -> dict | None:  # fmt: skip
+def evaluate(
+    items: list[SeedItem],
+    out: Path,
+    *,
+    client: RoleClient,
+    retriever: Retriever,
+    loop: LoopSettings,
+    mode: Mode = "search_agent",
+    concurrency: int = 1,
+    show_progress: bool = True,
+) -> dict | None:
     """Run `mode` over `items` into `out`; returns metrics when every item has answers."""
     if not items:
         raise SeedDataError("Nothing to evaluate: the split is empty.")
@@ -125,8 +142,13 @@ def evaluate(items: list[SeedItem], out: Path, *, client: RoleClient, retriever:
         return {"id": item.id, "question": item.question, **result}
 
     with open(log, "a", encoding="utf-8") as sink, ThreadPoolExecutor(concurrency) as pool:
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"evaluating ({mode})", unit=" q",
-                   disable=not show_progress)  # fmt: skip
+        bar = tqdm(
+            total=len(items),
+            initial=len(items) - len(todo),
+            desc=f"evaluating ({mode})",
+            unit=" q",
+            disable=not show_progress,
+        )
         for row in pool.map(run_one, todo):
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()

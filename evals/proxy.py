@@ -134,8 +134,10 @@ def resolve_student(student: Path | None, embedded_gguf: Path) -> tuple[Path, st
 def encode(tokenizer, example: dict) -> tuple[list[int], list[int]]:
     """Token ids and labels of a whole example; only the assistant turns' tokens (and their end
     marker) are learned. Nothing is cut: `fit_examples` leaves out what does not fit."""
-    messages = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]}
-                for t in example["conversations"]]  # fmt: skip
+    messages = [
+        {"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]}
+        for t in example["conversations"]
+    ]
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     spans = []
     for i, message in enumerate(messages):
@@ -160,9 +162,12 @@ def fit_examples(tokenizer, examples: list[dict], max_tokens: int) -> tuple[list
     encoded = [encode(tokenizer, example) for example in examples]
     fitting = [(ids, labels) for ids, labels in encoded if len(ids) <= max_tokens]
     lengths = [len(ids) for ids, _ in encoded]
-    return fitting, {"train_examples_drawn": len(encoded), "train_examples_too_long": len(encoded) - len(fitting),
-                     "train_max_seq_tokens": max_tokens,
-                     "train_longest_example_tokens": max(lengths, default=0)}  # fmt: skip
+    return fitting, {
+        "train_examples_drawn": len(encoded),
+        "train_examples_too_long": len(encoded) - len(fitting),
+        "train_max_seq_tokens": max_tokens,
+        "train_longest_example_tokens": max(lengths, default=0),
+    }
 
 
 def converter(cache_dir: Path) -> Path:
@@ -176,10 +181,15 @@ def converter(cache_dir: Path) -> Path:
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(prefix) and
-                   m.name[len(prefix):].startswith(CONVERTER_MEMBERS) and (m.isfile() or m.isdir())]  # fmt: skip
+        members = [
+            m
+            for m in tar.getmembers()
+            if m.name.startswith(prefix)
+            and m.name[len(prefix) :].startswith(CONVERTER_MEMBERS)
+            and (m.isfile() or m.isdir())
+        ]
         for member in members:
-            member.name = member.name[len(prefix):]
+            member.name = member.name[len(prefix) :]
         tar.extractall(staging, members=members, filter="data")
     staging.rename(target)
     return script
@@ -194,16 +204,22 @@ def to_gguf(model, tokenizer, folder: Path, out_file: Path, cache_dir: Path) -> 
     tokenizer.save_pretrained(folder)
     script = converter(cache_dir)
     env = {**os.environ, "PYTHONPATH": str(script.parent / "gguf-py")}
-    done = subprocess.run([sys.executable, str(script), str(folder), "--outfile", str(out_file), "--outtype", "f16"],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(script), str(folder), "--outfile", str(out_file), "--outtype", "f16"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if done.returncode != 0:
         tail = "\n".join(done.stdout.splitlines()[-8:])
         raise ProxyTrainingFailed(f"GGUF conversion of {folder} failed:\n{tail}")
     return out_file
 
 
-def train_lora(model, tokenizer, examples: list[dict], settings: ProxySettings, device: str, *,
-               repeat: int = 0) -> tuple[object, list[float], dict]:  # fmt: skip
+def train_lora(
+    model, tokenizer, examples: list[dict], settings: ProxySettings, device: str, *, repeat: int = 0
+) -> tuple[object, list[float], dict]:
     """LoRA on `model` for exactly `settings.steps` steps; returns the PEFT model (unmerged), losses and stats.
 
     Repeat r draws its examples, their order and the adapter's initialisation from seed + r.
@@ -217,16 +233,28 @@ def train_lora(model, tokenizer, examples: list[dict], settings: ProxySettings, 
     chosen = rng.sample(examples, min(settings.max_items, len(examples)))
     encoded, fit = fit_examples(tokenizer, chosen, settings.max_seq_tokens)
     if fit["train_examples_too_long"]:
-        logger.warning("proxy: %d of %d examples are longer than %d tokens and were left out",
-                       fit["train_examples_too_long"], len(chosen), settings.max_seq_tokens)  # fmt: skip
+        logger.warning(
+            "proxy: %d of %d examples are longer than %d tokens and were left out",
+            fit["train_examples_too_long"],
+            len(chosen),
+            settings.max_seq_tokens,
+        )
     encoded = [(ids, labels) for ids, labels in encoded if any(label != -100 for label in labels)]
     if not encoded:
-        raise ProxyTrainingFailed(f"No training example fits whole in max_seq_tokens={settings.max_seq_tokens} "
-                                  f"(the longest has {fit['train_longest_example_tokens']} tokens).")  # fmt: skip
+        raise ProxyTrainingFailed(
+            f"No training example fits whole in max_seq_tokens={settings.max_seq_tokens} "
+            f"(the longest has {fit['train_longest_example_tokens']} tokens)."
+        )
     first = first_tuned_layer(model, settings)
-    config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], layers_pattern="layers",
-                        layers_to_transform=list(range(first, model.config.num_hidden_layers)))  # fmt: skip
+    config = LoraConfig(
+        r=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        layers_pattern="layers",
+        layers_to_transform=list(range(first, model.config.num_hidden_layers)),
+    )
     model = get_peft_model(model, config)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
@@ -241,14 +269,28 @@ def train_lora(model, tokenizer, examples: list[dict], settings: ProxySettings, 
         losses.append(round(loss.item(), 4))
         tokens += len(ids)
         elapsed = time.monotonic() - started
-        if settings.max_train_seconds is not None and elapsed > settings.max_train_seconds and step + 1 < settings.steps:
-            raise ProxyTrainingFailed(f"LoRA training passed its time bound ({settings.max_train_seconds:.0f} s) after "
-                                      f"{step + 1} of {settings.steps} steps; the score would measure fewer steps, so "
-                                      "none is given. Raise the bound or lower --proxy-steps.")  # fmt: skip
+        if (
+            settings.max_train_seconds is not None
+            and elapsed > settings.max_train_seconds
+            and step + 1 < settings.steps
+        ):
+            raise ProxyTrainingFailed(
+                f"LoRA training passed its time bound ({settings.max_train_seconds:.0f} s) after "
+                f"{step + 1} of {settings.steps} steps; the score would measure fewer steps, so "
+                "none is given. Raise the bound or lower --proxy-steps."
+            )
     model.eval()
     seconds = time.monotonic() - started
-    return model, losses, {"train_seconds": round(seconds, 2), "train_tokens": tokens,
-                           "train_tokens_per_s": round(tokens / seconds, 1), **fit}  # fmt: skip
+    return (
+        model,
+        losses,
+        {
+            "train_seconds": round(seconds, 2),
+            "train_tokens": tokens,
+            "train_tokens_per_s": round(tokens / seconds, 1),
+            **fit,
+        },
+    )
 
 
 # --- the likelihood probe ------------------------------------------------------------------
@@ -270,15 +312,21 @@ class Probe:
 def make_probes(items: list[SeedItem], retriever: Retriever, top_k: int) -> list[Probe]:
     """Each question searched as itself, the hits rendered as the inference loop renders them."""
     results = retriever.search([item.question for item in items], topk=top_k)
-    return [Probe(item.id, item.question, observation_text(hits), tuple(item.golden_answers))
-            for item, hits in zip(items, results)]  # fmt: skip
+    return [
+        Probe(item.id, item.question, observation_text(hits), tuple(item.golden_answers))
+        for item, hits in zip(items, results)
+    ]
 
 
 def probe_conversation(probe: Probe, answer: str) -> list[dict[str, str]]:
     """The chat up to and including the answer turn, rendered by the training/inference code."""
-    trajectory = Trajectory(question=probe.question, steps=[
-        SearchStep(think=PROBE_SEARCH_THOUGHT, query=probe.question, observation=probe.observation, hit_ids=[]),
-        AnswerStep(think=PROBE_ANSWER_THOUGHT, answer=answer)])  # fmt: skip
+    trajectory = Trajectory(
+        question=probe.question,
+        steps=[
+            SearchStep(think=PROBE_SEARCH_THOUGHT, query=probe.question, observation=probe.observation, hit_ids=[]),
+            AnswerStep(think=PROBE_ANSWER_THOUGHT, answer=answer),
+        ],
+    )
     return to_messages(trajectory)
 
 
@@ -289,7 +337,7 @@ def answer_span_tokens(tokenizer, messages: list[dict[str, str]]) -> tuple[list[
     end = full.rindex(turn) + len(turn)
     start = end - len(turn) + turn.index("<answer>")
     encoded = tokenizer(full, return_offsets_mapping=True, add_special_tokens=False)
-    positions = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if b > a and a >= start and b <= end]
+    positions = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if b > a >= start and b <= end]
     return encoded["input_ids"], positions
 
 
@@ -309,9 +357,12 @@ def tokenize_probe(tokenizer, probe: Probe) -> ProbeTokens:
     shared = min(positions[0] - 1 for _, positions in encoded)  # the token before the step predicts its first
     for ids, _ in encoded[1:]:
         shared = next((i for i in range(shared) if ids[i] != encoded[0][0][i]), shared)
-    return ProbeTokens(encoded[0][0][:shared], [ids[shared : positions[-1]] for ids, positions in encoded],
-                       [[p - 1 - shared for p in positions] for _, positions in encoded],
-                       [[ids[p] for p in positions] for ids, positions in encoded])  # fmt: skip
+    return ProbeTokens(
+        encoded[0][0][:shared],
+        [ids[shared : positions[-1]] for ids, positions in encoded],
+        [[p - 1 - shared for p in positions] for _, positions in encoded],
+        [[ids[p] for p in positions] for ids, positions in encoded],
+    )
 
 
 def _mean_logprob(logits, rows: list[int], targets: list[int]) -> float:
@@ -331,13 +382,20 @@ def base_logprobs(model, tokens: list[ProbeTokens], first_tuned_layer: int, devi
     scores, states = [], []
     with torch.inference_mode():
         for probe in tqdm(tokens, desc="likelihood (untuned student)", unit=" q"):
-            out = model(input_ids=torch.tensor([probe.prefix], device=device), use_cache=True, output_hidden_states=True,
-                        logits_to_keep=1)  # fmt: skip
+            out = model(
+                input_ids=torch.tensor([probe.prefix], device=device),
+                use_cache=True,
+                output_hidden_states=True,
+                logits_to_keep=1,
+            )
             kept = {"prefix": out.hidden_states[first_tuned_layer][0].half().cpu(), "suffixes": []}
             best = None
             for suffix, rows, targets in zip(probe.suffixes, probe.rows, probe.targets):
-                step = model(input_ids=torch.tensor([suffix], device=device), past_key_values=copy.deepcopy(
-                    out.past_key_values), output_hidden_states=True)  # fmt: skip
+                step = model(
+                    input_ids=torch.tensor([suffix], device=device),
+                    past_key_values=copy.deepcopy(out.past_key_values),
+                    output_hidden_states=True,
+                )
                 kept["suffixes"].append(step.hidden_states[first_tuned_layer][0].half().cpu())
                 value = _mean_logprob(step.logits[0], rows, targets)
                 best = value if best is None else max(best, value)
@@ -346,8 +404,14 @@ def base_logprobs(model, tokens: list[ProbeTokens], first_tuned_layer: int, devi
     return scores, states
 
 
-def tuned_logprobs(model, tokens: list[ProbeTokens], states: list, first_tuned_layer: int, device: str,
-                   desc: str = "likelihood (tuned student)") -> list[float]:  # fmt: skip
+def tuned_logprobs(
+    model,
+    tokens: list[ProbeTokens],
+    states: list,
+    first_tuned_layer: int,
+    device: str,
+    desc: str = "likelihood (tuned student)",
+) -> list[float]:
     """Per probe, the best golden answer's mean log-probability under `model`, whose layers below
     `first_tuned_layer` are the untuned student's: only the layers from there on are run."""
     import copy
@@ -362,8 +426,10 @@ def tuned_logprobs(model, tokens: list[ProbeTokens], states: list, first_tuned_l
             out = causal_lm(inputs_embeds=kept["prefix"][None].to(device, dtype), use_cache=True, logits_to_keep=1)
             best = None
             for suffix_states, rows, targets in zip(kept["suffixes"], probe.rows, probe.targets):
-                step = causal_lm(inputs_embeds=suffix_states[None].to(device, dtype),
-                                 past_key_values=copy.deepcopy(out.past_key_values))  # fmt: skip
+                step = causal_lm(
+                    inputs_embeds=suffix_states[None].to(device, dtype),
+                    past_key_values=copy.deepcopy(out.past_key_values),
+                )
                 value = _mean_logprob(step.logits[0], rows, targets)
                 best = value if best is None else max(best, value)
             scores.append(round(best, 5))
@@ -402,20 +468,30 @@ def first_tuned_layer(model, settings: ProxySettings) -> int:
 # --- the proxy -----------------------------------------------------------------------------
 
 
-def score_gguf(gguf: Path, items: list[SeedItem], out: Path, retriever: Retriever, settings: ProxySettings,
-               log_file: Path) -> tuple[dict, list[dict], float]:  # fmt: skip
+def score_gguf(
+    gguf: Path, items: list[SeedItem], out: Path, retriever: Retriever, settings: ProxySettings, log_file: Path
+) -> tuple[dict, list[dict], float]:
     """Dev metrics of one GGUF served by llama.cpp in the `autodata eval` loop, per-question rows, seconds.
 
     `out` is emptied first: a new model must not resume an earlier model's answers."""
     shutil.rmtree(out, ignore_errors=True)
-    embedded = EmbeddedModelSettings(gguf=gguf, alias="proxy-student", n_threads=os.cpu_count() or 1)  # nothing else runs
-    endpoint = EndpointSettings(model="proxy-student", max_tokens=settings.max_tokens_per_turn, temperature=0.0,
-                                json_mode="json_object")  # fmt: skip
+    embedded = EmbeddedModelSettings(
+        gguf=gguf, alias="proxy-student", n_threads=os.cpu_count() or 1
+    )  # nothing else runs
+    endpoint = EndpointSettings(
+        model="proxy-student", max_tokens=settings.max_tokens_per_turn, temperature=0.0, json_mode="json_object"
+    )
     loop = LoopSettings(max_turns=settings.max_turns, max_tokens_per_turn=settings.max_tokens_per_turn)
     started = time.monotonic()
     with EmbeddedServer(gguf, embedded, log_file=log_file) as server:
-        client = RoleClient("student", endpoint, base_url=server.base_url, api_key="none",
-                            limiter=AdaptiveLimiter(1), ledger=UsageLedger())  # fmt: skip
+        client = RoleClient(
+            "student",
+            endpoint,
+            base_url=server.base_url,
+            api_key="none",
+            limiter=AdaptiveLimiter(1),
+            ledger=UsageLedger(),
+        )
         metrics = evaluate(items, out, client=client, retriever=retriever, loop=loop, show_progress=False)
         usage = client.ledger.summary().get("student", {})
         client.close()
@@ -429,7 +505,9 @@ def per_question_generation(items: list[SeedItem], rows: list[dict], metric: str
     by_id = {row["id"]: row for row in rows}
     if metric == "format_valid":
         return [float(by_id[item.id]["format_valid"]) for item in items]
-    _, per_example = score_answers([by_id[item.id]["answer"] for item in items], [item.golden_answers for item in items])
+    _, per_example = score_answers(
+        [by_id[item.id]["answer"] for item in items], [item.golden_answers for item in items]
+    )
     return per_example[metric]
 
 
@@ -457,9 +535,18 @@ def load_student(folder: Path, gguf_file: str | None, device: str, cache_dir: Pa
     return tokenizer, AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **load).to(device)
 
 
-def run_proxy(data_dir: Path, out: Path, *, dev_items: list[SeedItem], retriever: Retriever, cache_dir: Path,
-              embedded_gguf: Path, student: Path | None = None, settings: ProxySettings = ProxySettings(),
-              baseline_file: Path | None = None) -> dict:  # fmt: skip
+def run_proxy(
+    data_dir: Path,
+    out: Path,
+    *,
+    dev_items: list[SeedItem],
+    retriever: Retriever,
+    cache_dir: Path,
+    embedded_gguf: Path,
+    student: Path | None = None,
+    settings: ProxySettings = ProxySettings(),
+    baseline_file: Path | None = None,
+) -> dict:
     """Train `settings.repeats` times, score base and tuned student; write and return `out/proxy.json`.
 
     `baseline_file`: where the untuned student's numbers are kept for this world, student
@@ -490,8 +577,9 @@ def run_proxy(data_dir: Path, out: Path, *, dev_items: list[SeedItem], retriever
     base_lp, likelihood_s = cached["likelihood"], time.monotonic() - started
     base_gen = cached.get("generation") if settings.generates else None
     if settings.generates and base_gen is None:
-        base_gen = cached["generation"] = _generation(model, tokenizer, items, out, "base", retriever, settings,
-                                                      cache_dir)  # fmt: skip
+        base_gen = cached["generation"] = _generation(
+            model, tokenizer, items, out, "base", retriever, settings, cache_dir
+        )
     if baseline_file:
         atomic_write_json(baseline_file, cached)
 
@@ -503,15 +591,24 @@ def run_proxy(data_dir: Path, out: Path, *, dev_items: list[SeedItem], retriever
         likelihood_s += time.monotonic() - started
         generation = None
         if settings.generates:
-            generation = _generation(tuned.merge_and_unload(), tokenizer, items, out, f"tuned-{repeat + 1}", retriever,
-                                     settings, cache_dir)  # fmt: skip
+            generation = _generation(
+                tuned.merge_and_unload(), tokenizer, items, out, f"tuned-{repeat + 1}", retriever, settings, cache_dir
+            )
             if repeat + 1 < settings.repeats:
                 tokenizer, model = load_student(folder, gguf_file, device, cache_dir)  # merging changed the weights
         else:
             model = tuned.unload()  # the untuned student again: LoRA was never merged
         repeats.append({"likelihood": tuned_lp, "generation": generation, "train_loss": losses, **train_stats})
-    result = _result(items, base_lp, base_gen, repeats, settings, baseline_cached=was_cached,
-                     likelihood_s=likelihood_s, device=device)  # fmt: skip
+    result = _result(
+        items,
+        base_lp,
+        base_gen,
+        repeats,
+        settings,
+        baseline_cached=was_cached,
+        likelihood_s=likelihood_s,
+        device=device,
+    )
     result["train_examples"] = len(examples)
     atomic_write_json(out / "proxy.json", result)
     return result
@@ -546,13 +643,27 @@ def _generation(model, tokenizer, items, out: Path, name: str, retriever, settin
     """Generation metrics of `model` (converted to GGUF, served by llama.cpp) and its per-question rows."""
     gguf = to_gguf(model, tokenizer, out / f"{name}-hf", out / f"{name}.gguf", cache_dir)
     shutil.rmtree(out / f"{name}-hf", ignore_errors=True)
-    metrics, rows, seconds = score_gguf(gguf, items, out / f"eval-{name}", retriever, settings, out / f"llama-{name}.log")
-    return {"metrics": metrics, "seconds": round(seconds, 2),
-            "per_question": {m: per_question_generation(items, rows, m) for m in GENERATION_METRICS}}  # fmt: skip
+    metrics, rows, seconds = score_gguf(
+        gguf, items, out / f"eval-{name}", retriever, settings, out / f"llama-{name}.log"
+    )
+    return {
+        "metrics": metrics,
+        "seconds": round(seconds, 2),
+        "per_question": {m: per_question_generation(items, rows, m) for m in GENERATION_METRICS},
+    }
 
 
-def _result(items, base_lp, base_gen, repeats, settings: ProxySettings, *, baseline_cached: bool, likelihood_s: float,
-            device: str) -> dict:  # fmt: skip
+def _result(
+    items,
+    base_lp,
+    base_gen,
+    repeats,
+    settings: ProxySettings,
+    *,
+    baseline_cached: bool,
+    likelihood_s: float,
+    device: str,
+) -> dict:
     """proxy.json: the score, its per-question numbers per repeat and its interval, and every metric."""
     gains = [[round(t - b, 5) for t, b in zip(r["likelihood"], base_lp)] for r in repeats]
     by_metric = {"likelihood": gains}
@@ -560,18 +671,27 @@ def _result(items, base_lp, base_gen, repeats, settings: ProxySettings, *, basel
         by_metric |= {m: [r["generation"]["per_question"][m] for r in repeats] for m in GENERATION_METRICS}
     per_question = by_metric[settings.score_metric]
     interval = mean_interval(per_question)
-    mean = lambda values: round(sum(values) / len(values), 6)  # noqa: E731
+    mean = lambda values: round(sum(values) / len(values), 6)
     result = {
-        "score_metric": settings.score_metric, "score": interval.mean, "score_interval": interval.as_dict(),
-        "question_ids": [item.id for item in items], "per_question": per_question, "dev_n": len(items),
+        "score_metric": settings.score_metric,
+        "score": interval.mean,
+        "score_interval": interval.as_dict(),
+        "question_ids": [item.id for item in items],
+        "per_question": per_question,
+        "dev_n": len(items),
         "per_question_by_metric": by_metric,
         "repeats": len(repeats),
-        "likelihood_base": mean(base_lp), "likelihood_tuned": mean([mean(r["likelihood"]) for r in repeats]),
-        "likelihood_gain": mean([mean(g) for g in gains]), "likelihood_seconds": round(likelihood_s, 2),
-        "train_loss": repeats[0]["train_loss"], "train_seconds": round(sum(r["train_seconds"] for r in repeats), 2),
+        "likelihood_base": mean(base_lp),
+        "likelihood_tuned": mean([mean(r["likelihood"]) for r in repeats]),
+        "likelihood_gain": mean([mean(g) for g in gains]),
+        "likelihood_seconds": round(likelihood_s, 2),
+        "train_loss": repeats[0]["train_loss"],
+        "train_seconds": round(sum(r["train_seconds"] for r in repeats), 2),
         **{k: v for k, v in repeats[0].items() if k.startswith("train_") and k not in ("train_loss", "train_seconds")},
-        "baseline_cached": baseline_cached, "device": device, "settings": asdict(settings),
-    }  # fmt: skip
+        "baseline_cached": baseline_cached,
+        "device": device,
+        "settings": asdict(settings),
+    }
     if base_gen is not None:
         tuned = [r["generation"]["metrics"] for r in repeats]
         for name, key in (("em", "dev_em"), ("subem", "dev_subem"), ("f1", "dev_f1")):
@@ -582,8 +702,15 @@ def _result(items, base_lp, base_gen, repeats, settings: ProxySettings, *, basel
     return result
 
 
-def run_proxy_in(workspace, data_dir: Path, out: Path, *, student: Path | None = None,
-                 settings: ProxySettings = ProxySettings(), split: str = "dev") -> dict:  # fmt: skip
+def run_proxy_in(
+    workspace,
+    data_dir: Path,
+    out: Path,
+    *,
+    student: Path | None = None,
+    settings: ProxySettings = ProxySettings(),
+    split: str = "dev",
+) -> dict:
     """`run_proxy` on a `Workspace`'s world: its `split` (dev; `confirm` for promotion only), its retriever,
     the embedded student by default."""
     load_examples(data_dir)  # a clear error before anything else starts
@@ -591,16 +718,36 @@ def run_proxy_in(workspace, data_dir: Path, out: Path, *, student: Path | None =
     student = student or workspace.settings.student
     student_path = Path(student or workspace.embedded_gguf).resolve()
     stat = student_path.stat()
-    key = hashlib.sha256(json.dumps({
-        "world": workspace.world.fingerprint, "retriever": workspace.settings.retriever.model_dump(mode="json"),
-        "student": [str(student_path), stat.st_size, stat.st_mtime_ns], "questions": [i.id for i in items[: settings.dev_limit]],
-        "eval": [settings.max_turns, settings.max_tokens_per_turn, settings.top_k, settings.lora_layers,
-                 settings.generates],
-        "probe": PROBE_VERSION,
-    }, sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
-    return run_proxy(Path(data_dir), Path(out), dev_items=items, retriever=workspace.retriever,
-                     cache_dir=workspace.settings.cache_dir, embedded_gguf=student_path, student=student_path,
-                     settings=settings, baseline_file=workspace.settings.cache_dir / "proxy-baselines" / f"{key}.json")  # fmt: skip
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "world": workspace.world.fingerprint,
+                "retriever": workspace.settings.retriever.model_dump(mode="json"),
+                "student": [str(student_path), stat.st_size, stat.st_mtime_ns],
+                "questions": [i.id for i in items[: settings.dev_limit]],
+                "eval": [
+                    settings.max_turns,
+                    settings.max_tokens_per_turn,
+                    settings.top_k,
+                    settings.lora_layers,
+                    settings.generates,
+                ],
+                "probe": PROBE_VERSION,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    return run_proxy(
+        Path(data_dir),
+        Path(out),
+        dev_items=items,
+        retriever=workspace.retriever,
+        cache_dir=workspace.settings.cache_dir,
+        embedded_gguf=student_path,
+        student=student_path,
+        settings=settings,
+        baseline_file=workspace.settings.cache_dir / "proxy-baselines" / f"{key}.json",
+    )
 
 
 PROBE_VERSION = 1  # bump when the probe's rendering changes: cached untuned numbers are then recomputed

@@ -9,7 +9,6 @@ or retried recipe resumes its folder instead of starting again.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,9 @@ class RecipeScore:
     result: dict  # the scorer's own result
 
 
-def score_recipe(recipe: Recipe, workspace: Workspace, run_dir: Path, *, seeds: int, scorer: Scorer,
-                 out_name: str = "proxy") -> RecipeScore:  # fmt: skip
+def score_recipe(
+    recipe: Recipe, workspace: Workspace, run_dir: Path, *, seeds: int, scorer: Scorer, out_name: str = "proxy"
+) -> RecipeScore:
     """Synthesize from the first `seeds` train seeds of the workspace's world into `run_dir`
     (resuming what is there), then score the data with `scorer` into `run_dir/out_name`.
 
@@ -39,19 +39,27 @@ def score_recipe(recipe: Recipe, workspace: Workspace, run_dir: Path, *, seeds: 
     manifest = report.manifest
     accepted = manifest["items"]["accepted"]
     calls = sum(c["calls"] for c in manifest["llm_totals"].values())
-    metrics = {"acceptance_rate": manifest["acceptance_rate"], "accepted_per_seed": manifest["accepted_per_seed"],
-               "accepted_per_seed_with_evidence": manifest["accepted_per_seed_with_evidence"], "accepted_items": accepted,
-               "llm_calls": calls, "llm_calls_per_accepted_item": calls / max(accepted, 1)}  # fmt: skip
+    metrics = {
+        "acceptance_rate": manifest["acceptance_rate"],
+        "accepted_per_seed": manifest["accepted_per_seed"],
+        "accepted_per_seed_with_evidence": manifest["accepted_per_seed_with_evidence"],
+        "accepted_items": accepted,
+        "llm_calls": calls,
+        "llm_calls_per_accepted_item": calls / max(accepted, 1),
+    }
     for role, cost in manifest["llm_per_accepted_item"].items():
-        metrics |= {f"per_item.{role}.calls": cost["calls"],
-                    f"per_item.{role}.tokens": cost["prompt_tokens"] + cost["completion_tokens"]}  # fmt: skip
+        metrics |= {
+            f"per_item.{role}.calls": cost["calls"],
+            f"per_item.{role}.tokens": cost["prompt_tokens"] + cost["completion_tokens"],
+        }
     result = scorer(run_dir, run_dir / out_name) if manifest["items"]["in_datasets"] else {"score": 0.0}
     metrics |= {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
     return RecipeScore(float(result["score"]), metrics, manifest, result)
 
 
-def proxy_scorer(workspace: Workspace, *, steps: int, dev_limit: int, score_metric: str, repeats: int = 1,
-                 split: str = "dev") -> Scorer:  # fmt: skip
+def proxy_scorer(
+    workspace: Workspace, *, steps: int, dev_limit: int, score_metric: str, repeats: int = 1, split: str = "dev"
+) -> Scorer:
     """The quick SFT proxy on the workspace's `split` as a scorer (studies: dev; promotion: confirm)."""
     from dataclasses import replace
 
@@ -77,5 +85,10 @@ def acceptance_scorer(run_dir: Path, out: Path) -> dict:
     per_seed = {row["seed_id"]: float(row["accepted"]) for row in read_jsonl(Path(run_dir) / "progress.jsonl")}
     ids = sorted(per_seed)
     per_question = [[per_seed[i] for i in ids]]
-    return {"score": manifest["accepted_per_seed"], "accepted": manifest["items"]["accepted"], "question_ids": ids,
-            "per_question": per_question, "score_interval": mean_interval(per_question).as_dict()}  # fmt: skip
+    return {
+        "score": manifest["accepted_per_seed"],
+        "accepted": manifest["items"]["accepted"],
+        "question_ids": ids,
+        "per_question": per_question,
+        "score_interval": mean_interval(per_question).as_dict(),
+    }

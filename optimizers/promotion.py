@@ -40,52 +40,82 @@ class GateResult:
         return self.gain.above_zero
 
     def describe(self) -> str:
-        return (f"on the {CONFIRM} split ({self.gain.n} questions, {self.metric}, {self.gain.repeats} repeat(s)): "
-                f"candidate {self.candidate}, production ({self.production_source}) {self.production}, "
-                f"gain {self.gain.mean:+.3f} [{self.gain.low:+.3f}, {self.gain.high:+.3f}] (95% paired bootstrap)")
+        return (
+            f"on the {CONFIRM} split ({self.gain.n} questions, {self.metric}, {self.gain.repeats} repeat(s)): "
+            f"candidate {self.candidate}, production ({self.production_source}) {self.production}, "
+            f"gain {self.gain.mean:+.3f} [{self.gain.low:+.3f}, {self.gain.high:+.3f}] (95% paired bootstrap)"
+        )
 
     def tags(self) -> dict[str, str]:
         """What the registered version records, so MLflow shows why it is in production (a forced
         promotion measures nothing and records only that it was forced)."""
         return {
-            "autodata.gate.split": CONFIRM, "autodata.gate.metric": self.metric, "autodata.gate.n": str(self.gain.n),
+            "autodata.gate.split": CONFIRM,
+            "autodata.gate.metric": self.metric,
+            "autodata.gate.n": str(self.gain.n),
             "autodata.gate.repeats": str(self.gain.repeats),
             "autodata.gate.candidate_score": f"{self.candidate.mean:.6f}",
             "autodata.gate.production_score": f"{self.production.mean:.6f}",
             "autodata.gate.production": self.production_source,
-            "autodata.gate.gain": f"{self.gain.mean:.6f}", "autodata.gate.gain_low": f"{self.gain.low:.6f}",
-            "autodata.gate.gain_high": f"{self.gain.high:.6f}", "autodata.gate.passed": str(self.passed).lower(),
+            "autodata.gate.gain": f"{self.gain.mean:.6f}",
+            "autodata.gate.gain_low": f"{self.gain.low:.6f}",
+            "autodata.gate.gain_high": f"{self.gain.high:.6f}",
+            "autodata.gate.passed": str(self.passed).lower(),
             "autodata.gate.forced": "false",
-        }  # fmt: skip
+        }
 
 
 def compare(metric: str, candidate: dict, production: dict, production_source: str) -> GateResult:
     """The gate's verdict from two scorer results holding `question_ids` and `per_question` numbers."""
     if candidate["question_ids"] != production["question_ids"]:
-        raise AutodataError("The candidate and production were scored on different confirm questions; "
-                            "score both again.")  # fmt: skip
-    return GateResult(metric, mean_interval(candidate["per_question"]), mean_interval(production["per_question"]),
-                      paired_difference(candidate["per_question"], production["per_question"]), production_source)  # fmt: skip
+        raise AutodataError(
+            "The candidate and production were scored on different confirm questions; score both again."
+        )
+    return GateResult(
+        metric,
+        mean_interval(candidate["per_question"]),
+        mean_interval(production["per_question"]),
+        paired_difference(candidate["per_question"], production["per_question"]),
+        production_source,
+    )
 
 
 def confirm_scorer(workspace: Workspace, study: dict) -> Scorer:
     """The study's own proxy (steps, repeats, metric, number of questions), on the confirm split instead of dev."""
     if not workspace.world.has_split(CONFIRM):
         workspace.world.items(CONFIRM)  # raises the world's one-line explanation
-    return proxy_scorer(workspace, steps=study["proxy_steps"], dev_limit=study["dev_limit"],
-                        score_metric=study["score_metric"], repeats=study["repeats"], split=CONFIRM)  # fmt: skip
+    return proxy_scorer(
+        workspace,
+        steps=study["proxy_steps"],
+        dev_limit=study["dev_limit"],
+        score_metric=study["score_metric"],
+        repeats=study["repeats"],
+        split=CONFIRM,
+    )
 
 
-def confirm_gate(workspace: Workspace, runs_dir: Path, candidate: Recipe, production: Recipe, production_source: str,
-                 *, seeds: int, metric: str, scorer: Scorer) -> GateResult:  # fmt: skip
+def confirm_gate(
+    workspace: Workspace,
+    runs_dir: Path,
+    candidate: Recipe,
+    production: Recipe,
+    production_source: str,
+    *,
+    seeds: int,
+    metric: str,
+    scorer: Scorer,
+) -> GateResult:
     """Score both recipes' data (synthesized into `runs_dir/<hash>` when not there yet) on confirm."""
     results = []
     for recipe in (candidate, production):
-        scored = score_recipe(recipe, workspace, runs_dir / recipe.content_hash, seeds=seeds, scorer=scorer,
-                              out_name=f"proxy-{CONFIRM}")  # fmt: skip
+        scored = score_recipe(
+            recipe, workspace, runs_dir / recipe.content_hash, seeds=seeds, scorer=scorer, out_name=f"proxy-{CONFIRM}"
+        )
         if not scored.result.get("per_question"):
-            raise PromotionRefused(f"Recipe {recipe.content_hash} accepted no item on the study's {seeds} seeds: there "
-                                   "is no data to confirm; promote with --force to override.")  # fmt: skip
+            raise PromotionRefused(
+                f"Recipe {recipe.content_hash} accepted no item on the study's {seeds} seeds: there "
+                "is no data to confirm; promote with --force to override."
+            )
         results.append(scored.result)
     return compare(metric, results[0], results[1], production_source)
 
@@ -99,4 +129,3 @@ def trial_recipe(run_id: str) -> Recipe:
     except Exception as err:  # noqa: BLE001 - MLflow raises several types for a missing artifact
         raise AutodataError(f"Run {run_id} has no recipe/recipe.yaml artifact: {err}") from None
     return load_recipe(Path(path))
-

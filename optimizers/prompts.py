@@ -50,6 +50,7 @@ import mlflow
 from dspy.utils.exceptions import AdapterParseError
 from pydantic import StringConstraints, ValidationError
 
+from autodata.answers import sub_exact_match
 from autodata.errors import AutodataError
 from autodata.llm import LLMSession
 from autodata.llm.dspy_engine import dspy, our_errors
@@ -61,7 +62,6 @@ from autodata.search.protocol import Retriever
 from autodata.seeds import SeedItem
 from autodata.settings import Settings
 from autodata.trajectory import render_information
-from autodata.answers import sub_exact_match
 from evals.intervals import Estimate, paired_difference
 from optimizers import tracking
 
@@ -96,8 +96,9 @@ AGENTS = {
 OPTIMIZED_ROLES = tuple(AGENTS)
 
 
-def propose_instructions(llms: LLMSession, role: str, current: str, feedback: str, *,
-                         rollout_id: str) -> tuple[str, str] | None:  # fmt: skip
+def propose_instructions(
+    llms: LLMSession, role: str, current: str, feedback: str, *, rollout_id: str
+) -> tuple[str, str] | None:
     """(new instructions, what changed) from the optimizer role, or None when its proposal is unusable.
 
     An unparseable proposal costs one step; autodata's endpoint errors (unreachable, budget
@@ -106,8 +107,9 @@ def propose_instructions(llms: LLMSession, role: str, current: str, feedback: st
     job, keyword = AGENTS[role]
     with our_errors(), dspy.context(lm=llms.dspy_lm("optimizer"), adapter=SchemaJSONAdapter()):
         try:
-            proposal = dspy.Predict(RewriteInstructions)(agent=job, current_instructions=current, feedback=feedback,
-                                                         config={"rollout_id": rollout_id})  # fmt: skip
+            proposal = dspy.Predict(RewriteInstructions)(
+                agent=job, current_instructions=current, feedback=feedback, config={"rollout_id": rollout_id}
+            )
         except (AdapterParseError, ValidationError) as err:  # a malformed proposal costs one step, not the run
             logger.warning("instruction proposal skipped: %s", err)
             return None
@@ -164,14 +166,19 @@ def inner_loop_metric(gold, pred, trace=None, pred_name=None, pred_trace=None) -
 
 def challenger_program(llms: LLMSession, retriever: Retriever, recipe: Recipe, instructions: str) -> InnerLoopProgram:
     """The inner loop of `recipe` with these challenger instructions, every round through the challenger."""
-    trial = recipe.with_changes(instructions={**recipe.instructions, "challenger": instructions},
-                                strategies=CHALLENGER_ONLY)  # fmt: skip
+    trial = recipe.with_changes(
+        instructions={**recipe.instructions, "challenger": instructions}, strategies=CHALLENGER_ONLY
+    )
     return InnerLoopProgram(SeedProcessor(trial, retriever, llms))
 
 
 def seed_examples(seeds: Iterable[SeedItem]) -> list[dspy.Example]:
-    return [dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers)
-            .with_inputs("seed_id", "question", "golden_answers") for s in seeds]  # fmt: skip
+    return [
+        dspy.Example(seed_id=s.id, question=s.question, golden_answers=s.golden_answers).with_inputs(
+            "seed_id", "question", "golden_answers"
+        )
+        for s in seeds
+    ]
 
 
 def with_evidence(seeds: Iterable[SeedItem], processor: SeedProcessor, count: int) -> list[SeedItem]:
@@ -197,13 +204,18 @@ def judge_examples(items: list[dict]) -> list[dspy.Example]:
     (accept), and another item's answer, which it does not (reject)."""
     examples = []
     for index, item in enumerate(items):
-        evidence = "\n".join(render_information(s["observation"]) for s in item["trajectory"]["steps"] if s["kind"] == "search")
+        evidence = "\n".join(
+            render_information(s["observation"]) for s in item["trajectory"]["steps"] if s["kind"] == "search"
+        )
         others = items[index + 1 :] + items[:index]
         wrong = next((o["answer"] for o in others if not sub_exact_match(evidence, [o["answer"]])), None)
         for answer, label in ((item["answer"], "accept"), (wrong, "reject")):
             if answer is not None:
-                examples.append(dspy.Example(question=item["question"], answer=answer, evidence=evidence, label=label)
-                                .with_inputs("question", "answer", "evidence"))  # fmt: skip
+                examples.append(
+                    dspy.Example(question=item["question"], answer=answer, evidence=evidence, label=label).with_inputs(
+                        "question", "answer", "evidence"
+                    )
+                )
     return examples
 
 
@@ -211,8 +223,9 @@ def judge_metric(gold, pred, trace=None, pred_name=None, pred_trace=None) -> dsp
     states = "states" if gold.label == "accept" else "does not state"
     if pred.verdict == gold.label:
         return dspy.Prediction(score=1.0, feedback=f"Right: the evidence {states} {gold.answer!r}.")
-    return dspy.Prediction(score=0.0, feedback=f"Wrong: the evidence {states} {gold.answer!r}, so the verdict must "
-                                               f"be {gold.label}.")  # fmt: skip
+    return dspy.Prediction(
+        score=0.0, feedback=f"Wrong: the evidence {states} {gold.answer!r}, so the verdict must be {gold.label}."
+    )
 
 
 def item_scores(program: dspy.Module, metric: Callable, examples: list[dspy.Example]) -> list[float]:
@@ -250,16 +263,25 @@ class PairedTest:
     def tags(self) -> dict[str, str | int | float]:
         """The evidence, as `autodata.*` tags of the registered version."""
         d = self.difference
-        return {"metric": self.metric, "split": self.split, "n": d.n, "parent_val_score": self.parent_score,
-                "val_score": self.candidate_score, "difference": d.mean, "difference_low": d.low,
-                "difference_high": d.high}  # fmt: skip
+        return {
+            "metric": self.metric,
+            "split": self.split,
+            "n": d.n,
+            "parent_val_score": self.parent_score,
+            "val_score": self.candidate_score,
+            "difference": d.mean,
+            "difference_low": d.low,
+            "difference_high": d.high,
+        }
 
     def in_words(self, parent_version: int) -> str:
         d = self.difference
         verdict = "accepted" if self.accepted else "rejected, not better"
-        return (f"{d.n} {self.split}: version {parent_version} {self.parent_score:.2f} -> this "
-                f"{self.candidate_score:.2f}: {verdict} (difference {d.mean:+.2f}, 95% interval [{d.low:.2f}, "
-                f"{d.high:.2f}], {'above' if self.accepted else 'not above'} 0)")  # fmt: skip
+        return (
+            f"{d.n} {self.split}: version {parent_version} {self.parent_score:.2f} -> this "
+            f"{self.candidate_score:.2f}: {verdict} (difference {d.mean:+.2f}, 95% interval [{d.low:.2f}, "
+            f"{d.high:.2f}], {'above' if self.accepted else 'not above'} 0)"
+        )
 
 
 @dataclass(frozen=True)
@@ -272,9 +294,17 @@ class PromptOptimization:
     num_threads: int = 2
 
 
-def optimize_prompt(role: str, *, settings: Settings, llms: LLMSession, seeds: Iterable[SeedItem] = (),
-                    items: list[dict] = (), retriever: Retriever | None = None,
-                    options: PromptOptimization = PromptOptimization(), base: Recipe | None = None) -> dict:  # fmt: skip
+def optimize_prompt(
+    role: str,
+    *,
+    settings: Settings,
+    llms: LLMSession,
+    seeds: Iterable[SeedItem] = (),
+    items: list[dict] = (),
+    retriever: Retriever | None = None,
+    options: PromptOptimization = PromptOptimization(),
+    base: Recipe | None = None,
+) -> dict:
     """GEPA on `role`'s instructions (see the module docstring); returns a summary dict.
 
     The challenger learns from the inner loop run on `seeds` (with `retriever`); the
@@ -283,12 +313,16 @@ def optimize_prompt(role: str, *, settings: Settings, llms: LLMSession, seeds: I
     registered. Every call goes through `llms`, the caller's session.
     """
     if role not in OPTIMIZED_ROLES:
-        raise AutodataError(f"Role {role!r} cannot be optimized: choose one of {', '.join(OPTIMIZED_ROLES)}. "
-                            "The solvers' prompts and the acceptance checks are never optimized.")  # fmt: skip
+        raise AutodataError(
+            f"Role {role!r} cannot be optimized: choose one of {', '.join(OPTIMIZED_ROLES)}. "
+            "The solvers' prompts and the acceptance checks are never optimized."
+        )
     if min(options.train_size, options.val_size, options.holdout) < 1:
-        raise AutodataError(f"Prompt optimization needs at least one train, validation and holdout case each, "
-                            f"not train {options.train_size}, val {options.val_size}, "
-                            f"holdout {options.holdout}.")  # fmt: skip
+        raise AutodataError(
+            f"Prompt optimization needs at least one train, validation and holdout case each, "
+            f"not train {options.train_size}, val {options.val_size}, "
+            f"holdout {options.holdout}."
+        )
     experiment_id = tracking.setup(settings)
     tracking.ensure_seed_prompts()
     start_version = tracking.latest_prompt_version(role) or 1
@@ -313,9 +347,11 @@ def optimize_prompt(role: str, *, settings: Settings, llms: LLMSession, seeds: I
         shortage = f"The accepted items make only {len(examples)} labelled cases"
         split = "holdout labelled cases after GEPA's train and val cases"
     if len(examples) < need:
-        raise AutodataError(f"{shortage}; prompt optimization needs {need} (train {options.train_size} + val "
-                            f"{options.val_size} + holdout {options.holdout}). Pass more "
-                            f"{'seeds' if role == 'challenger' else 'items'}, or a smaller --holdout.")  # fmt: skip
+        raise AutodataError(
+            f"{shortage}; prompt optimization needs {need} (train {options.train_size} + val "
+            f"{options.val_size} + holdout {options.holdout}). Pass more "
+            f"{'seeds' if role == 'challenger' else 'items'}, or a smaller --holdout."
+        )
     gepa_options = {k: v for k, v in asdict(options).items() if k != "holdout"}  # GEPA's run does not depend on it
     key = hashlib.sha256(json.dumps([role, start_text, inputs, gepa_options]).encode()).hexdigest()[:16]
     log_dir = settings.home_dir / "prompt-optimization" / role / key
@@ -339,59 +375,109 @@ def optimize_prompt(role: str, *, settings: Settings, llms: LLMSession, seeds: I
         return new
 
     optimizer = dspy.GEPA(
-        metric=metric, max_metric_calls=options.budget, reflection_minibatch_size=options.minibatch,
-        instruction_proposer=proposer, reflection_lm=llms.dspy_lm("optimizer"), num_threads=options.num_threads,
-        track_stats=True, log_dir=str(log_dir), use_merge=False, seed=0, warn_on_score_mismatch=False,
+        metric=metric,
+        max_metric_calls=options.budget,
+        reflection_minibatch_size=options.minibatch,
+        instruction_proposer=proposer,
+        reflection_lm=llms.dspy_lm("optimizer"),
+        num_threads=options.num_threads,
+        track_stats=True,
+        log_dir=str(log_dir),
+        use_merge=False,
+        seed=0,
+        warn_on_score_mismatch=False,
         gepa_kwargs={"stop_callbacks": lambda state: bool(failures)},
-    )  # fmt: skip
-    with mlflow.start_run(run_name=f"prompts optimize {role}", experiment_id=experiment_id,
-                          tags={"autodata.kind": "prompt-optimization", "autodata.role": role}):  # fmt: skip
-        mlflow.log_params({"optimizer": "GEPA", "role": role, "start_version": start_version, "budget": options.budget,
-                           "train_size": options.train_size, "val_size": options.val_size,
-                           "holdout": options.holdout})  # fmt: skip
+    )
+    with mlflow.start_run(
+        run_name=f"prompts optimize {role}",
+        experiment_id=experiment_id,
+        tags={"autodata.kind": "prompt-optimization", "autodata.role": role},
+    ):
+        mlflow.log_params(
+            {
+                "optimizer": "GEPA",
+                "role": role,
+                "start_version": start_version,
+                "budget": options.budget,
+                "train_size": options.train_size,
+                "val_size": options.val_size,
+                "holdout": options.holdout,
+            }
+        )
         with our_errors(), dspy.context(adapter=SchemaJSONAdapter()):
-            optimized = optimizer.compile(program, trainset=examples[: options.train_size],
-                                          valset=examples[options.train_size : seen])  # fmt: skip
+            optimized = optimizer.compile(
+                program, trainset=examples[: options.train_size], valset=examples[options.train_size : seen]
+            )
         if failures:
             raise failures[0]
         results = optimized.detailed_results
         scores = list(results.val_aggregate_scores)
-        (_, predictor), = optimized.named_predictors()
+        ((_, predictor),) = optimized.named_predictors()
         best_text = predictor.signature.instructions
         summary = {
-            "role": role, "start_version": start_version, "start_score": scores[0], "best_score": max(scores),
-            "candidates": len(scores), "metric_calls": results.total_metric_calls, "holdout_size": options.holdout,
-            "holdout_split": split, "holdout_start_score": None, "holdout_best_score": None,
-            "holdout_difference": None, "version": None, "rejected_version": None, "log_dir": str(log_dir),
-        }  # fmt: skip
+            "role": role,
+            "start_version": start_version,
+            "start_score": scores[0],
+            "best_score": max(scores),
+            "candidates": len(scores),
+            "metric_calls": results.total_metric_calls,
+            "holdout_size": options.holdout,
+            "holdout_split": split,
+            "holdout_start_score": None,
+            "holdout_best_score": None,
+            "holdout_difference": None,
+            "version": None,
+            "rejected_version": None,
+            "log_dir": str(log_dir),
+        }
         mlflow.log_metrics({"start_val_score": scores[0], "best_val_score": max(scores), "candidates": len(scores)})
         if best_text.strip() != start_text.strip():
             holdout = examples[seen:]
-            test = PairedTest.of(item_scores(program, metric, holdout),
-                                 item_scores(make_program(best_text), metric, holdout),
-                                 metric=measure, split=split)  # fmt: skip
+            test = PairedTest.of(
+                item_scores(program, metric, holdout),
+                item_scores(make_program(best_text), metric, holdout),
+                metric=measure,
+                split=split,
+            )
             summary.update(_register_gepa_best(role, best_text, test, summary, summaries, options))
     return summary
 
 
-def _register_gepa_best(role: str, text: str, test: PairedTest, summary: dict, summaries: dict[str, str],
-                        options: PromptOptimization) -> dict:  # fmt: skip
+def _register_gepa_best(
+    role: str, text: str, test: PairedTest, summary: dict, summaries: dict[str, str], options: PromptOptimization
+) -> dict:
     """GEPA's best as a new version (rejected unless it beat the start on the holdout); summary updates."""
     d = test.difference
-    mlflow.log_metrics({"holdout_start_score": test.parent_score, "holdout_best_score": test.candidate_score,
-                        "holdout_difference": d.mean, "holdout_difference_low": d.low,
-                        "holdout_difference_high": d.high})  # fmt: skip
-    message = (f"GEPA: {summaries.get(text, 'rewritten by GEPA')} (paired test on "
-               f"{test.in_words(summary['start_version'])}; chosen on GEPA's val score {summary['start_score']:.2f} "
-               f"-> {summary['best_score']:.2f} on {options.val_size} cases, "
-               f"{summary['metric_calls']} metric calls)")  # fmt: skip
+    mlflow.log_metrics(
+        {
+            "holdout_start_score": test.parent_score,
+            "holdout_best_score": test.candidate_score,
+            "holdout_difference": d.mean,
+            "holdout_difference_low": d.low,
+            "holdout_difference_high": d.high,
+        }
+    )
+    message = (
+        f"GEPA: {summaries.get(text, 'rewritten by GEPA')} (paired test on "
+        f"{test.in_words(summary['start_version'])}; chosen on GEPA's val score {summary['start_score']:.2f} "
+        f"-> {summary['best_score']:.2f} on {options.val_size} cases, "
+        f"{summary['metric_calls']} metric calls)"
+    )
     version = tracking.register_prompt_version(role, text, message, accepted=test.accepted, evidence=test.tags())
     status = "accepted" if test.accepted else "rejected"
-    mlflow.set_tags({"autodata.prompt_version": f"prompts:/{tracking.prompt_name(role)}/{version}",
-                     "autodata.prompt_status": status})  # fmt: skip
-    return {"holdout_start_score": test.parent_score, "holdout_best_score": test.candidate_score,
-            "holdout_difference": d.as_dict(), "version": version if test.accepted else None,
-            "rejected_version": None if test.accepted else version}
+    mlflow.set_tags(
+        {
+            "autodata.prompt_version": f"prompts:/{tracking.prompt_name(role)}/{version}",
+            "autodata.prompt_status": status,
+        }
+    )
+    return {
+        "holdout_start_score": test.parent_score,
+        "holdout_best_score": test.candidate_score,
+        "holdout_difference": d.as_dict(),
+        "version": version if test.accepted else None,
+        "rejected_version": None if test.accepted else version,
+    }
 
 
 def _describe(record: dict) -> str:
@@ -403,8 +489,9 @@ def _describe(record: dict) -> str:
     return f"[{str(strategy)[:60]}] {outputs}: {record.get('Feedback', '')}"[:600]
 
 
-def seed_scores(llms: LLMSession, retriever: Retriever, recipe: Recipe, instructions: str,
-                seeds: list[SeedItem]) -> list[float]:  # fmt: skip
+def seed_scores(
+    llms: LLMSession, retriever: Retriever, recipe: Recipe, instructions: str, seeds: list[SeedItem]
+) -> list[float]:
     """The inner-loop verdict (`seed_feedback`'s score) of the challenger's `instructions` on each of `seeds`.
 
     Answers come from the LLM cache when the same instructions were scored on the same
@@ -435,8 +522,17 @@ def _validation_split(run_dir: Path, val_seeds: list[SeedItem]) -> str:
     return f"train seeds, {shared} of them the trial's own (the split has too few beyond them)"
 
 
-def rewrite_from_rejections(llms: LLMSession, recipe: Recipe, run_dir: Path, trial_number: int, score: float, *,
-                            retriever: Retriever, val_seeds: list[SeedItem], parent_version: int) -> int | None:  # fmt: skip
+def rewrite_from_rejections(
+    llms: LLMSession,
+    recipe: Recipe,
+    run_dir: Path,
+    trial_number: int,
+    score: float,
+    *,
+    retriever: Retriever,
+    val_seeds: list[SeedItem],
+    parent_version: int,
+) -> int | None:
     """One proposal from a study trial's rejections, kept only if it beats the version it came from.
 
     The proposal and its parent are scored seed by seed on the same fixed validation seeds
@@ -449,21 +545,30 @@ def rewrite_from_rejections(llms: LLMSession, recipe: Recipe, run_dir: Path, tri
     reasons = dict(Counter(row["reason"] for row in rejected))
     examples = [f"{r['reason']}: {r['question']!r} ({r['detail']})" for r in rejected if r["question"]][:5]
     feedback = (f"Rejections: {reasons or 'none'}. Examples: " + "; ".join(examples)) if rejected else "No rejections."
-    proposal = propose_instructions(llms, "challenger", recipe.instructions["challenger"], feedback,
-                                    rollout_id=f"rewrite:{recipe.content_hash}")  # fmt: skip
+    proposal = propose_instructions(
+        llms, "challenger", recipe.instructions["challenger"], feedback, rollout_id=f"rewrite:{recipe.content_hash}"
+    )
     if proposal is None:
         return None
     if not val_seeds:
         logger.warning("challenger rewrite not registered: no validation seed has evidence")
         return None
     text, change = proposal
-    test = PairedTest.of(seed_scores(llms, retriever, recipe, recipe.instructions["challenger"], val_seeds),
-                         seed_scores(llms, retriever, recipe, text, val_seeds),
-                         metric=INNER_LOOP_METRIC, split=_validation_split(run_dir, val_seeds))  # fmt: skip
+    test = PairedTest.of(
+        seed_scores(llms, retriever, recipe, recipe.instructions["challenger"], val_seeds),
+        seed_scores(llms, retriever, recipe, text, val_seeds),
+        metric=INNER_LOOP_METRIC,
+        split=_validation_split(run_dir, val_seeds),
+    )
     version = tracking.register_prompt_version(
-        "challenger", text, f"{change} (from trial {trial_number}, score {score:.3f}, rejections {reasons}; "
-        f"validation on {test.in_words(parent_version)})", accepted=test.accepted, evidence=test.tags(),
-    )  # fmt: skip
-    logger.info("challenger prompt version %d %s: %s", version, "accepted" if test.accepted else "rejected",
-                test.difference)  # fmt: skip
+        "challenger",
+        text,
+        f"{change} (from trial {trial_number}, score {score:.3f}, rejections {reasons}; "
+        f"validation on {test.in_words(parent_version)})",
+        accepted=test.accepted,
+        evidence=test.tags(),
+    )
+    logger.info(
+        "challenger prompt version %d %s: %s", version, "accepted" if test.accepted else "rejected", test.difference
+    )
     return version if test.accepted else None

@@ -77,10 +77,21 @@ class StudySettings:
 
 
 BASELINE_PARAMS = {
-    "attempts_per_solver": 3, "strong_min_accuracy": 0.65, "weak_max_accuracy": 0.5, "min_gap": 0.2,
-    "max_rounds": 3, "keep": 0.6, "rephrase": 0.25, "multi_hop": 0.15, "top_k": 3, "max_turns": 4,
-    "hint_mode": "answer", "weak_mode": "closed_book", "llm_judge": False, "challenger_prompt": "seed",
-}  # fmt: skip
+    "attempts_per_solver": 3,
+    "strong_min_accuracy": 0.65,
+    "weak_max_accuracy": 0.5,
+    "min_gap": 0.2,
+    "max_rounds": 3,
+    "keep": 0.6,
+    "rephrase": 0.25,
+    "multi_hop": 0.15,
+    "top_k": 3,
+    "max_turns": 4,
+    "hint_mode": "answer",
+    "weak_mode": "closed_book",
+    "llm_judge": False,
+    "challenger_prompt": "seed",
+}
 
 
 def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.storages.BaseStorage:
@@ -90,10 +101,12 @@ def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.sto
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; users need not hear it each run
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
-            ensure_sqlite_folder(url), heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
+            ensure_sqlite_folder(url),
+            heartbeat_interval=study.heartbeat_interval,
+            grace_period=study.grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
             engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-        )  # fmt: skip
+        )
     if storage.engine.name == "sqlite":
         serialize_sqlite_transactions(storage.engine)
     return storage
@@ -102,8 +115,16 @@ def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.sto
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SETTINGS_ATTR = "autodata.settings"
 # Changing these between runs of one study would make its trials' scores incomparable.
-COMPARABILITY = ("score_metric", "seeds_per_trial", "proxy_steps", "dev_limit", "objectives", "world", "scorer",
-                 "repeats")
+COMPARABILITY = (
+    "score_metric",
+    "seeds_per_trial",
+    "proxy_steps",
+    "dev_limit",
+    "objectives",
+    "world",
+    "scorer",
+    "repeats",
+)
 
 
 def settings_for(name: str, storage: str, options: dict) -> StudySettings:
@@ -116,9 +137,11 @@ def settings_for(name: str, storage: str, options: dict) -> StudySettings:
     _check_world(name, stored, options.get("world"))
     for key in COMPARABILITY:
         if key in options and key in stored and options[key] != stored[key]:
-            raise AutodataError(f"Study {name!r} scores trials with {key}={stored[key]!r}; with {options[key]!r} its "
-                                f"scores would not compare. Leave --{key.replace('_', '-')} out, or start a study "
-                                f"with another name.")  # fmt: skip
+            raise AutodataError(
+                f"Study {name!r} scores trials with {key}={stored[key]!r}; with {options[key]!r} its "
+                f"scores would not compare. Leave --{key.replace('_', '-')} out, or start a study "
+                f"with another name."
+            )
     merged = {**stored, **options}
     if "stages" in merged:
         merged["stages"] = tuple(merged["stages"])  # stored as a JSON list
@@ -127,8 +150,10 @@ def settings_for(name: str, storage: str, options: dict) -> StudySettings:
 
 def _check_world(name: str, stored: dict, world: str | None) -> None:
     if world and stored.get("world") and world != stored["world"]:
-        raise AutodataError(f"Study {name!r} runs in the world with fingerprint {stored['world']}, not in this one "
-                            f"({world}); pass the --world it was created with, or start a study with another name.")  # fmt: skip
+        raise AutodataError(
+            f"Study {name!r} runs in the world with fingerprint {stored['world']}, not in this one "
+            f"({world}); pass the --world it was created with, or start a study with another name."
+        )
 
 
 def finished_trials(name: str, storage: str) -> int:
@@ -162,25 +187,33 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
         "llm_judge": trial.suggest_categorical("llm_judge", [False, True]),
         # "seed" or "latest": fixed choices, although new prompt versions appear as the study runs
         "challenger_prompt": trial.suggest_categorical("challenger_prompt", ["seed", "latest"]),
-    }  # fmt: skip
+    }
     if p["llm_judge"]:
         p["verifier_prompt"] = trial.suggest_categorical("verifier_prompt", ["seed", "latest"])
-    versions = {"challenger": 1 if p["challenger_prompt"] == "seed" else latest["challenger"],
-                "tagger": latest["tagger"],
-                "verifier": latest["verifier"] if p.get("verifier_prompt") == "latest" else 1}  # fmt: skip
+    versions = {
+        "challenger": 1 if p["challenger_prompt"] == "seed" else latest["challenger"],
+        "tagger": latest["tagger"],
+        "verifier": latest["verifier"] if p.get("verifier_prompt") == "latest" else 1,
+    }
     base = Recipe()
     # Named as the default rule is ("autodata-strong0.65-weak0.5-gap0.2"): BASELINE_PARAMS give exactly Recipe().
     rule = f"autodata-strong{p['strong_min_accuracy']}-weak{p['weak_max_accuracy']}-gap{p['min_gap']}"
     recipe = base.with_changes(
         instructions={role: tracking.load_prompt_version(role, v) for role, v in versions.items()},
-        acceptance={"attempts_per_solver": p["attempts_per_solver"], "strong_min_accuracy": p["strong_min_accuracy"],
-                    "weak_max_accuracy": p["weak_max_accuracy"], "min_gap": p["min_gap"],
-                    "rule": rule},
+        acceptance={
+            "attempts_per_solver": p["attempts_per_solver"],
+            "strong_min_accuracy": p["strong_min_accuracy"],
+            "weak_max_accuracy": p["weak_max_accuracy"],
+            "min_gap": p["min_gap"],
+            "rule": rule,
+        },
         max_rounds=p["max_rounds"],
         strategies={"keep": p["keep"], "rephrase": p["rephrase"], "multi_hop": p["multi_hop"]},
         search={**base.search.model_dump(), "top_k": p["top_k"], "max_turns": p["max_turns"]},
-        hint_mode=p["hint_mode"], weak_mode=p["weak_mode"], llm_judge=p["llm_judge"],
-    )  # fmt: skip
+        hint_mode=p["hint_mode"],
+        weak_mode=p["weak_mode"],
+        llm_judge=p["llm_judge"],
+    )
     return recipe, versions
 
 
@@ -189,8 +222,16 @@ def runs_dir(settings, name: str) -> Path:
     return settings.home_dir / "studies" / name / "runs"
 
 
-def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySettings = StudySettings(),
-              scorer: Scorer | None = None, storage: str | None = None, progress: bool = False) -> optuna.Study:  # fmt: skip
+def run_study(
+    name: str,
+    trials: int,
+    *,
+    workspace: Workspace,
+    study: StudySettings = StudySettings(),
+    scorer: Scorer | None = None,
+    storage: str | None = None,
+    progress: bool = False,
+) -> optuna.Study:
     """Run (or resume) study `name` until it has `trials` finished trials; see the module docstring.
 
     Every trial works in `workspace` (its world, retriever and one LLM session for the
@@ -205,19 +246,29 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
     tracking.ensure_seed_prompts()
     if scorer is None and study.scorer == "acceptance":
         scorer = acceptance_scorer
-    scorer = scorer or proxy_scorer(workspace, steps=study.proxy_steps, dev_limit=study.dev_limit,
-                                    score_metric=study.score_metric, repeats=study.repeats)  # fmt: skip
+    scorer = scorer or proxy_scorer(
+        workspace,
+        steps=study.proxy_steps,
+        dev_limit=study.dev_limit,
+        score_metric=study.score_metric,
+        repeats=study.repeats,
+    )
     multi = study.objectives == "score,calls"
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if study.pruner == "median" and not multi else None
     optuna_study = optuna.create_study(
-        study_name=name, storage=open_storage(storage or settings.effective_optuna_storage, study),
-        directions=["maximize", "minimize"] if multi else ["maximize"], load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=study.sampler_seed), pruner=pruner or optuna.pruners.NopPruner(),
-    )  # fmt: skip
+        study_name=name,
+        storage=open_storage(storage or settings.effective_optuna_storage, study),
+        directions=["maximize", "minimize"] if multi else ["maximize"],
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=study.sampler_seed),
+        pruner=pruner or optuna.pruners.NopPruner(),
+    )
     made_to = ", ".join(f"{d.name.lower()} {what}" for d, what in zip(optuna_study.directions, ("score", "calls")))
     if made_to != ("maximize score, minimize calls" if multi else "maximize score"):
-        raise AutodataError(f"Study {name!r} was made to {made_to}; run it with the --objectives it was created "
-                            f"with, or start a study with another name.")  # fmt: skip
+        raise AutodataError(
+            f"Study {name!r} was made to {made_to}; run it with the --objectives it was created "
+            f"with, or start a study with another name."
+        )
     _check_world(name, optuna_study.user_attrs.get(SETTINGS_ATTR, {}), study.world)
     if not optuna_study.trials:
         optuna_study.enqueue_trial(BASELINE_PARAMS)  # the shipped default recipe is trial 0
@@ -229,24 +280,38 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
     @functools.cache
     def validation() -> list:
         """The fixed seeds every rewrite of this study is validated on (found once, on first use)."""
-        return validation_seeds(iter_seeds(workspace.world.split_path("train")), workspace.retriever,
-                                skip=study.seeds_per_trial, count=study.rewrite_val_seeds)  # fmt: skip
+        return validation_seeds(
+            iter_seeds(workspace.world.split_path("train")),
+            workspace.retriever,
+            skip=study.seeds_per_trial,
+            count=study.rewrite_val_seeds,
+        )
 
     def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         latest = {role: tracking.latest_prompt_version(role) or 1 for role in tracking.OPTIMIZABLE_PROMPTS}
         recipe, versions = suggest_recipe(trial, latest)
         trial.set_user_attr("recipe_hash", recipe.content_hash)
         trial.set_user_attr("prompt_versions", versions)
-        with mlflow.start_run(run_name=f"{name} trial {trial.number}", parent_run_id=parent,
-                              experiment_id=experiment_id,
-                              tags={"autodata.study": name, "autodata.kind": "trial",
-                                    "autodata.trial": str(trial.number)}) as run:  # fmt: skip
+        with mlflow.start_run(
+            run_name=f"{name} trial {trial.number}",
+            parent_run_id=parent,
+            experiment_id=experiment_id,
+            tags={"autodata.study": name, "autodata.kind": "trial", "autodata.trial": str(trial.number)},
+        ) as run:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
-            mlflow.log_params({**trial.params, "recipe_hash": recipe.content_hash, "hint_mode": recipe.hint_mode,
-                               **{f"prompt.{r}": f"prompts:/{tracking.prompt_name(r)}/{v}" for r, v in versions.items()}})  # fmt: skip
+            mlflow.log_params(
+                {
+                    **trial.params,
+                    "recipe_hash": recipe.content_hash,
+                    "hint_mode": recipe.hint_mode,
+                    **{f"prompt.{r}": f"prompts:/{tracking.prompt_name(r)}/{v}" for r, v in versions.items()},
+                }
+            )
             run_dir = runs / recipe.content_hash
-            say(f"trial {trial.number}: synthesis from {study.seeds_per_trial} seeds, then the proxy "
-                f"({study.score_metric}, {study.repeats} repeat(s)); recipe {recipe.content_hash}")
+            say(
+                f"trial {trial.number}: synthesis from {study.seeds_per_trial} seeds, then the proxy "
+                f"({study.score_metric}, {study.repeats} repeat(s)); recipe {recipe.content_hash}"
+            )
             with _exclusive(run_dir):  # trials that drew the same recipe share its folder, one at a time
                 # > 0 when an earlier trial with this recipe (or this one before a crash) left seeds done
                 trial.set_user_attr("seeds_resumed", run_totals(run_dir)["seeds_done"])
@@ -255,21 +320,37 @@ def run_study(name: str, trials: int, *, workspace: Workspace, study: StudySetti
                 final = score_recipe(recipe, workspace, run_dir, seeds=study.seeds_per_trial, scorer=scorer)
                 _record(trial, final, optuna_study)
                 interval = final.result.get("score_interval")
-                say(f"trial {trial.number}: {final.metrics['accepted_items']:.0f} items accepted; score "
-                    f"{final.score:.3f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else ""))
+                say(
+                    f"trial {trial.number}: {final.metrics['accepted_items']:.0f} items accepted; score "
+                    f"{final.score:.3f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else "")
+                )
                 _log_artifacts(run_dir, recipe)
             if study.rewrite_prompts:
-                rewrite_from_rejections(workspace.llms, recipe, run_dir, trial.number, final.score,
-                                        retriever=workspace.retriever, val_seeds=validation(),
-                                        parent_version=versions["challenger"])  # fmt: skip
+                rewrite_from_rejections(
+                    workspace.llms,
+                    recipe,
+                    run_dir,
+                    trial.number,
+                    final.score,
+                    retriever=workspace.retriever,
+                    val_seeds=validation(),
+                    parent_version=versions["challenger"],
+                )
             return (final.score, final.metrics["llm_calls_per_accepted_item"]) if multi else final.score
 
     # Any failure ends only its trial (state FAIL, error logged in its MLflow run); the study goes on.
     missing = trials - sum(t.state in FINISHED for t in optuna_study.trials)
     if missing > 0:
-        optuna_study.optimize(objective, n_trials=2 * missing, n_jobs=study.jobs, catch=(Exception,),
-                              callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED),
-                                         functools.partial(_log_trial_table, parent)])  # fmt: skip
+        optuna_study.optimize(
+            objective,
+            n_trials=2 * missing,
+            n_jobs=study.jobs,
+            catch=(Exception,),
+            callbacks=[
+                optuna.study.MaxTrialsCallback(trials, states=FINISHED),
+                functools.partial(_log_trial_table, parent),
+            ],
+        )
     return optuna_study
 
 
@@ -279,11 +360,14 @@ def _log_trial_table(parent_run_id: str, study: optuna.Study, _trial) -> None:
     mlflow.MlflowClient().log_dict(parent_run_id, {"trials": rows, "best": best}, "trials.json")
 
 
-def _report_interim_scores(trial: optuna.Trial, recipe: Recipe, run_dir: Path, scorer: Scorer, study: StudySettings,
-                           workspace: Workspace) -> None:  # fmt: skip
+def _report_interim_scores(
+    trial: optuna.Trial, recipe: Recipe, run_dir: Path, scorer: Scorer, study: StudySettings, workspace: Workspace
+) -> None:
     """Score the data of each earlier stage, so the pruner can stop a bad trial before it is all made."""
     for seeds_now in study.stage_sizes()[:-1]:
-        interim = score_recipe(recipe, workspace, run_dir, seeds=seeds_now, scorer=scorer, out_name=f"proxy-{seeds_now}")
+        interim = score_recipe(
+            recipe, workspace, run_dir, seeds=seeds_now, scorer=scorer, out_name=f"proxy-{seeds_now}"
+        )
         trial.report(interim.score, step=seeds_now)
         mlflow.log_metric("interim_score", interim.score, step=seeds_now)
         if trial.should_prune():
@@ -353,7 +437,9 @@ def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError as err:
-        raise AutodataError(f"No study named {name!r} in {storage}. Start one with `autodata study run {name}`.") from err
+        raise AutodataError(
+            f"No study named {name!r} in {storage}. Start one with `autodata study run {name}`."
+        ) from err
     return trial_rows(study)
 
 
@@ -362,18 +448,25 @@ def trial_rows(study: optuna.Study) -> tuple[list[dict], dict | None]:
     default = next((t for t in study.trials if t.number == 0), None)
     rows = [
         {
-            "trial": t.number, "state": t.state.name, "score": t.values[0] if t.values else None, "recipe_hash": t.user_attrs.get("recipe_hash"),
-            "acceptance_rate": t.user_attrs.get("acceptance_rate"), "accepted": t.user_attrs.get("accepted_items"),
+            "trial": t.number,
+            "state": t.state.name,
+            "score": t.values[0] if t.values else None,
+            "recipe_hash": t.user_attrs.get("recipe_hash"),
+            "acceptance_rate": t.user_attrs.get("acceptance_rate"),
+            "accepted": t.user_attrs.get("accepted_items"),
             "accepted_per_seed": t.user_attrs.get("accepted_per_seed"),
             "calls_per_item": t.user_attrs.get("llm_calls_per_accepted_item"),
-            "attempts": t.params.get("attempts_per_solver"), "rounds": t.params.get("max_rounds"),
-            "top_k": t.params.get("top_k"), "challenger_prompt": t.params.get("challenger_prompt"),
-            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"), "params": t.params,
+            "attempts": t.params.get("attempts_per_solver"),
+            "rounds": t.params.get("max_rounds"),
+            "top_k": t.params.get("top_k"),
+            "challenger_prompt": t.params.get("challenger_prompt"),
+            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "params": t.params,
             "prompt_versions": t.user_attrs.get("prompt_versions"),
             **_intervals(t, default),
         }
         for t in study.trials
-    ]  # fmt: skip
+    ]
     # With two objectives, the best is the highest score on the Pareto front (score vs calls per item).
     front = {t.number for t in study.best_trials} if len(study.directions) > 1 else None
     for row in rows:
@@ -389,4 +482,7 @@ def _intervals(trial: optuna.trial.FrozenTrial, default: optuna.trial.FrozenTria
     evidence = trial.user_attrs.get("evidence") or {}
     score = mean_interval(evidence["per_question"]) if evidence.get("per_question") else None
     delta = difference(evidence, default.user_attrs.get("evidence")) if default is not None else None
-    return {"score_interval": score.as_dict() if score else None, "delta_vs_default": delta.as_dict() if delta else None}
+    return {
+        "score_interval": score.as_dict() if score else None,
+        "delta_vs_default": delta.as_dict() if delta else None,
+    }

@@ -16,15 +16,15 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
-import mlflow  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
-from autodata._io import ensure_sqlite_folder  # noqa: E402
-from autodata.errors import AutodataError  # noqa: E402
-from autodata.recipe import Recipe, parse_recipe  # noqa: E402
-from autodata.settings import Settings  # noqa: E402
-from prompts import load_prompt  # noqa: E402
+from autodata._io import ensure_sqlite_folder
+from autodata.errors import AutodataError
+from autodata.recipe import Recipe, parse_recipe
+from autodata.settings import Settings
+from prompts import load_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +78,23 @@ def uses_tracking_server(uri: str) -> bool:
 def study_parent_run(experiment_id: str, study: str) -> str:
     """The study's parent run id, created on first use (re-running a study reuses it)."""
     client = MlflowClient()
-    found = client.search_runs([experiment_id], filter_string=f"tags.`autodata.study` = '{study}' and "
-                               "tags.`autodata.kind` = 'study'", max_results=1)  # fmt: skip
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`autodata.study` = '{study}' and tags.`autodata.kind` = 'study'",
+        max_results=1,
+    )
     if found:
         return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=f"study {study}", tags={"autodata.study": study, "autodata.kind": "study"})
+    run = client.create_run(
+        experiment_id, run_name=f"study {study}", tags={"autodata.study": study, "autodata.kind": "study"}
+    )
     client.set_terminated(run.info.run_id)
     # Two workers starting the study together may both have created one: all keep the oldest.
-    parents = client.search_runs([experiment_id], filter_string=f"tags.`autodata.study` = '{study}' and "
-                                 "tags.`autodata.kind` = 'study'", order_by=["attributes.start_time ASC"])  # fmt: skip
+    parents = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`autodata.study` = '{study}' and tags.`autodata.kind` = 'study'",
+        order_by=["attributes.start_time ASC"],
+    )
     for extra in parents[1:]:
         if extra.info.run_id == run.info.run_id:
             client.delete_run(run.info.run_id)
@@ -99,8 +107,9 @@ def ensure_seed_prompts() -> dict[str, int]:
     for role in OPTIMIZABLE_PROMPTS:
         latest = latest_prompt_version(role)
         if latest is None:
-            prompt = mlflow.genai.register_prompt(name=prompt_name(role), template=load_prompt(role),
-                                                  commit_message="seed prompt shipped with autodata")  # fmt: skip
+            prompt = mlflow.genai.register_prompt(
+                name=prompt_name(role), template=load_prompt(role), commit_message="seed prompt shipped with autodata"
+            )
             latest = int(prompt.version)
         versions[role] = latest
     return versions
@@ -115,8 +124,11 @@ def latest_prompt_version(role: str) -> int | None:
         found = MlflowClient().search_prompt_versions(prompt_name(role))
     except MlflowException:
         return None
-    versions = [int(v.version) for v in getattr(found, "prompt_versions", found)
-                if (v.tags or {}).get(STATUS_TAG, "accepted") == "accepted"]  # fmt: skip
+    versions = [
+        int(v.version)
+        for v in getattr(found, "prompt_versions", found)
+        if (v.tags or {}).get(STATUS_TAG, "accepted") == "accepted"
+    ]
     return max(versions) if versions else None
 
 
@@ -124,13 +136,16 @@ def load_prompt_version(role: str, version: int) -> str:
     return mlflow.genai.load_prompt(f"prompts:/{prompt_name(role)}/{version}").template
 
 
-def register_prompt_version(role: str, text: str, message: str, *, accepted: bool = True,
-                            evidence: dict[str, str | int | float] | None = None) -> int:  # fmt: skip
+def register_prompt_version(
+    role: str, text: str, message: str, *, accepted: bool = True, evidence: dict[str, str | int | float] | None = None
+) -> int:
     """A new version of the role's prompt; `accepted=False` registers a candidate that lost its
     validation (visible in the registry, never selected as "latest"). `evidence` (how it was
     judged: scores, interval, split) becomes `autodata.KEY` tags, floats to 4 decimals."""
-    tags = {STATUS_TAG: "accepted" if accepted else "rejected",
-            **{f"autodata.{k}": f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in (evidence or {}).items()}}
+    tags = {
+        STATUS_TAG: "accepted" if accepted else "rejected",
+        **{f"autodata.{k}": f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in (evidence or {}).items()},
+    }
     prompt = mlflow.genai.register_prompt(name=prompt_name(role), template=text, commit_message=message, tags=tags)
     return int(prompt.version)
 
@@ -158,7 +173,9 @@ def load_registered_recipe(uri: str) -> tuple[Recipe, int]:
     try:
         folder = Path(mlflow.artifacts.download_artifacts(uri))
     except MlflowException as err:
-        raise AutodataError(f"No recipe at {uri}: {err.message}. Promote a study trial with `autodata promote`.") from err
+        raise AutodataError(
+            f"No recipe at {uri}: {err.message}. Promote a study trial with `autodata promote`."
+        ) from err
     import yaml
 
     recipe = parse_recipe(yaml.safe_load((folder / "recipe.yaml").read_text(encoding="utf-8")), source=uri)
@@ -169,7 +186,9 @@ def load_registered_recipe(uri: str) -> tuple[Recipe, int]:
     return recipe, version
 
 
-def promote(run_id: str, prompt_versions: dict[str, int], *, tags: dict[str, str] | None = None) -> tuple[int, int | None]:
+def promote(
+    run_id: str, prompt_versions: dict[str, int], *, tags: dict[str, str] | None = None
+) -> tuple[int, int | None]:
     """Register the run's recipe, move `production` to it and to its prompts; (new, previous) version.
 
     The previous production versions (recipe and prompts) are kept as tags on the new

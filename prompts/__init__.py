@@ -15,7 +15,9 @@ def load_prompt(name: str) -> str:
     """The text of `prompts/<name>.md`, without its trailing newline."""
     resource = resources.files(__package__) / f"{name}.md"
     if not resource.is_file():
-        available = sorted(p.name.removesuffix(".md") for p in resources.files(__package__).iterdir() if p.name.endswith(".md"))
+        available = sorted(
+            p.name.removesuffix(".md") for p in resources.files(__package__).iterdir() if p.name.endswith(".md")
+        )
         raise KeyError(f"No prompt named {name!r}; available: {', '.join(available)}")
     return resource.read_text(encoding="utf-8").rstrip("\n")
 

@@ -49,8 +49,9 @@ ANSWERABLE = [
 
 def write_corpus(path: Path, facts=FACTS) -> Path:
     with open(path, "w", encoding="utf-8") as f:
-        for i, (title, text) in enumerate(facts):
-            f.write(json.dumps({"id": str(i), "contents": f'"{title}"\n{text}'}) + "\n")
+        f.writelines(
+            json.dumps({"id": str(i), "contents": f'"{title}"\n{text}'}) + "\n" for i, (title, text) in enumerate(facts)
+        )
     return path
 
 
@@ -109,12 +110,21 @@ STUDY_TRAIN = [
 ]
 
 
-CONFIRM = (("c1", "what is the capital of france", "Paris"), ("c2", "which is the highest mountain on earth",
-            "Mount Everest"), ("c3", "who wrote moby dick", "Herman Melville"))  # fmt: skip
+CONFIRM = (
+    ("c1", "what is the capital of france", "Paris"),
+    ("c2", "which is the highest mountain on earth", "Mount Everest"),
+    ("c3", "who wrote moby dick", "Herman Melville"),
+)
 
 
-def make_world(folder: Path, corpus: Path, train=None, dev=(("d1", "capital of japan", "Tokyo"),),
-               test=(("x1", "where is the sahara"),), confirm=CONFIRM) -> Path:  # fmt: skip
+def make_world(
+    folder: Path,
+    corpus: Path,
+    train=None,
+    dev=(("d1", "capital of japan", "Tokyo"),),
+    test=(("x1", "where is the sahara"),),
+    confirm=CONFIRM,
+) -> Path:
     """A world made as a user makes one: seed files written, then `autodata world create`'s code."""
     from autodata.seeds import SeedItem, write_seeds
     from autodata.world import create_world
@@ -128,8 +138,15 @@ def make_world(folder: Path, corpus: Path, train=None, dev=(("d1", "capital of j
     if confirm:
         write_seeds(files / "confirm.jsonl", [SeedItem(id=i, question=q, golden_answers=[a]) for i, q, a in confirm])
         given["confirm"] = files / "confirm.jsonl"
-    create_world(folder, train=files / "train.jsonl", dev=files / "dev.jsonl", test=files / "test.jsonl", corpus=corpus,
-                 show_progress=False, **given)  # fmt: skip
+    create_world(
+        folder,
+        train=files / "train.jsonl",
+        dev=files / "dev.jsonl",
+        test=files / "test.jsonl",
+        corpus=corpus,
+        show_progress=False,
+        **given,
+    )
     return folder
 
 
@@ -141,8 +158,7 @@ def study_world(tmp_path, scripted_roles) -> Path:
     return tmp_path / "home"
 
 
-from evals.recipe_score import acceptance_scorer  # noqa: E402,F401  (a real, cheap scorer: the proxy is slow)
-
+from evals.recipe_score import acceptance_scorer  # noqa: F401  (a real, cheap scorer: the proxy is slow)
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -159,12 +175,13 @@ def tiny_tokenizer(words: list[str]):
     for word in words:
         vocab.setdefault(word, len(vocab))
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"<\|im_start\|>|<\|im_end\|>|\w+|[^\w\s]"), behavior="isolated"),
-        pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
-    ])  # fmt: skip
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="<|im_end|>",
-                                  pad_token="[UNK]")  # fmt: skip
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"<\|im_start\|>|<\|im_end\|>|\w+|[^\w\s]"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
+        ]
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="<|im_end|>", pad_token="[UNK]")
     tok.chat_template = CHATML
     return tok
 
@@ -180,13 +197,28 @@ def tiny_student(tmp_path_factory) -> Path:
 
     from prompts import load_prompt
 
-    text = " ".join([load_prompt("search_agent"), "think search answer information Doc Title",
-                     *(f"{t} {x}" for t, x in FACTS), *(q + " " + a for q, a in ANSWERABLE)])  # fmt: skip
+    text = " ".join(
+        [
+            load_prompt("search_agent"),
+            "think search answer information Doc Title",
+            *(f"{t} {x}" for t, x in FACTS),
+            *(q + " " + a for q, a in ANSWERABLE),
+        ]
+    )
     tokenizer = tiny_tokenizer(sorted(set(re.findall(r"\w+|[^\w\s]", text))))
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     folder = tmp_path_factory.mktemp("tiny-student")
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

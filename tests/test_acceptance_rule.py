@@ -16,8 +16,11 @@ from autodata.search.protocol import Hit
 # The acceptance settings of the study's search space (`suggest_recipe` in optimizers/study.py).
 SEARCH_SPACE = [
     {"attempts_per_solver": k, "strong_min_accuracy": strong, "weak_max_accuracy": weak, "min_gap": gap}
-    for k in (1, 2, 3) for strong in (0.5, 0.65, 0.8) for weak in (0.34, 0.5, 0.67) for gap in (0.0, 0.2, 0.34)
-]  # fmt: skip
+    for k in (1, 2, 3)
+    for strong in (0.5, 0.65, 0.8)
+    for weak in (0.34, 0.5, 0.67)
+    for gap in (0.0, 0.2, 0.34)
+]
 
 
 def the_rule(weak: tuple[float, ...], strong: tuple[float, ...], k: int, a: Acceptance) -> str:
@@ -46,8 +49,11 @@ def simulate(weak_outcomes, strong_outcomes, a: Acceptance) -> tuple[str, list[f
     return final_verdict(weak, strong, a), weak, strong
 
 
-@pytest.mark.parametrize("setting", SEARCH_SPACE, ids=lambda s: "k{attempts_per_solver}-s{strong_min_accuracy}-"
-                         "w{weak_max_accuracy}-g{min_gap}".format(**s))  # fmt: skip
+@pytest.mark.parametrize(
+    "setting",
+    SEARCH_SPACE,
+    ids=lambda s: "k{attempts_per_solver}-s{strong_min_accuracy}-w{weak_max_accuracy}-g{min_gap}".format(**s),
+)
 def test_early_stopping_never_changes_the_verdict_nor_makes_more_calls(setting):
     early, every = Acceptance(**setting), Acceptance(**setting, early_stop=False)
     k = early.attempts_per_solver
@@ -90,8 +96,10 @@ def test_an_unparseable_strong_reply_keeps_trajectories_and_scores_aligned():
     hit = Hit(id="0", contents='"Hamlet"\nHamlet is a tragedy written by William Shakespeare.')
     candidate = Candidate("s1", 0, "keep", "Who wrote the tragedy hamlet?", "William Shakespeare", (hit,))
     processor = SeedProcessor(Recipe(), retriever=None, llms=None)
-    solved = {i: SimpleNamespace(searches=[SimpleNamespace(observation=hit.contents)], answer="William Shakespeare")
-              for i in (1, 2)}  # fmt: skip
+    solved = {
+        i: SimpleNamespace(searches=[SimpleNamespace(observation=hit.contents)], answer="William Shakespeare")
+        for i in (1, 2)
+    }
     shown = []
 
     def strong(question, hint, config, known_answer):

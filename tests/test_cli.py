@@ -14,8 +14,6 @@ from autodata.search.server import free_port
 from tests.conftest import FACTS, write_corpus
 
 
-
-
 def run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -28,18 +26,24 @@ def write_json(path, data):
 
 
 def test_score_prints_one_json_object(tmp_path, capsys):
-    answers = write_json(tmp_path / "dev.json", [
-        {"id": "1", "question": "q1", "golden_answers": ["The Beatles"]},
-        {"id": "2", "question": "q2", "golden_answers": ["Paris", "City of Paris"]},
-        {"id": "3", "question": "q3", "golden_answers": ["William III of England"]},
-        {"id": "4", "question": "q4", "golden_answers": ["1969"]},
-    ])  # fmt: skip
-    predictions = write_json(tmp_path / "pred.json", [
-        {"id": "2", "predicted_answer": "paris"},
-        {"id": "1", "predicted_answer": "Beatles!"},
-        {"id": "3", "predicted_answer": "William III"},
-        {"id": "4", "predicted_answer": "in 1969"},
-    ])  # fmt: skip
+    answers = write_json(
+        tmp_path / "dev.json",
+        [
+            {"id": "1", "question": "q1", "golden_answers": ["The Beatles"]},
+            {"id": "2", "question": "q2", "golden_answers": ["Paris", "City of Paris"]},
+            {"id": "3", "question": "q3", "golden_answers": ["William III of England"]},
+            {"id": "4", "question": "q4", "golden_answers": ["1969"]},
+        ],
+    )
+    predictions = write_json(
+        tmp_path / "pred.json",
+        [
+            {"id": "2", "predicted_answer": "paris"},
+            {"id": "1", "predicted_answer": "Beatles!"},
+            {"id": "3", "predicted_answer": "William III"},
+            {"id": "4", "predicted_answer": "in 1969"},
+        ],
+    )
     code, out, _ = run(capsys, "score", str(predictions), str(answers))
     assert code == 0
     result = json.loads(out)
@@ -48,9 +52,12 @@ def test_score_prints_one_json_object(tmp_path, capsys):
 
 
 def test_score_lists_missing_and_unknown_ids(tmp_path, capsys):
-    answers = write_json(tmp_path / "dev.json", [{"id": str(i), "question": "q", "golden_answers": ["a"]} for i in range(3)])
-    predictions = write_json(tmp_path / "pred.json", [{"id": "0", "predicted_answer": "a"},
-                                                       {"id": "x9", "predicted_answer": "a"}])  # fmt: skip
+    answers = write_json(
+        tmp_path / "dev.json", [{"id": str(i), "question": "q", "golden_answers": ["a"]} for i in range(3)]
+    )
+    predictions = write_json(
+        tmp_path / "pred.json", [{"id": "0", "predicted_answer": "a"}, {"id": "x9", "predicted_answer": "a"}]
+    )
     code, out, err = run(capsys, "score", str(predictions), str(answers))
     assert code == 1 and out == ""
     assert "2 id(s) have no prediction: 1, 2" in err and "1 predicted id(s) are not in" in err and "x9" in err
@@ -68,10 +75,13 @@ def test_malformed_seed_file_is_one_line_and_nothing_is_written(tmp_path, capsys
 
 
 def test_data_check_finds_contamination_and_exits_1(tmp_path, capsys):
-    train = write_json(tmp_path / "train.json", [
-        {"id": "t1", "question": "who sings the theme song for the proud family", "golden_answers": ["a"]},
-        {"id": "t2", "question": "when was the eiffel tower built", "golden_answers": ["1889"]},
-    ])  # fmt: skip
+    train = write_json(
+        tmp_path / "train.json",
+        [
+            {"id": "t1", "question": "who sings the theme song for the proud family", "golden_answers": ["a"]},
+            {"id": "t2", "question": "when was the eiffel tower built", "golden_answers": ["1889"]},
+        ],
+    )
     dev = write_json(tmp_path / "dev.json", [{"id": "d1", "question": "who sings the theme song for the proud family"}])
     code, out, _ = run(capsys, "data", "check", str(train), "--against", str(dev))
     report = json.loads(out)
@@ -83,8 +93,10 @@ def test_data_check_finds_contamination_and_exits_1(tmp_path, capsys):
 
 def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
     config = tmp_path / "autodata.toml"
-    config.write_text('tracking_uri = "postgresql://ml:pa55@db/mlflow"\n[roles.challenger]\n'
-                      'base_url = "http://gpu:8001/v1"\napi_key_env = "VLLM_KEY"\n')  # fmt: skip
+    config.write_text(
+        'tracking_uri = "postgresql://ml:pa55@db/mlflow"\n[roles.challenger]\n'
+        'base_url = "http://gpu:8001/v1"\napi_key_env = "VLLM_KEY"\n'
+    )
     monkeypatch.setenv("VLLM_KEY", "sk-do-not-print")
     code, out, _ = run(capsys, "--config", str(config), "config", "show")
     assert code == 0
@@ -128,9 +140,21 @@ def test_retriever_serve_as_a_real_process(tmp_path, bm25_index):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "autodata.cli", "retriever", "serve", "--index", str(bm25_index.folder), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "autodata.cli",
+            "retriever",
+            "serve",
+            "--index",
+            str(bm25_index.folder),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -142,7 +166,11 @@ def test_retriever_serve_as_a_real_process(tmp_path, bm25_index):
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise AssertionError(server.stdout.read().decode() if server.poll() is not None else "no start")
                 time.sleep(0.1)
-        body = {"queries": ["who discovered penicillin", "tallest mountain above sea level"], "topk": 3, "return_scores": True}
+        body = {
+            "queries": ["who discovered penicillin", "tallest mountain above sea level"],
+            "topk": 3,
+            "return_scores": True,
+        }
         result = httpx.post(url + "/retrieve", json=body).json()["result"]
         assert "Alexander Fleming" in result[0][0]["document"]["contents"]
         assert "Mount Everest" in result[1][0]["document"]["contents"]

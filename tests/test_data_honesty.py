@@ -26,9 +26,14 @@ def synthesize(tmp_path, recipe_changes=KEEP, seeds=SEED) -> dict:
     seeds_file.write_text("".join(json.dumps(s) + "\n" for s in seeds))
     out = tmp_path / "out"
     with Workspace(load_settings()) as ws:
-        report = ws.synthesize(out, recipe=Recipe().with_changes(**recipe_changes), seeds=seeds_file, show_progress=False)
-    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()] if (
-        out / "rejected.jsonl").exists() else []  # fmt: skip
+        report = ws.synthesize(
+            out, recipe=Recipe().with_changes(**recipe_changes), seeds=seeds_file, show_progress=False
+        )
+    rejected = (
+        [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+        if (out / "rejected.jsonl").exists()
+        else []
+    )
     return {"manifest": report.manifest, "rejected": rejected}
 
 
@@ -36,14 +41,17 @@ def test_the_honest_default_is_accepted(scripted_roles, tmp_path):
     assert synthesize(tmp_path)["manifest"]["items"]["accepted"] == 1
 
 
-@pytest.mark.parametrize("think, reason, detail", [
-    ("Probably William Shakespeare, so I check it.", "hint_leak", "step 1's thought holds the answer"),
-    ("I was told who it is, so I search the play.", "hint_leak", "speaks of being told"),
-    ("The hint names an article; I search it.", "hint_leak", "speaks of being told"),
-    (" . ", "bad_thought", "step 1's thought is empty"),
-    ("Search 1; Search 2; Search 3; Search 4", "bad_thought", "repeats itself"),
-    ("I can answer now without looking further.", "bad_thought", "says it answers now, then it searches"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "think, reason, detail",
+    [
+        ("Probably William Shakespeare, so I check it.", "hint_leak", "step 1's thought holds the answer"),
+        ("I was told who it is, so I search the play.", "hint_leak", "speaks of being told"),
+        ("The hint names an article; I search it.", "hint_leak", "speaks of being told"),
+        (" . ", "bad_thought", "step 1's thought is empty"),
+        ("Search 1; Search 2; Search 3; Search 4", "bad_thought", "repeats itself"),
+        ("I can answer now without looking further.", "bad_thought", "says it answers now, then it searches"),
+    ],
+)
 def test_a_trajectory_that_knew_or_babbled_is_rejected(scripted_roles, tmp_path, think, reason, detail):
     scripted_roles.strong_think = think
     result = synthesize(tmp_path)
@@ -62,10 +70,14 @@ def test_a_query_holding_the_answer_is_a_hint_leak(scripted_roles, tmp_path):
 @pytest.fixture
 def bridge_world(tmp_path, monkeypatch, scripted_roles):
     """A corpus where another article mentions Hamlet, so 'Hamlet' can be a hidden bridge entity."""
-    facts = [("Hamlet", "Hamlet is a tragedy written by William Shakespeare around 1600, set in Denmark."),
-             ("Kronborg", "Kronborg is a castle in Helsingor, Denmark, famous as the setting of Hamlet."),
-             ("Paris", "Paris is the capital and largest city of France.")]  # fmt: skip
-    index = BM25Index.build(write_corpus(tmp_path / "bridge.jsonl", facts), tmp_path / "bridge-index", show_progress=False)
+    facts = [
+        ("Hamlet", "Hamlet is a tragedy written by William Shakespeare around 1600, set in Denmark."),
+        ("Kronborg", "Kronborg is a castle in Helsingor, Denmark, famous as the setting of Hamlet."),
+        ("Paris", "Paris is the capital and largest city of France."),
+    ]
+    index = BM25Index.build(
+        write_corpus(tmp_path / "bridge.jsonl", facts), tmp_path / "bridge-index", show_progress=False
+    )
     monkeypatch.setenv("AUTODATA_RETRIEVER__INDEX_DIR", str(index.folder))
     return index
 
@@ -86,8 +98,15 @@ def test_a_multi_hop_hint_does_not_name_the_bridge(bridge_world):
 
     hamlet = Hit(id="0", contents='"Hamlet"\nHamlet is a tragedy written by William Shakespeare.')
     kronborg = Hit(id="1", contents='"Kronborg"\nKronborg is the setting of Hamlet.')
-    candidate = Candidate("s1", 0, "multi_hop", "Which playwright wrote the play set at a Danish castle?",
-                          "William Shakespeare", (kronborg, hamlet), bridge="Hamlet")  # fmt: skip
+    candidate = Candidate(
+        "s1",
+        0,
+        "multi_hop",
+        "Which playwright wrote the play set at a Danish castle?",
+        "William Shakespeare",
+        (kronborg, hamlet),
+        bridge="Hamlet",
+    )
     for mode in ("answer", "titles"):
         processor = SeedProcessor(Recipe().with_changes(hint_mode=mode), bridge_world, llms=None)
         hint = processor.hint(candidate)
@@ -100,8 +119,9 @@ def test_questions_with_strong_or_weak_inside_words_are_not_solver_directed(scri
     assert "invalid" not in result["manifest"]["rejections"] and result["manifest"]["items"]["accepted"] == 1
     scripted_roles.challenger_question = "Which playwright should the weak solver name for the Danish tragedy?"
     again = [{**SEED[0], "id": "s2"}]  # another seed: the first one's challenger reply is in the LLM cache
-    result = synthesize(tmp_path / "again", {"strategies": {"keep": 0, "rephrase": 1, "multi_hop": 0}, "max_rounds": 1},
-                        seeds=again)  # fmt: skip
+    result = synthesize(
+        tmp_path / "again", {"strategies": {"keep": 0, "rephrase": 1, "multi_hop": 0}, "max_rounds": 1}, seeds=again
+    )
     assert result["rejected"][0]["detail"] == "the question addresses the solvers"
 
 
@@ -111,24 +131,47 @@ def test_thought_rules_on_hand_made_trajectories(bm25_index):
 
     def trajectory(*thoughts):
         first, final = thoughts
-        return Trajectory(question="q", steps=[SearchStep(think=first, query="hamlet tragedy", observation=observation,
-                                                          hit_ids=[]), AnswerStep(think=final, answer="William Shakespeare")])  # fmt: skip
+        return Trajectory(
+            question="q",
+            steps=[
+                SearchStep(think=first, query="hamlet tragedy", observation=observation, hit_ids=[]),
+                AnswerStep(think=final, answer="William Shakespeare"),
+            ],
+        )
 
-    assert check_trajectory(trajectory("I look for the play first.", "The passage names William Shakespeare."),
-                            "William Shakespeare", bm25_index, search) is None  # the answer after it was observed
-    same = check_trajectory(trajectory("I look for the play first.", "I look for the play first."),
-                            "William Shakespeare", bm25_index, search)  # fmt: skip
+    assert (
+        check_trajectory(
+            trajectory("I look for the play first.", "The passage names William Shakespeare."),
+            "William Shakespeare",
+            bm25_index,
+            search,
+        )
+        is None
+    )  # the answer after it was observed
+    same = check_trajectory(
+        trajectory("I look for the play first.", "I look for the play first."),
+        "William Shakespeare",
+        bm25_index,
+        search,
+    )
     assert same.reason == "bad_thought" and "repeats itself" in same.detail
-    late = check_trajectory(trajectory("I look for the play first.", "Let me search once more, then: done."),
-                            "William Shakespeare", bm25_index, search)  # fmt: skip
+    late = check_trajectory(
+        trajectory("I look for the play first.", "Let me search once more, then: done."),
+        "William Shakespeare",
+        bm25_index,
+        search,
+    )
     assert late == ("bad_thought", "step 2's thought says it must search, then it answers")
-    armstrong = check_trajectory(trajectory("Armstrong is not it; I look for the play.", "The passage says so."),
-                                 "William Shakespeare", bm25_index, search)  # fmt: skip
+    armstrong = check_trajectory(
+        trajectory("Armstrong is not it; I look for the play.", "The passage says so."),
+        "William Shakespeare",
+        bm25_index,
+        search,
+    )
     assert armstrong is None
 
 
-def test_tags_describe_the_accepted_question_and_multi_hop_is_not_a_simple_fact(bridge_world, scripted_roles,
-                                                                                tmp_path):  # fmt: skip
+def test_tags_describe_the_accepted_question_and_multi_hop_is_not_a_simple_fact(bridge_world, scripted_roles, tmp_path):
     scripted_roles.strong_query = "Danish castle play"  # an honest first hop: Kronborg, then the answer's article
     scripted_roles.challenger_question = "Which playwright wrote the tragedy set at a Danish castle?"
     result = synthesize(tmp_path, MULTI_HOP)
@@ -144,8 +187,10 @@ def test_tags_describe_the_accepted_question_and_multi_hop_is_not_a_simple_fact(
 def test_headline_numbers_count_per_seed_tried_and_per_seed_with_evidence(scripted_roles, tmp_path, capsys):
     from autodata.cli import main
 
-    seeds = SEED + [{"id": "s2", "question": "what is the airspeed of an unladen swallow", "golden_answers": ["11 m/s"]},
-                    {"id": "s3", "question": "who discovered penicillin", "golden_answers": ["Alexander Fleming"]}]
+    seeds = SEED + [
+        {"id": "s2", "question": "what is the airspeed of an unladen swallow", "golden_answers": ["11 m/s"]},
+        {"id": "s3", "question": "who discovered penicillin", "golden_answers": ["Alexander Fleming"]},
+    ]
     seeds_file = tmp_path / "three.jsonl"
     seeds_file.write_text("".join(json.dumps(s) + "\n" for s in seeds))
     recipe = tmp_path / "keep.yaml"

@@ -16,8 +16,13 @@ pytestmark = pytest.mark.demo  # 27 minutes here: not in `-m slow`, which CI run
 
 
 def autodata(*args: str, timeout: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autodata.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "autodata.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_demo_shows_intervals_and_the_promotion_decision_and_its_next_lines_work(tmp_path):
@@ -36,7 +41,8 @@ def test_demo_shows_intervals_and_the_promotion_decision_and_its_next_lines_work
     assert os.path.isfile(data)
 
     assert autodata("study", "show", "demo", timeout=300).returncode == 0
-    again = autodata("synthesize", "--recipe", "default", "--out", str(tmp_path / "data"), "--limit", "30",
-                     timeout=20 * 60)  # fmt: skip
+    again = autodata(
+        "synthesize", "--recipe", "default", "--out", str(tmp_path / "data"), "--limit", "30", timeout=20 * 60
+    )
     assert again.returncode == 0, again.stderr[-2000:]  # trial 0's answers come back from the LLM cache
     assert (tmp_path / "data" / "sft_dataset.json").read_text() == open(data).read()

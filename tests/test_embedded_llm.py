@@ -23,13 +23,12 @@ def alive(pid: int) -> bool:
         return f.read().split()[2] != "Z"  # a zombie has exited
 
 
-
-
 def test_every_role_is_answered_by_the_embedded_model_and_it_stops_after():
     with LLMSession(load_settings()) as llms:
         replies = {
-            role: llms.client(role).chat([{"role": "user", "content": "What is the capital of France?"}],
-                                         max_tokens=24, temperature=0.0).text  # fmt: skip
+            role: llms.client(role)
+            .chat([{"role": "user", "content": "What is the capital of France?"}], max_tokens=24, temperature=0.0)
+            .text
             for role in ROLE_NAMES
         }
         pid = llms.embedded_server.pid
@@ -42,12 +41,21 @@ def test_every_role_is_answered_by_the_embedded_model_and_it_stops_after():
 
 def test_json_schema_is_enforced_by_the_embedded_model():
     # Bound the length inside the pattern: with a `pattern`, llama.cpp's grammar ignores `maxLength`.
-    schema = {"type": "object", "properties": {"question": {"type": "string", "pattern": "^(Who|What|When) [^?]{5,70}\\?$"}},
-              "required": ["question"]}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"question": {"type": "string", "pattern": "^(Who|What|When) [^?]{5,70}\\?$"}},
+        "required": ["question"],
+    }
     with LLMSession(load_settings()) as llms:
-        text = llms.client("challenger").chat(
-            [{"role": "user", "content": "Write one question about Paris as JSON."}], json_schema=schema, max_tokens=60
-        ).text
+        text = (
+            llms.client("challenger")
+            .chat(
+                [{"role": "user", "content": "Write one question about Paris as JSON."}],
+                json_schema=schema,
+                max_tokens=60,
+            )
+            .text
+        )
     import json
     import re
 

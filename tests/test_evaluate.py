@@ -6,12 +6,12 @@ import re
 import pytest
 
 from autodata.llm import LLMSession
+from autodata.search import format_hits
 from autodata.seeds import SeedItem, write_seeds
 from autodata.settings import load_settings
 from autodata.trajectory import inference_prompt, render_information
 from evals.evaluate import LoopSettings, evaluate
 from evals.scoring import score_predictions_file
-from autodata.search import format_hits
 from tests.fakes.openai_server import ScriptedOpenAI
 
 ITEMS = [
@@ -38,8 +38,9 @@ def run(fake, monkeypatch, out, bm25_index, items=ITEMS):
     monkeypatch.setenv("AUTODATA_ROLES__STUDENT__BASE_URL", fake.url)
     monkeypatch.setenv("AUTODATA_ROLES__STUDENT__MODEL", "fake")
     with LLMSession(load_settings()) as llms:
-        return evaluate(items, out, client=llms.client("student"), retriever=bm25_index, loop=LoopSettings(),
-                        show_progress=False)  # fmt: skip
+        return evaluate(
+            items, out, client=llms.client("student"), retriever=bm25_index, loop=LoopSettings(), show_progress=False
+        )
 
 
 def test_predictions_metrics_and_trajectories(tmp_path, monkeypatch, bm25_index):
@@ -50,7 +51,10 @@ def test_predictions_metrics_and_trajectories(tmp_path, monkeypatch, bm25_index)
     assert [p["predicted_answer"] for p in predictions] == ["William Shakespeare", "Lyon", ""]
     assert metrics["em"] == pytest.approx(1 / 3) and metrics["invalid_format_rate"] == pytest.approx(1 / 3)
     assert metrics["mean_searches"] == pytest.approx(2 / 3, abs=1e-4)
-    assert metrics["by_type"] == {"a": {"n": 1, "em": 1.0, "subem": 1.0, "f1": 1.0}, "b": {"n": 1, "em": 0.0, "subem": 0.0, "f1": 0.0}}
+    assert metrics["by_type"] == {
+        "a": {"n": 1, "em": 1.0, "subem": 1.0, "f1": 1.0},
+        "b": {"n": 1, "em": 0.0, "subem": 0.0, "f1": 0.0},
+    }
     # metrics recomputed from the predictions file agree
     write_seeds(tmp_path / "dev.json", ITEMS)
     rescored = score_predictions_file(tmp_path / "out" / "predictions.json", tmp_path / "dev.json")
@@ -103,8 +107,23 @@ def test_cli_eval_with_baselines_on_a_world_split(tmp_path, monkeypatch, corpus_
     with ScriptedOpenAI(reply=reply) as fake:
         monkeypatch.setenv("AUTODATA_ROLES__STUDENT__BASE_URL", fake.url)
         monkeypatch.setenv("AUTODATA_ROLES__STUDENT__MODEL", "fake")
-        assert main(["eval", "--world", str(world), "--split", "dev", "--out", str(tmp_path / "ev"), "--baselines",
-                     "--limit", "2"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "eval",
+                    "--world",
+                    str(world),
+                    "--split",
+                    "dev",
+                    "--out",
+                    str(tmp_path / "ev"),
+                    "--baselines",
+                    "--limit",
+                    "2",
+                ]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     assert re.search(r"search_agent\s+2\s+0\.500", out)
     assert re.search(r"direct\s+2\s+0\.500", out)  # "Paris" is right for q2
@@ -119,9 +138,13 @@ def test_export_llamafactory_writes_yaml_and_refuses_empty_data(tmp_path, capsys
     from autodata.cli import main
     from autodata.trajectory import AnswerStep, SearchStep, Trajectory, to_sharegpt
 
-    trajectory = Trajectory(question="who wrote hamlet", steps=[
-        SearchStep(think="t", query="hamlet", observation="Doc 1(Title: \"Hamlet\") text", hit_ids=["0"]),
-        AnswerStep(think="t", answer="William Shakespeare")])  # fmt: skip
+    trajectory = Trajectory(
+        question="who wrote hamlet",
+        steps=[
+            SearchStep(think="t", query="hamlet", observation='Doc 1(Title: "Hamlet") text', hit_ids=["0"]),
+            AnswerStep(think="t", answer="William Shakespeare"),
+        ],
+    )
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "sft_dataset.json").write_text(json.dumps([to_sharegpt(trajectory)]))
     assert main(["export", "llamafactory", str(tmp_path / "run")]) == 0

@@ -14,8 +14,6 @@ from autodata.settings import ROLE_NAMES, load_settings
 from tests.fakes.openai_server import ScriptedOpenAI
 
 
-
-
 def point_roles_at(monkeypatch, url, roles=ROLE_NAMES, **extra):
     for role in roles:
         monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__BASE_URL", url)
@@ -29,7 +27,10 @@ def test_every_role_answers_with_accounting(monkeypatch):
         point_roles_at(monkeypatch, fake.url)
         with LLMSession(load_settings()) as llms:
             for role in ROLE_NAMES:
-                assert llms.client(role).chat([{"role": "user", "content": "capital of france"}]).text == "Paris is the capital."
+                assert (
+                    llms.client(role).chat([{"role": "user", "content": "capital of france"}]).text
+                    == "Paris is the capital."
+                )
             usage = llms.usage.summary()
         assert llms.embedded_server is None
     assert set(usage) == set(ROLE_NAMES)
@@ -174,7 +175,10 @@ def test_dspy_predict_goes_through_the_role_client_with_schema_and_cache(monkeyp
     class SchemaAdapter(dspy.JSONAdapter):
         def __call__(self, lm, lm_kwargs, signature, demos, inputs):
             schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-            lm_kwargs = {**lm_kwargs, "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": schema}}}
+            lm_kwargs = {
+                **lm_kwargs,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": schema}},
+            }
             return super().__call__(lm, lm_kwargs, signature, demos, inputs)
 
     with ScriptedOpenAI(reply=lambda req: json.dumps({"answer": "Paris"})) as fake:
@@ -187,8 +191,10 @@ def test_dspy_predict_goes_through_the_role_client_with_schema_and_cache(monkeyp
         sent = fake.requests[0]
     assert first.answer == again.answer == "Paris"
     assert len(fake.requests) == 1 and usage["calls"] == 1  # the second answer came from the disk cache
-    assert sent["response_format"] == {"type": "json_object", "schema": {"type": "object", "properties": {
-        "answer": {"type": "string"}}, "required": ["answer"]}}  # fmt: skip
+    assert sent["response_format"] == {
+        "type": "json_object",
+        "schema": {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]},
+    }
     assert "capital of france?" in sent["messages"][-1]["content"]
 
     with ScriptedOpenAI(reply=lambda req: json.dumps({"answer": "Paris"})) as fake:

@@ -11,9 +11,15 @@ from evals.metrics import exact_match, f1_score, normalize_answer, score_answers
 
 def reference_normalize_answer(s):
     # Verbatim from REFERENCE.md (FlashRAG / Search-R1).
-    def remove_articles(t): return re.sub(r"\b(a|an|the)\b", " ", t)  # noqa: E704
-    def white_space_fix(t): return " ".join(t.split())  # noqa: E704
-    def remove_punc(t): return "".join(ch for ch in t if ch not in set(string.punctuation))  # noqa: E704
+    def remove_articles(t):
+        return re.sub(r"\b(a|an|the)\b", " ", t)  # noqa: E704
+
+    def white_space_fix(t):
+        return " ".join(t.split())  # noqa: E704
+
+    def remove_punc(t):
+        return "".join(ch for ch in t if ch not in set(string.punctuation))  # noqa: E704
+
     return white_space_fix(remove_articles(remove_punc(s.lower())))
 
 
@@ -40,8 +46,10 @@ def test_normalize_answer_matches_reference_on_random_strings():
     alphabet = string.ascii_letters + string.punctuation + " \t\n" + "éß"
     words = ["the", "a", "an", "The", "An", "THE", "apple"]
     for _ in range(2000):
-        parts = [rng.choice(words) if rng.random() < 0.4 else "".join(rng.choices(alphabet, k=rng.randint(0, 6)))
-                 for _ in range(rng.randint(0, 6))]  # fmt: skip
+        parts = [
+            rng.choice(words) if rng.random() < 0.4 else "".join(rng.choices(alphabet, k=rng.randint(0, 6)))
+            for _ in range(rng.randint(0, 6))
+        ]
         text = rng.choice(["", " ", "  "]).join(parts)
         assert normalize_answer(text) == reference_normalize_answer(text), repr(text)
 

@@ -29,14 +29,20 @@ def mlflow_server(tmp_path):
         yield url, store / "artifacts"
 
 
-def test_promote_on_one_machine_synthesize_production_on_another(study_world, tmp_path, monkeypatch, mlflow_server,
-                                                                  capsys):  # fmt: skip
+def test_promote_on_one_machine_synthesize_production_on_another(
+    study_world, tmp_path, monkeypatch, mlflow_server, capsys
+):
     url, served = mlflow_server
     monkeypatch.setenv("AUTODATA_TRACKING_URI", url)
     # Machine A: a one-trial study (scored by acceptance; the proxy's LoRA is not what is tested) and a promotion.
     with Workspace(load_settings()) as workspace:
-        run_study("shared", 1, workspace=workspace, scorer=acceptance_scorer,
-                  study=StudySettings(seeds_per_trial=2, stages=(1.0,), rewrite_prompts=False))  # fmt: skip
+        run_study(
+            "shared",
+            1,
+            workspace=workspace,
+            scorer=acceptance_scorer,
+            study=StudySettings(seeds_per_trial=2, stages=(1.0,), rewrite_prompts=False),
+        )
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name("autodata")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")

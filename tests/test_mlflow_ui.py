@@ -26,24 +26,41 @@ from tests.conftest import acceptance_scorer
 pytestmark = pytest.mark.slow
 
 # Without the networking flags Chromium keeps calling Google's hosts, which this closed network refuses.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def page_text(url: str, profile) -> str:
     """The page's visible text after its JavaScript ran (the MLflow UI is a single-page app)."""
     chromium = shutil.which("chromium") or pytest.fail("Debian's chromium is not installed: apt-get install chromium")
-    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000",
-                          "--dump-dom", url], capture_output=True, text=True, timeout=180, check=True).stdout  # fmt: skip
-    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.DOTALL)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
 @pytest.fixture
 def mlflow_ui(study_world, tmp_path):
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "autodata.cli", "mlflow", "ui", "--port", str(port)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "autodata.cli", "mlflow", "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -65,8 +82,13 @@ def test_study_runs_and_prompt_versions_show_in_the_ui(study_world, scripted_rol
     scripted_roles.challenger_rule = scripted_roles.rewrite_adds.strip()  # the rewrites help: they become versions
     settings = load_settings()
     with Workspace(settings) as workspace:
-        run_study("uitest", 3, workspace=workspace, scorer=acceptance_scorer,
-                  study=StudySettings(seeds_per_trial=2, stages=(1.0,)))  # fmt: skip
+        run_study(
+            "uitest",
+            3,
+            workspace=workspace,
+            scorer=acceptance_scorer,
+            study=StudySettings(seeds_per_trial=2, stages=(1.0,)),
+        )
     experiment_id = tracking.setup(settings)
     parent = MlflowClient().search_runs([experiment_id], "tags.`autodata.kind` = 'study'")[0].info.run_id
     profile = tmp_path / "chromium"

@@ -28,11 +28,21 @@ TRAIN = [
     {"id": "own-1", "question": "who wrote the tragedy hamlet", "golden_answers": ["William Shakespeare"]},
     {"id": "own-2", "question": "who discovered penicillin", "golden_answers": ["Alexander Fleming"]},
     {"id": "own-3", "question": "who painted the mona lisa", "golden_answers": ["Leonardo da Vinci"]},
-    {"id": "own-4", "question": "who wrote the tragedy hamlet?", "golden_answers": ["Shakespeare"]},  # near dup of own-1
-    {"id": "own-5", "question": "which city is the capital of japan in asia", "golden_answers": ["Tokyo"]},  # 5-grams ~ dev
+    {
+        "id": "own-4",
+        "question": "who wrote the tragedy hamlet?",
+        "golden_answers": ["Shakespeare"],
+    },  # near dup of own-1
+    {
+        "id": "own-5",
+        "question": "which city is the capital of japan in asia",
+        "golden_answers": ["Tokyo"],
+    },  # 5-grams ~ dev
 ]
-DEV = [{"id": "dev-1", "question": "which city is the capital of japan", "golden_answers": ["Tokyo"]},
-       {"id": "dev-2", "question": "who landed on the moon in 1969", "golden_answers": ["Neil Armstrong"]}]  # fmt: skip
+DEV = [
+    {"id": "dev-1", "question": "which city is the capital of japan", "golden_answers": ["Tokyo"]},
+    {"id": "dev-2", "question": "who landed on the moon in 1969", "golden_answers": ["Neil Armstrong"]},
+]
 TEST = [{"id": "test-1", "question": "which is the largest hot desert"}]
 
 
@@ -43,17 +53,38 @@ def write_jsonl(path: Path, rows) -> Path:
 
 @pytest.fixture
 def own_files(tmp_path):
-    return {"train": write_jsonl(tmp_path / "train.jsonl", TRAIN), "dev": write_jsonl(tmp_path / "dev.jsonl", DEV),
-            "test": write_jsonl(tmp_path / "test.jsonl", TEST),
-            "corpus": write_corpus(tmp_path / "corpus.jsonl", OWN_FACTS)}  # fmt: skip
+    return {
+        "train": write_jsonl(tmp_path / "train.jsonl", TRAIN),
+        "dev": write_jsonl(tmp_path / "dev.jsonl", DEV),
+        "test": write_jsonl(tmp_path / "test.jsonl", TEST),
+        "corpus": write_corpus(tmp_path / "corpus.jsonl", OWN_FACTS),
+    }
 
 
 @pytest.fixture
 def own_world(tmp_path, own_files, monkeypatch, scripted_roles) -> World:
     """The own world, made through the CLI, with scripted roles and no other retriever configured."""
     out = tmp_path / "worlds" / "mine"
-    assert main(["world", "create", str(out), "--train", str(own_files["train"]), "--dev", str(own_files["dev"]),
-                 "--test", str(own_files["test"]), "--corpus", str(own_files["corpus"]), "--name", "mine"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "world",
+                "create",
+                str(out),
+                "--train",
+                str(own_files["train"]),
+                "--dev",
+                str(own_files["dev"]),
+                "--test",
+                str(own_files["test"]),
+                "--corpus",
+                str(own_files["corpus"]),
+                "--name",
+                "mine",
+            ]
+        )
+        == 0
+    )
     monkeypatch.setenv("AUTODATA_WORLD", str(out))
     (tmp_path / "home").mkdir(exist_ok=True)
     return World.open(out)
@@ -76,8 +107,15 @@ def test_world_create_cleans_splits_and_describes_them(own_world, own_files):
     with Workspace(load_settings()) as ws:
         assert ws.retriever.search(["mona lisa"], topk=1)[0][0].title == '"Leonardo da Vinci"'
     # Same inputs: nothing to do; other inputs: refused without --force.
-    again = create_world(own_world.dir, train=own_files["train"], dev=own_files["dev"], test=own_files["test"],
-                         corpus=own_files["corpus"], name="mine", show_progress=False)  # fmt: skip
+    again = create_world(
+        own_world.dir,
+        train=own_files["train"],
+        dev=own_files["dev"],
+        test=own_files["test"],
+        corpus=own_files["corpus"],
+        name="mine",
+        show_progress=False,
+    )
     assert not again.created
     with pytest.raises(WorldError, match="--force"):
         create_world(own_world.dir, train=own_files["train"], dev=own_files["dev"], corpus=own_files["corpus"])
@@ -85,13 +123,23 @@ def test_world_create_cleans_splits_and_describes_them(own_world, own_files):
 
 # --- the confirm split ---------------------------------------------------------------------
 
-MANY_DEV = [{"id": f"d{i}", "question": q, "golden_answers": [a]} for i, (q, a) in enumerate([
-    ("who wrote the tragedy hamlet", "William Shakespeare"), ("what is the capital of france", "Paris"),
-    ("which mountain is the highest on earth", "Mount Everest"), ("who discovered penicillin", "Alexander Fleming"),
-    ("who painted the mona lisa", "Leonardo da Vinci"), ("what is the capital of japan", "Tokyo"),
-    ("which mission first landed people on the moon", "Apollo 11"), ("what is the largest hot desert", "Sahara"),
-    ("in which country is hamlet set", "Denmark"), ("which river flows through paris", "Seine"),
-])]  # fmt: skip
+MANY_DEV = [
+    {"id": f"d{i}", "question": q, "golden_answers": [a]}
+    for i, (q, a) in enumerate(
+        [
+            ("who wrote the tragedy hamlet", "William Shakespeare"),
+            ("what is the capital of france", "Paris"),
+            ("which mountain is the highest on earth", "Mount Everest"),
+            ("who discovered penicillin", "Alexander Fleming"),
+            ("who painted the mona lisa", "Leonardo da Vinci"),
+            ("what is the capital of japan", "Tokyo"),
+            ("which mission first landed people on the moon", "Apollo 11"),
+            ("what is the largest hot desert", "Sahara"),
+            ("in which country is hamlet set", "Denmark"),
+            ("which river flows through paris", "Seine"),
+        ]
+    )
+]
 FAR_TRAIN = [{"id": "far-1", "question": "how many legs does a spider have", "golden_answers": ["eight"]}]
 
 
@@ -100,8 +148,23 @@ def test_confirm_is_carved_from_dev_deterministically(tmp_path, own_files, capsy
     train = write_jsonl(tmp_path / "far_train.jsonl", FAR_TRAIN)
 
     def make(name: str, *extra: str) -> World:
-        assert main(["world", "create", str(tmp_path / name), "--train", str(train), "--dev", str(dev),
-                     "--corpus", str(own_files["corpus"]), *extra]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "world",
+                    "create",
+                    str(tmp_path / name),
+                    "--train",
+                    str(train),
+                    "--dev",
+                    str(dev),
+                    "--corpus",
+                    str(own_files["corpus"]),
+                    *extra,
+                ]
+            )
+            == 0
+        )
         return World.open(tmp_path / name)
 
     world = make("a", "--confirm-size", "3")
@@ -119,15 +182,29 @@ def test_confirm_is_carved_from_dev_deterministically(tmp_path, own_files, capsy
 
 
 def test_a_given_confirm_file_is_cleaned_like_dev(tmp_path, own_files):
-    confirm = write_jsonl(tmp_path / "confirm.jsonl", [
-        {"id": "c-1", "question": "who painted the mona lisa in florence italy", "golden_answers": ["Leonardo"]},
-        {"id": "c-2", "question": "which city is the capital of japan since 1869", "golden_answers": ["Tokyo"]},
-        {"id": "c-3", "question": "which is the largest hot desert on earth", "golden_answers": ["Sahara"]},
-    ])  # fmt: skip
-    train = write_jsonl(tmp_path / "train6.jsonl", TRAIN + [
-        {"id": "own-6", "question": "tell me who painted the mona lisa in florence", "golden_answers": ["Leonardo"]}])
-    manifest = create_world(tmp_path / "w", train=train, dev=own_files["dev"], confirm=confirm,
-                            corpus=own_files["corpus"], show_progress=False).manifest  # fmt: skip
+    confirm = write_jsonl(
+        tmp_path / "confirm.jsonl",
+        [
+            {"id": "c-1", "question": "who painted the mona lisa in florence italy", "golden_answers": ["Leonardo"]},
+            {"id": "c-2", "question": "which city is the capital of japan since 1869", "golden_answers": ["Tokyo"]},
+            {"id": "c-3", "question": "which is the largest hot desert on earth", "golden_answers": ["Sahara"]},
+        ],
+    )
+    train = write_jsonl(
+        tmp_path / "train6.jsonl",
+        TRAIN
+        + [
+            {"id": "own-6", "question": "tell me who painted the mona lisa in florence", "golden_answers": ["Leonardo"]}
+        ],
+    )
+    manifest = create_world(
+        tmp_path / "w",
+        train=train,
+        dev=own_files["dev"],
+        confirm=confirm,
+        corpus=own_files["corpus"],
+        show_progress=False,
+    ).manifest
     dropped = manifest["seeds"]["dropped"]
     assert dropped["confirm"]["overlaps_dev"] == {"count": 1, "ids": ["c-2"]}  # dev wins over confirm
     assert dropped["train"]["overlaps_dev_or_confirm"] == {"count": 2, "ids": ["own-5", "own-6"]}  # own-6 ~ c-1
@@ -138,8 +215,13 @@ def test_a_given_confirm_file_is_cleaned_like_dev(tmp_path, own_files):
     assert [i.id for i in world.items("dev")] == ["dev-1", "dev-2"]  # nothing carved
     assert [i.id for i in world.items("confirm")] == ["c-1", "c-3"]
     with pytest.raises(SeedDataError, match="line 1: missing 'golden_answers'"):  # confirm must carry answers
-        create_world(tmp_path / "x", train=own_files["train"], dev=own_files["dev"], confirm=own_files["test"],
-                     corpus=own_files["corpus"])  # fmt: skip
+        create_world(
+            tmp_path / "x",
+            train=own_files["train"],
+            dev=own_files["dev"],
+            confirm=own_files["test"],
+            corpus=own_files["corpus"],
+        )
 
 
 def test_a_world_without_confirm_says_how_to_get_one(own_world, tmp_path, own_files):
@@ -152,8 +234,9 @@ def test_a_world_without_confirm_says_how_to_get_one(own_world, tmp_path, own_fi
     assert "\n" not in message and "autodata world create" in message and "--force" in message
     assert "autodata world prepare --force" in message
     one_dev = write_jsonl(tmp_path / "one_dev.jsonl", DEV[:1])
-    small = create_world(tmp_path / "small", train=own_files["train"], dev=one_dev, corpus=own_files["corpus"],
-                         show_progress=False)  # fmt: skip
+    small = create_world(
+        tmp_path / "small", train=own_files["train"], dev=one_dev, corpus=own_files["corpus"], show_progress=False
+    )
     assert "confirm.json" not in small.manifest["files"] and small.manifest["confirm"]["size"] == 0
     with pytest.raises(WorldError, match="none was carved from dev .* --confirm FILE --force"):
         World.open(small.world_dir).items("confirm")
@@ -168,8 +251,22 @@ def test_held_out_includes_confirm(own_world):
 def test_bad_inputs_name_file_and_line_and_write_nothing(tmp_path, own_files, capsys):
     bad = write_jsonl(tmp_path / "bad.jsonl", [TRAIN[0], {"id": "x", "golden_answers": ["a"]}])
     out = tmp_path / "w"
-    assert main(["world", "create", str(out), "--train", str(bad), "--dev", str(own_files["dev"]),
-                 "--corpus", str(own_files["corpus"])]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "world",
+                "create",
+                str(out),
+                "--train",
+                str(bad),
+                "--dev",
+                str(own_files["dev"]),
+                "--corpus",
+                str(own_files["corpus"]),
+            ]
+        )
+        == 1
+    )
     assert f"{bad}: 1 bad record(s): line 2: missing 'question'" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".w.building-*"))
     with pytest.raises(SeedDataError, match="line 1: missing 'golden_answers'"):  # dev must carry answers
@@ -197,19 +294,30 @@ def test_a_world_on_a_retriever_url_searches_that_server(tmp_path, own_files, re
 def test_study_eval_and_synthesis_read_only_the_worlds_files(own_world, tmp_path, capsys):
     train_ids = {i.id for i in own_world.items("train")}
     with Workspace(load_settings()) as ws:
-        study = run_study("own", 1, workspace=ws, scorer=acceptance_scorer,
-                          study=StudySettings(seeds_per_trial=5, stages=(1.0,), rewrite_prompts=False))  # fmt: skip
+        study = run_study(
+            "own",
+            1,
+            workspace=ws,
+            scorer=acceptance_scorer,
+            study=StudySettings(seeds_per_trial=5, stages=(1.0,), rewrite_prompts=False),
+        )
         trial = study.trials[0]
         assert trial.state.name == "COMPLETE" and trial.user_attrs["accepted_items"] >= 1
         run_dir = Path(ws.settings.home_dir) / "studies" / "own" / "runs" / trial.user_attrs["recipe_hash"]
         done = {json.loads(line)["seed_id"] for line in (run_dir / "progress.jsonl").read_text().splitlines()}
         assert done == train_ids  # the world's train split, cleaned: not own-4 or own-5
-        assert json.loads((run_dir / "manifest.json").read_text())["quality_gates"]["contamination_checked_against"] == 3
+        assert (
+            json.loads((run_dir / "manifest.json").read_text())["quality_gates"]["contamination_checked_against"] == 3
+        )
         assert study.user_attrs["autodata.settings"]["world"] == own_world.fingerprint
 
     # A study is tied to its world: another world is refused in one line.
-    other = create_world(tmp_path / "other", train=write_jsonl(tmp_path / "t2.jsonl", TRAIN[:3]),
-                         dev=write_jsonl(tmp_path / "d2.jsonl", DEV[1:]), corpus=tmp_path / "corpus.jsonl")  # fmt: skip
+    other = create_world(
+        tmp_path / "other",
+        train=write_jsonl(tmp_path / "t2.jsonl", TRAIN[:3]),
+        dev=write_jsonl(tmp_path / "d2.jsonl", DEV[1:]),
+        corpus=tmp_path / "corpus.jsonl",
+    )
     assert main(["study", "run", "own", "--trials", "2", "--world", str(other.world_dir)]) == 1
     assert "pass the --world it was created with" in capsys.readouterr().err
 
@@ -235,12 +343,19 @@ def test_trials_with_equal_recipes_share_one_folder(own_world):
     queued.enqueue_trial(BASELINE_PARAMS)
     queued.enqueue_trial(BASELINE_PARAMS)
     with Workspace(settings) as ws:
-        study = run_study("twins", 2, workspace=ws, scorer=acceptance_scorer,
-                          study=StudySettings(seeds_per_trial=3, stages=(1.0,), rewrite_prompts=False))  # fmt: skip
+        study = run_study(
+            "twins",
+            2,
+            workspace=ws,
+            scorer=acceptance_scorer,
+            study=StudySettings(seeds_per_trial=3, stages=(1.0,), rewrite_prompts=False),
+        )
     first, second = study.trials
     assert first.user_attrs["recipe_hash"] == second.user_attrs["recipe_hash"]
     assert first.user_attrs["seeds_resumed"] == 0 and second.user_attrs["seeds_resumed"] == 3  # nothing made twice
-    assert [p.name for p in (settings.home_dir / "studies" / "twins" / "runs").iterdir()] == [first.user_attrs["recipe_hash"]]
+    assert [p.name for p in (settings.home_dir / "studies" / "twins" / "runs").iterdir()] == [
+        first.user_attrs["recipe_hash"]
+    ]
 
 
 def test_a_killed_trials_retry_resumes_its_folder(own_world):
@@ -248,8 +363,9 @@ def test_a_killed_trials_retry_resumes_its_folder(own_world):
     import time
 
     settings = load_settings()
-    options = StudySettings(seeds_per_trial=3, stages=(1.0,), heartbeat_interval=1, grace_period=2,
-                            rewrite_prompts=False)  # fmt: skip
+    options = StudySettings(
+        seeds_per_trial=3, stages=(1.0,), heartbeat_interval=1, grace_period=2, rewrite_prompts=False
+    )
     storage = optuna.storages.RDBStorage(settings.effective_optuna_storage, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="crash", storage=storage, direction="maximize")
     study.enqueue_trial({**BASELINE_PARAMS, "max_rounds": 2})
@@ -289,13 +405,35 @@ def test_commands_take_world_from_flag_env_and_config(own_world, tmp_path, monke
 
 
 def test_no_import_cycles_and_the_core_stays_below():
-    modules = ["autodata", "autodata.api", "autodata.cli", "autodata.workspace", "autodata.world", "autodata.synthesis",
-               "autodata.pipeline", "evals", "evals.metrics", "evals.proxy", "evals.evaluate", "evals.recipe_score",
-               "optimizers", "optimizers.study", "optimizers.prompts", "optimizers.tracking", "prompts", "autodata.service",
-               "autodata.workqueue"]  # fmt: skip
+    modules = [
+        "autodata",
+        "autodata.api",
+        "autodata.cli",
+        "autodata.workspace",
+        "autodata.world",
+        "autodata.synthesis",
+        "autodata.pipeline",
+        "evals",
+        "evals.metrics",
+        "evals.proxy",
+        "evals.evaluate",
+        "evals.recipe_score",
+        "optimizers",
+        "optimizers.study",
+        "optimizers.prompts",
+        "optimizers.tracking",
+        "prompts",
+        "autodata.service",
+        "autodata.workqueue",
+    ]
     for module in modules:  # each alone, in a fresh interpreter: a cycle shows as an ImportError
-        done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO, capture_output=True, text=True,
-                              env={"LITELLM_LOCAL_MODEL_COST_MAP": "true", "PATH": "/usr/bin:/bin"})  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {module}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={"LITELLM_LOCAL_MODEL_COST_MAP": "true", "PATH": "/usr/bin:/bin"},
+        )
         assert done.returncode == 0, f"import {module}: {done.stderr[-500:]}"
     top = {"autodata/api.py", "autodata/cli.py", "autodata/service.py"}  # the layers that convert input and output
     for path in sorted((REPO / "autodata").rglob("*.py")):

@@ -45,8 +45,13 @@ def two_trials(name):
     for changes in ({}, {"max_rounds": 2}):
         queued.enqueue_trial({**BASELINE_PARAMS, **changes})
     with Workspace(settings) as workspace:
-        study = run_study(name, 2, workspace=workspace, scorer=acceptance_scorer,
-                          study=StudySettings(seeds_per_trial=2, stages=(1.0,), rewrite_prompts=False))  # fmt: skip
+        study = run_study(
+            name,
+            2,
+            workspace=workspace,
+            scorer=acceptance_scorer,
+            study=StudySettings(seeds_per_trial=2, stages=(1.0,), rewrite_prompts=False),
+        )
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     return study
 
@@ -77,7 +82,9 @@ def test_promote_needs_a_confirmed_gain_and_records_the_evidence(study_world, ca
     assert "Confirmed on the confirm split (8 questions" in message and tracking.production_recipe_version() == 1
     tags = MlflowClient().get_model_version(tracking.RECIPE_MODEL, "1").tags
     assert tags["autodata.gate.passed"] == "true" and tags["autodata.gate.forced"] == "false"
-    assert tags["autodata.gate.production"] == "default recipe" and float(tags["autodata.gate.gain"]) == pytest.approx(0.2)
+    assert tags["autodata.gate.production"] == "default recipe" and float(tags["autodata.gate.gain"]) == pytest.approx(
+        0.2
+    )
 
     # production is now trial 1's recipe, whose data is its trial's folder: trial 0 (the default) must beat it
     with pytest.raises(PromotionRefused, match=r"production \(models:/autodata-recipe/1\)"):
@@ -113,9 +120,14 @@ def test_only_promotion_reads_the_confirm_split(study_world, tiny_student, monke
     for changes in ({}, {"max_rounds": 2}):
         queued.enqueue_trial({**BASELINE_PARAMS, **changes})
     with Workspace(settings) as workspace:
-        study = run_study("reads", 2, workspace=workspace,
-                          study=StudySettings(seeds_per_trial=2, stages=(0.5, 1.0), proxy_steps=2, dev_limit=5,
-                                              rewrite_val_seeds=1, pruner="none"))  # fmt: skip
+        study = run_study(
+            "reads",
+            2,
+            workspace=workspace,
+            study=StudySettings(
+                seeds_per_trial=2, stages=(0.5, 1.0), proxy_steps=2, dev_limit=5, rewrite_val_seeds=1, pruner="none"
+            ),
+        )
     assert "confirm" not in read and "dev" in read
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert study.trials[0].user_attrs["evidence"]["question_ids"] == ["d1"]  # the dev questions

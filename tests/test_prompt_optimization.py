@@ -56,8 +56,21 @@ def optimize_challenger(tmp_path, capsys) -> tuple[list[str], str]:
     """`autodata prompts optimize challenger` on SEEDS (2 train, 3 val, 3 holdout): its arguments and output."""
     seeds = tmp_path / "seeds.jsonl"
     write_seeds(seeds, SEEDS)
-    args = ["prompts", "optimize", "challenger", "--seeds", str(seeds), "--budget", "12", "--train", "2", "--val", "3",
-            "--holdout", "3"]  # fmt: skip
+    args = [
+        "prompts",
+        "optimize",
+        "challenger",
+        "--seeds",
+        str(seeds),
+        "--budget",
+        "12",
+        "--train",
+        "2",
+        "--val",
+        "3",
+        "--holdout",
+        "3",
+    ]
     assert main(args) == 0
     return args, capsys.readouterr().out
 
@@ -73,12 +86,17 @@ def test_gepa_registers_instructions_that_fix_the_leak(scripted_roles, tmp_path,
     version = MlflowClient().get_prompt_version("autodata.challenger", 2)
     assert RULE in version.template
     message = version.commit_message
-    assert message.startswith("GEPA: warn against leaking the answer (paired test on 3 holdout seeds after GEPA's "
-                              "train and val seeds: version 1 0.00 -> this 1.00: accepted")  # fmt: skip
+    assert message.startswith(
+        "GEPA: warn against leaking the answer (paired test on 3 holdout seeds after GEPA's "
+        "train and val seeds: version 1 0.00 -> this 1.00: accepted"
+    )
     assert "chosen on GEPA's val score 0.00 -> 1.00 on 3 cases" in message
     tags = version.tags
-    assert (tags["autodata.status"], tags["autodata.n"], tags["autodata.metric"]) == ("accepted", "3",
-                                                                                 INNER_LOOP_METRIC)  # fmt: skip
+    assert (tags["autodata.status"], tags["autodata.n"], tags["autodata.metric"]) == (
+        "accepted",
+        "3",
+        INNER_LOOP_METRIC,
+    )
     assert (tags["autodata.parent_val_score"], tags["autodata.val_score"]) == ("0.0000", "1.0000")
     assert float(tags["autodata.difference_low"]) > 0
 
@@ -105,7 +123,7 @@ def test_gepas_best_is_not_accepted_unless_it_beats_the_start_on_the_holdout(rul
     assert version.tags["autodata.status"] == "rejected" and version.tags["autodata.difference_high"] == "0.0000"
     assert "version 1 0.00 -> this 0.00: rejected, not better" in version.commit_message
     experiment_id = tracking.setup(load_settings())
-    run, = MlflowClient().search_runs([experiment_id], "tags.`autodata.kind` = 'prompt-optimization'")
+    (run,) = MlflowClient().search_runs([experiment_id], "tags.`autodata.kind` = 'prompt-optimization'")
     assert run.data.metrics["best_val_score"] == 1.0 and run.data.metrics["holdout_best_score"] == 0.0
     assert run.data.tags["autodata.prompt_status"] == "rejected"
 
@@ -134,8 +152,19 @@ def test_gepa_tunes_the_verifiers_judge_on_labelled_cases(scripted_roles, tmp_pa
     scripted_roles.judge_rule, scripted_roles.rewrite_adds = rule, f" {rule}."
     capsys.readouterr()
 
-    args = ["prompts", "optimize", "verifier", "--data", str(tmp_path / "run"), "--budget", "16", "--train", "2",
-            "--val", "4"]  # fmt: skip
+    args = [
+        "prompts",
+        "optimize",
+        "verifier",
+        "--data",
+        str(tmp_path / "run"),
+        "--budget",
+        "16",
+        "--train",
+        "2",
+        "--val",
+        "4",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     # Half the validation cases carry another item's answer: accepting everything scores 0.5.
@@ -153,16 +182,28 @@ def test_gepa_tunes_the_verifiers_judge_on_labelled_cases(scripted_roles, tmp_pa
 def rewrite_on(val_seeds: list[SeedItem], run_dir, *, trial_seeds=("t1", "t2")) -> int | None:
     """`rewrite_from_rejections` after a trial on `trial_seeds` whose challenger leaked the answer."""
     run_dir.mkdir()
-    leak = {"seed_id": "t1", "reason": "leak", "detail": "the answer appears in the question",
-            "question": "Is William Shakespeare the answer?"}  # fmt: skip
+    leak = {
+        "seed_id": "t1",
+        "reason": "leak",
+        "detail": "the answer appears in the question",
+        "question": "Is William Shakespeare the answer?",
+    }
     (run_dir / "rejected.jsonl").write_text(json.dumps(leak) + "\n")
     (run_dir / "progress.jsonl").write_text("".join(json.dumps({"seed_id": s}) + "\n" for s in trial_seeds))
     settings = load_settings()
     tracking.setup(settings)
     tracking.ensure_seed_prompts()
     with Workspace(settings) as workspace:
-        return rewrite_from_rejections(workspace.llms, Recipe(), run_dir, 0, 0.0, retriever=workspace.retriever,
-                                       val_seeds=val_seeds, parent_version=1)  # fmt: skip
+        return rewrite_from_rejections(
+            workspace.llms,
+            Recipe(),
+            run_dir,
+            0,
+            0.0,
+            retriever=workspace.retriever,
+            val_seeds=val_seeds,
+            parent_version=1,
+        )
 
 
 def test_a_rewrite_better_on_only_some_seeds_is_registered_as_rejected(rule_helps, tmp_path):
@@ -174,7 +215,10 @@ def test_a_rewrite_better_on_only_some_seeds_is_registered_as_rejected(rule_help
     assert tags["autodata.status"] == "rejected" and tags["autodata.metric"] == INNER_LOOP_METRIC
     assert (tags["autodata.n"], tags["autodata.split"]) == ("4", "train seeds after the trial's")
     assert (tags["autodata.parent_val_score"], tags["autodata.val_score"], tags["autodata.difference"]) == (
-        "0.0000", "0.5000", "0.5000")  # fmt: skip
+        "0.0000",
+        "0.5000",
+        "0.5000",
+    )
     assert float(tags["autodata.difference_low"]) <= 0 < float(tags["autodata.difference_high"])
 
 
@@ -185,8 +229,10 @@ def test_a_rewrite_clearly_better_on_the_validation_seeds_is_accepted(rule_helps
     assert version.tags["autodata.status"] == "accepted" and float(version.tags["autodata.difference_low"]) > 0
     split = "train seeds, 1 of them the trial's own (the split has too few beyond them)"
     assert version.tags["autodata.split"] == split
-    assert (f"validation on 4 {split}: version 1 0.00 -> this 1.00: accepted (difference +1.00, 95% interval "
-            "[1.00, 1.00], above 0)") in version.commit_message  # fmt: skip
+    assert (
+        f"validation on 4 {split}: version 1 0.00 -> this 1.00: accepted (difference +1.00, 95% interval "
+        "[1.00, 1.00], above 0)"
+    ) in version.commit_message
     assert tracking.latest_prompt_version("challenger") == 2
 
 
@@ -207,8 +253,21 @@ def test_gepa_stops_when_the_optimizer_endpoint_is_dead(scripted_roles, monkeypa
     monkeypatch.setenv("AUTODATA_ROLES__OPTIMIZER__BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
     seeds = tmp_path / "seeds.jsonl"
     write_seeds(seeds, SEEDS)
-    args = ["prompts", "optimize", "challenger", "--seeds", str(seeds), "--budget", "12", "--train", "2", "--val", "3",
-            "--holdout", "3"]  # fmt: skip
+    args = [
+        "prompts",
+        "optimize",
+        "challenger",
+        "--seeds",
+        str(seeds),
+        "--budget",
+        "12",
+        "--train",
+        "2",
+        "--val",
+        "3",
+        "--holdout",
+        "3",
+    ]
     assert main(args) == 1
     assert "'optimizer'" in capsys.readouterr().err
     assert tracking.latest_prompt_version("challenger") == 1

@@ -1,15 +1,14 @@
 """The quick SFT proxy: loss masking and input checks (fast), a real LoRA run (slow)."""
 
 import json
-from dataclasses import replace
 
 import pytest
 
 from autodata.errors import ProxyTrainingFailed
 from autodata.search import format_hits
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, to_sharegpt
-from tests.conftest import ANSWERABLE
 from evals.proxy import encode, fit_examples, load_examples, resolve_student
+from tests.conftest import ANSWERABLE
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -23,22 +22,49 @@ def tokenizer():
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = "<|im_start|> <|im_end|> user assistant think search answer information who wrote hamlet Doc 1 Title it".split()
+    words = [
+        "<|im_start|>",
+        "<|im_end|>",
+        "user",
+        "assistant",
+        "think",
+        "search",
+        "answer",
+        "information",
+        "who",
+        "wrote",
+        "hamlet",
+        "Doc",
+        "1",
+        "Title",
+        "it",
+    ]
     vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"<\|im_start\|>|<\|im_end\|>|\w+|[^\w\s]"), behavior="isolated"),
-        pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
-    ])  # fmt: skip
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"<\|im_start\|>|<\|im_end\|>|\w+|[^\w\s]"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
+        ]
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]")
     tok.chat_template = CHATML
     return tok
 
 
 def example():
-    trajectory = Trajectory(question="who wrote hamlet", steps=[
-        SearchStep(think="who wrote hamlet", query="hamlet", observation='Doc 1(Title: "Hamlet") information', hit_ids=["0"]),
-        AnswerStep(think="it", answer="Shakespeare")])  # fmt: skip
+    trajectory = Trajectory(
+        question="who wrote hamlet",
+        steps=[
+            SearchStep(
+                think="who wrote hamlet",
+                query="hamlet",
+                observation='Doc 1(Title: "Hamlet") information',
+                hit_ids=["0"],
+            ),
+            AnswerStep(think="it", answer="Shakespeare"),
+        ],
+    )
     return to_sharegpt(trajectory)
 
 
@@ -60,9 +86,12 @@ def test_examples_too_long_are_left_out_whole_and_counted(tokenizer):
     fitting, stats = fit_examples(tokenizer, [example(), example()], max_tokens=len(ids))
     assert fitting == [(ids, labels)] * 2 and stats["train_examples_too_long"] == 0
     fitting, stats = fit_examples(tokenizer, [example()], max_tokens=len(ids) - 1)
-    assert fitting == [] and stats == {"train_examples_drawn": 1, "train_examples_too_long": 1,
-                                       "train_max_seq_tokens": len(ids) - 1,
-                                       "train_longest_example_tokens": len(ids)}  # fmt: skip
+    assert fitting == [] and stats == {
+        "train_examples_drawn": 1,
+        "train_examples_too_long": 1,
+        "train_max_seq_tokens": len(ids) - 1,
+        "train_longest_example_tokens": len(ids),
+    }
 
 
 def test_bad_inputs_fail_before_training(tmp_path):
@@ -100,10 +129,18 @@ def test_real_proxy_raises_format_validity_and_is_reproducible(tmp_path, monkeyp
     examples = []
     for item in train:
         hits = index.search([item.question], topk=3)[0]
-        trajectory = Trajectory(question=item.question, steps=[
-            SearchStep(think="I need to search for this.", query=item.question, observation=format_hits(hits),
-                       hit_ids=[h.id for h in hits]),
-            AnswerStep(think="The first document states it.", answer=item.golden_answers[0])])  # fmt: skip
+        trajectory = Trajectory(
+            question=item.question,
+            steps=[
+                SearchStep(
+                    think="I need to search for this.",
+                    query=item.question,
+                    observation=format_hits(hits),
+                    hit_ids=[h.id for h in hits],
+                ),
+                AnswerStep(think="The first document states it.", answer=item.golden_answers[0]),
+            ],
+        )
         examples.append(to_sharegpt(trajectory))
     data = tmp_path / "data"
     data.mkdir()
@@ -132,13 +169,49 @@ def test_proxy_scores_the_dev_split_of_the_world_it_is_given(tmp_path, corpus_fi
     data.mkdir()
     (data / "sft_dataset.json").write_text(json.dumps([example()]))
     out = tmp_path / "proxy"
-    assert main(["proxy", "--world", str(world), "--data", str(data), "--out", str(out), "--steps", "2",
-                 "--dev-limit", "5", "--score-metric", "format_valid"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "proxy",
+                "--world",
+                str(world),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--dev-limit",
+                "5",
+                "--score-metric",
+                "format_valid",
+            ]
+        )
+        == 0
+    )
     for folder in ("eval-base", "eval-tuned-1"):
         predictions = json.loads((out / folder / "predictions.json").read_text())
         assert [p["id"] for p in predictions] == ["own-dev-1", "own-dev-2"]
-    assert main(["proxy", "--world", str(world), "--data", str(data), "--out", str(tmp_path / "again"), "--steps", "2",
-                 "--dev-limit", "5", "--score-metric", "format_valid"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "proxy",
+                "--world",
+                str(world),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "again"),
+                "--steps",
+                "2",
+                "--dev-limit",
+                "5",
+                "--score-metric",
+                "format_valid",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "again" / "proxy.json").read_text())["baseline_cached"]
     assert json.loads((out / "proxy.json").read_text())["dev_n"] == 2
 
@@ -149,9 +222,23 @@ def test_proxy_scores_the_dev_split_of_the_world_it_is_given(tmp_path, corpus_fi
 def grounded_examples(retriever, pairs):
     """ShareGPT examples: a real search for each question, its observation, then `answer`."""
     hits = retriever.search([q for q, _ in pairs], topk=3)
-    return [to_sharegpt(Trajectory(question=q, steps=[
-        SearchStep(think="I need to search for this.", query=q, observation=format_hits(found), hit_ids=[h.id for h in found]),
-        AnswerStep(think="The first document states it.", answer=a)])) for (q, a), found in zip(pairs, hits)]  # fmt: skip
+    return [
+        to_sharegpt(
+            Trajectory(
+                question=q,
+                steps=[
+                    SearchStep(
+                        think="I need to search for this.",
+                        query=q,
+                        observation=format_hits(found),
+                        hit_ids=[h.id for h in found],
+                    ),
+                    AnswerStep(think="The first document states it.", answer=a),
+                ],
+            )
+        )
+        for (q, a), found in zip(pairs, hits)
+    ]
 
 
 def write_dataset(folder, examples):
@@ -168,7 +255,7 @@ def test_the_probe_scores_only_the_gold_answer_step_after_a_real_search(tiny_stu
     from evals.proxy import answer_span_tokens, make_probes, probe_conversation
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_student)
-    probe, = make_probes([SeedItem(id="d1", question="capital of japan", golden_answers=["Tokyo"])], bm25_index, 3)
+    (probe,) = make_probes([SeedItem(id="d1", question="capital of japan", golden_answers=["Tokyo"])], bm25_index, 3)
     assert probe.observation == format_hits(bm25_index.search(["capital of japan"], topk=3)[0])
     messages = probe_conversation(probe, "Tokyo")
     assert messages[0]["content"] == inference_prompt("capital of japan")  # the inference prompt, verbatim
@@ -204,15 +291,25 @@ def test_cached_prefixes_and_top_layers_give_the_plain_numbers_and_the_best_gold
     config.num_hidden_layers = 3
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_config(config).eval()  # three layers: one below the tuned two
-    probe = Probe("d1", "capital of japan", 'Doc 1(Title: "Tokyo") Tokyo is the capital of Japan.', ("Tokyo", "Denmark"))
+    probe = Probe(
+        "d1", "capital of japan", 'Doc 1(Title: "Tokyo") Tokyo is the capital of Japan.', ("Tokyo", "Denmark")
+    )
     tokens = [tokenize_probe(tokenizer, probe)]
     base, states = base_logprobs(model, tokens, 1, "cpu")
     with torch.inference_mode():
         plain = {a: plain_logprob(model, tokenizer, probe, a) for a in probe.golden_answers}
     assert plain["Tokyo"] != plain["Denmark"]
     assert base[0] == pytest.approx(max(plain.values()), abs=1e-4)
-    tuned = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], layers_pattern="layers",
-                                             layers_to_transform=[1, 2], init_lora_weights=False))  # fmt: skip
+    tuned = get_peft_model(
+        model,
+        LoraConfig(
+            r=4,
+            target_modules=["q_proj", "v_proj"],
+            layers_pattern="layers",
+            layers_to_transform=[1, 2],
+            init_lora_weights=False,
+        ),
+    )
     with torch.inference_mode():
         plain_tuned = max(plain_logprob(tuned, tokenizer, probe, a) for a in probe.golden_answers)
     assert plain_tuned != pytest.approx(max(plain.values()), abs=1e-3)  # the adapters change the numbers
@@ -226,8 +323,15 @@ def test_repeats_train_again_and_the_same_inputs_give_the_same_score(tmp_path, t
     dev = [SeedItem(id=f"d{i}", question=q, golden_answers=[a]) for i, (q, a) in enumerate(ANSWERABLE)]
     data = write_dataset(tmp_path / "data", grounded_examples(bm25_index, ANSWERABLE))
     settings = ProxySettings(steps=3, repeats=2, dev_limit=10, learning_rate=1e-2)
-    common = {"dev_items": dev, "retriever": bm25_index, "cache_dir": tmp_path, "embedded_gguf": tiny_student,
-              "student": tiny_student, "settings": settings, "baseline_file": tmp_path / "base.json"}  # fmt: skip
+    common = {
+        "dev_items": dev,
+        "retriever": bm25_index,
+        "cache_dir": tmp_path,
+        "embedded_gguf": tiny_student,
+        "student": tiny_student,
+        "settings": settings,
+        "baseline_file": tmp_path / "base.json",
+    }
     first = run_proxy(data, tmp_path / "p1", **common)
     assert first["score_metric"] == "likelihood" and first["repeats"] == 2 and first["dev_n"] == len(ANSWERABLE)
     assert [len(r) for r in first["per_question"]] == [len(ANSWERABLE)] * 2
@@ -253,9 +357,16 @@ def test_the_likelihood_gain_prefers_data_whose_answers_the_evidence_supports(tm
     scores = {}
     for name, pairs in (("right", ANSWERABLE), ("swapped", swapped)):
         data = write_dataset(tmp_path / name, grounded_examples(bm25_index, pairs))
-        scores[name] = run_proxy(data, tmp_path / f"{name}-proxy", dev_items=dev, retriever=bm25_index,
-                                 cache_dir=tmp_path, embedded_gguf=tiny_student, student=tiny_student,
-                                 settings=settings)["per_question"]  # fmt: skip
+        scores[name] = run_proxy(
+            data,
+            tmp_path / f"{name}-proxy",
+            dev_items=dev,
+            retriever=bm25_index,
+            cache_dir=tmp_path,
+            embedded_gguf=tiny_student,
+            student=tiny_student,
+            settings=settings,
+        )["per_question"]
     assert paired_difference(scores["right"], scores["swapped"]).above_zero
 
 
@@ -265,6 +376,13 @@ def test_a_time_bound_fails_the_run_instead_of_measuring_fewer_steps(tmp_path, t
 
     data = write_dataset(tmp_path / "data", grounded_examples(bm25_index, ANSWERABLE))
     with pytest.raises(ProxyTrainingFailed, match=r"time bound \(0 s\) after 1 of 5 steps"):
-        run_proxy(data, tmp_path / "p", dev_items=[SeedItem(id="d", question="capital of japan", golden_answers=["Tokyo"])],
-                  retriever=bm25_index, cache_dir=tmp_path, embedded_gguf=tiny_student, student=tiny_student,
-                  settings=ProxySettings(steps=5, max_train_seconds=0.0))  # fmt: skip
+        run_proxy(
+            data,
+            tmp_path / "p",
+            dev_items=[SeedItem(id="d", question="capital of japan", golden_answers=["Tokyo"])],
+            retriever=bm25_index,
+            cache_dir=tmp_path,
+            embedded_gguf=tiny_student,
+            student=tiny_student,
+            settings=ProxySettings(steps=5, max_train_seconds=0.0),
+        )

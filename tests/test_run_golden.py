@@ -28,11 +28,28 @@ SEEDS = [
     {"id": "s5", "question": "who painted the mona lisa", "golden_answers": ["Leonardo da Vinci"]},
     {"id": "s6", "question": "when did the rms titanic sink", "golden_answers": ["1912"]},
 ]
-DATA_FILES = ("trajectories.jsonl", "rejected.jsonl", "progress.jsonl", "sft_dataset.json", "midtrain.jsonl",
-              "dataset_info.json")
+DATA_FILES = (
+    "trajectories.jsonl",
+    "rejected.jsonl",
+    "progress.jsonl",
+    "sft_dataset.json",
+    "midtrain.jsonl",
+    "dataset_info.json",
+)
 # The manifest says when, how long and where; these parts vary from run to run by design.
-VOLATILE = ("created", "started", "finished", "elapsed_s", "seconds", "output", "seeds_file", "llm_totals",
-            "llm_per_accepted_item", "autodata_version", "seeds_sha256")
+VOLATILE = (
+    "created",
+    "started",
+    "finished",
+    "elapsed_s",
+    "seconds",
+    "output",
+    "seeds_file",
+    "llm_totals",
+    "llm_per_accepted_item",
+    "autodata_version",
+    "seeds_sha256",
+)
 
 
 def stable(manifest: dict) -> dict:

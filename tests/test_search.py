@@ -50,7 +50,7 @@ def test_queries_without_a_known_word_get_no_hits(retriever):
     """As Search-R1's BM25 server: an empty query matches nothing (no zero-score filler)."""
     assert retriever.search(["zzzqqq xxyyzz", "", "the of and", "   "], topk=2) == [[], [], [], []]
     partly = retriever.search(["zzzqqq hamlet"], topk=2)[0]  # one known word: ranked as usual
-    assert partly[0].title == '"Hamlet"' 
+    assert partly[0].title == '"Hamlet"'
 
 
 def test_in_process_and_http_agree(bm25_index, retriever_server):
@@ -72,8 +72,9 @@ def post(server, body, **kwargs):
 
 
 def test_wire_with_scores(retriever_server):
-    response = post(retriever_server, {"queries": ["who wrote hamlet", "capital of France"], "topk": 2,
-                                       "return_scores": True})  # fmt: skip
+    response = post(
+        retriever_server, {"queries": ["who wrote hamlet", "capital of France"], "topk": 2, "return_scores": True}
+    )
     assert response.status_code == 200
     result = response.json()["result"]
     assert len(result) == 2 and len(result[0]) == 2
@@ -105,8 +106,11 @@ def test_health(retriever_server):
     ],
 )
 def test_malformed_requests_get_4xx_json(retriever_server, body, content):
-    response = post(retriever_server, body, **({"content": content, "headers": {"content-type": "application/json"}}
-                                             if content is not None else {}))  # fmt: skip
+    response = post(
+        retriever_server,
+        body,
+        **({"content": content, "headers": {"content-type": "application/json"}} if content is not None else {}),
+    )
     assert 400 <= response.status_code < 500
     payload = response.json()
     assert payload["error"] == "invalid request" and payload["details"]
@@ -214,8 +218,9 @@ def test_sparse_ranking_agrees_with_bm25s_dense_retrieval(bm25_index):
 
     queries = [q for q, _, _ in KNOWN] + ["the largest", "Nobel prize physics chemistry", "in 1969 the"]
     dense = bm25s.BM25.load(bm25_index.folder, show_progress=False)
-    tokens = bm25s.tokenize(queries, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False,
-                            show_progress=False)  # fmt: skip
+    tokens = bm25s.tokenize(
+        queries, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False
+    )
     _, dense_scores = dense.retrieve(tokens, k=5, show_progress=False)
     ours = bm25_index.search(queries, topk=5)
     for hits, expected in zip(ours, dense_scores):

@@ -40,8 +40,10 @@ class SearchR1Loop:
         searches = [p.split("<search>")[1].split("</search>")[0].strip() for p in predictions if "<search>" in p]
         results = self.batch_search(searches)  # an empty list when no rollout searched
         assert len(results) == len(searches)
-        return [f"\n\n<information>{results.pop(0).strip()}</information>\n\n" if "<search>" in p else ""
-                for p in predictions]  # fmt: skip
+        return [
+            f"\n\n<information>{results.pop(0).strip()}</information>\n\n" if "<search>" in p else ""
+            for p in predictions
+        ]
 
 
 @pytest.fixture
@@ -61,8 +63,11 @@ def test_a_step_where_no_rollout_searched(loop, retriever_server):
 
 def test_a_grpo_sized_batch_in_one_request(loop, retriever_server):
     """train_batch_size 512 x n_agent 5: 2,560 queries in one POST."""
-    queries = [f"{q} {i}" for i in range(512) for q in ("who wrote hamlet", "capital of France", "titanic", "chess",
-                                                        "penicillin")]  # fmt: skip
+    queries = [
+        f"{q} {i}"
+        for i in range(512)
+        for q in ("who wrote hamlet", "capital of France", "titanic", "chess", "penicillin")
+    ]
     assert len(queries) == 2560
     results = loop.batch_search(queries)
     assert len(results) == 2560 and all(r.startswith("Doc 1(Title: ") for r in results)
@@ -97,7 +102,9 @@ def test_our_observations_equal_search_r1s_passages2string(loop, bm25_index):
     ours = [observation_text(hits) for hits in bm25_index.search(queries, topk=3)]
     assert ours == theirs
     multi_line = [Hit(id="9", contents='"T"\nline one\nline two')]  # text keeps its inner newlines
-    assert format_hits(multi_line) == SearchR1Loop._passages2string([{"document": {"contents": '"T"\nline one\nline two'}}])
+    assert format_hits(multi_line) == SearchR1Loop._passages2string(
+        [{"document": {"contents": '"T"\nline one\nline two'}}]
+    )
 
 
 def test_a_recipe_may_cut_observations_by_the_students_tokens(tmp_path):
@@ -110,12 +117,21 @@ def test_a_recipe_may_cut_observations_by_the_students_tokens(tmp_path):
     hits = [Hit(id=str(i), contents=f'"{title}"\n{text}') for i, (title, text) in enumerate(FACTS[:3])]
     words = sorted(set(__import__("re").findall(r"\w+|[^\w\s]", format_hits(hits))))
     core = Tokenizer(models.WordLevel({"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"\w+|[^\w\s]"), behavior="isolated"),
-                                                  pre_tokenizers.Split(Regex(r"\s+"), behavior="removed")])  # fmt: skip
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"\w+|[^\w\s]"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
+        ]
+    )
     PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]").save_pretrained(tmp_path / "student")
 
-    recipe = Recipe().with_changes(search={**Recipe().search.model_dump(), "max_observation_tokens": 16,
-                                           "observation_tokenizer": str(tmp_path / "student")})  # fmt: skip
+    recipe = Recipe().with_changes(
+        search={
+            **Recipe().search.model_dump(),
+            "max_observation_tokens": 16,
+            "observation_tokenizer": str(tmp_path / "student"),
+        }
+    )
     cut = observation_text(hits, recipe.search.max_observation_tokens, recipe.search.observation_tokenizer)
     assert cut.split()[:2] == ["Doc", "1"] and "Hamlet" in cut and "Paris" not in cut  # 16 tokens: part of Doc 1
     assert observation_text(hits, 10_000, str(tmp_path / "student")) == format_hits(hits)  # short enough: untouched

@@ -15,7 +15,11 @@ from autodata.seeds import (
 )
 
 GOOD = [
-    {"id": "329", "question": "who was king of england in 1700", "golden_answers": ["William III of England", "William"]},
+    {
+        "id": "329",
+        "question": "who was king of england in 1700",
+        "golden_answers": ["William III of England", "William"],
+    },
     {"id": 7, "question": "what is the capital of france", "golden_answers": ["Paris"], "metadata": {"source": "x"}},
 ]
 
@@ -33,11 +37,17 @@ def test_json_and_jsonl_load_the_same(tmp_path):
     "records, message",
     [
         ([{"id": "1", "golden_answers": ["a"]}], "line 1: missing 'question'"),
-        ([GOOD[0], {"id": "2", "question": "q", "golden_answers": []}], "line 2: 'golden_answers': golden_answers is empty"),
+        (
+            [GOOD[0], {"id": "2", "question": "q", "golden_answers": []}],
+            "line 2: 'golden_answers': golden_answers is empty",
+        ),
         ([GOOD[0], GOOD[0]], "line 2: duplicate id '329' \\(first at line 1\\)"),
         ([{"id": "1", "question": "  ", "golden_answers": ["a"]}], "line 1: 'question': question is blank"),
         ([{"id": "1", "question": "q"}], "line 1: missing 'golden_answers'"),
-        ([{"id": "1", "question": "q", "golden_answers": "Paris"}], "line 1: 'golden_answers': Input should be a valid list"),
+        (
+            [{"id": "1", "question": "q", "golden_answers": "Paris"}],
+            "line 1: 'golden_answers': Input should be a valid list",
+        ),
         ([["not", "an", "object"]], "line 1: expected an object"),
     ],
 )
@@ -118,7 +128,24 @@ def test_near_duplicates_agree_with_brute_force():
     from autodata.seeds import _shingles
 
     rng = random.Random(1)
-    vocabulary = "who what when where is was the king queen of france spain england first last born".split()
+    vocabulary = [
+        "who",
+        "what",
+        "when",
+        "where",
+        "is",
+        "was",
+        "the",
+        "king",
+        "queen",
+        "of",
+        "france",
+        "spain",
+        "england",
+        "first",
+        "last",
+        "born",
+    ]
     items = [item(i, " ".join(rng.choices(vocabulary, k=rng.randint(3, 7)))) for i in range(150)]
     for threshold in (0.5, 0.8):
         sets = [_shingles(i.question) for i in items]

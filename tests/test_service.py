@@ -31,8 +31,14 @@ def call(method, url, **kwargs):
 
 
 def test_launch_watch_promote_and_synthesize_over_http(service):
-    body = {"name": "svc", "trials": 2, "scorer": "acceptance", "seeds_per_trial": 2, "stages": [1.0],
-            "rewrite_val_seeds": 0}  # fmt: skip
+    body = {
+        "name": "svc",
+        "trials": 2,
+        "scorer": "acceptance",
+        "seeds_per_trial": 2,
+        "stages": [1.0],
+        "rewrite_val_seeds": 0,
+    }
     assert call("POST", f"{service}/studies", json=body).status_code == 401  # no token
     launched = call("POST", f"{service}/studies", json=body, headers=AUTH)
     assert launched.status_code == 202 and launched.json()["url"] == "/studies/svc"
@@ -44,8 +50,11 @@ def test_launch_watch_promote_and_synthesize_over_http(service):
     assert shown["state"] == "done" and [t["state"] for t in shown["trials"]] == ["COMPLETE", "COMPLETE"]
     trial = shown["trials"][0]
     assert {"score", "recipe_hash", "mlflow_run_id", "pareto", "accepted_per_seed"} <= set(trial)
-    assert trial["params"]["hint_mode"] == "answer" and trial["prompt_versions"] == {"challenger": 1, "tagger": 1,
-                                                                                      "verifier": 1}  # fmt: skip
+    assert trial["params"]["hint_mode"] == "answer" and trial["prompt_versions"] == {
+        "challenger": 1,
+        "tagger": 1,
+        "verifier": 1,
+    }
     assert shown["best"]["trial"] in (0, 1)
     assert [s["name"] for s in call("GET", f"{service}/studies").json()] == ["svc"]
 
@@ -78,7 +87,11 @@ def test_bad_requests_name_the_field_and_the_problem(service):
     assert call("POST", f"{service}/studies", json={"name": "x", "typo": 1}, headers=AUTH).status_code == 422
     assert call("GET", f"{service}/studies/nothing").status_code == 404
     assert call("GET", f"{service}/jobs/nothing").status_code == 404
-    assert call("POST", f"{service}/studies/nothing/rollback", headers=AUTH).json()["error"].startswith("Nothing to roll back")
+    assert (
+        call("POST", f"{service}/studies/nothing/rollback", headers=AUTH)
+        .json()["error"]
+        .startswith("Nothing to roll back")
+    )
 
 
 def test_a_failing_job_is_retried_then_recorded_as_failed(service):

@@ -6,8 +6,6 @@ from autodata.errors import ConfigError
 from autodata.settings import load_settings, mask_url
 
 
-
-
 def test_defaults_point_at_the_demo_world(tmp_path):
     settings = load_settings()
     assert settings.home_dir == tmp_path / "home"
@@ -21,11 +19,15 @@ def test_defaults_point_at_the_demo_world(tmp_path):
 def test_config_file_then_environment_wins(tmp_path, monkeypatch, suffix):
     path = tmp_path / f"autodata{suffix}"
     if suffix == ".toml":
-        path.write_text('[retriever]\nurl = "http://file:8000/retrieve"\n[roles.strong]\nmodel = "qwen-72b"\n'
-                        'base_url = "http://file:8001/v1"\n')  # fmt: skip
+        path.write_text(
+            '[retriever]\nurl = "http://file:8000/retrieve"\n[roles.strong]\nmodel = "qwen-72b"\n'
+            'base_url = "http://file:8001/v1"\n'
+        )
     else:
-        path.write_text("retriever:\n  url: http://file:8000/retrieve\nroles:\n  strong:\n"
-                        "    model: qwen-72b\n    base_url: http://file:8001/v1\n")  # fmt: skip
+        path.write_text(
+            "retriever:\n  url: http://file:8000/retrieve\nroles:\n  strong:\n"
+            "    model: qwen-72b\n    base_url: http://file:8001/v1\n"
+        )
     monkeypatch.setenv("AUTODATA_ROLES__STRONG__BASE_URL", "http://env:9000/v1")
     settings = load_settings(path)
     assert settings.retriever.url == "http://file:8000/retrieve"

@@ -8,12 +8,12 @@ import pytest
 from mlflow import MlflowClient
 
 from autodata.cli import main
-from autodata.settings import load_settings
-from optimizers import tracking
 from autodata.errors import AutodataError
 from autodata.recipe import Recipe
-from optimizers.study import BASELINE_PARAMS, StudySettings, run_study, settings_for, suggest_recipe
+from autodata.settings import load_settings
 from autodata.workspace import Workspace
+from optimizers import tracking
+from optimizers.study import BASELINE_PARAMS, StudySettings, run_study, settings_for, suggest_recipe
 from prompts import load_prompt
 from tests.conftest import acceptance_scorer
 
@@ -31,7 +31,9 @@ def test_study_trials_runs_prompts_and_promotion(study_world, scripted_roles, ca
     settings = load_settings()
     study = run_in_world("demo", 2, scorer=acceptance_scorer, study=StudySettings(stages=(1.0,)))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    assert study.trials[0].params["challenger_prompt"] == "seed" and study.trials[0].params["max_rounds"] == 3  # baseline
+    assert (
+        study.trials[0].params["challenger_prompt"] == "seed" and study.trials[0].params["max_rounds"] == 3
+    )  # baseline
     assert study.trials[0].user_attrs["recipe_hash"] == Recipe().content_hash  # trial 0 is the shipped default
 
     tracking.setup(settings)
@@ -47,9 +49,14 @@ def test_study_trials_runs_prompts_and_promotion(study_world, scripted_roles, ca
         assert {"recipe", "manifest.json", "sample_trajectories.jsonl"} <= artifacts
     assert tracking.latest_prompt_version("challenger") >= 2  # a rewrite beat the seed prompt on validation
     winner = MlflowClient().get_prompt_version("autodata.challenger", 2)
-    assert winner.tags["autodata.status"] == "accepted" and "version 1 0.00 -> this 1.00: accepted" in winner.commit_message
+    assert (
+        winner.tags["autodata.status"] == "accepted"
+        and "version 1 0.00 -> this 1.00: accepted" in winner.commit_message
+    )
 
-    run_in_world("demo", 3, scorer=acceptance_scorer, study=StudySettings(stages=(1.0,)))  # resumes, adds the difference
+    run_in_world(
+        "demo", 3, scorer=acceptance_scorer, study=StudySettings(stages=(1.0,))
+    )  # resumes, adds the difference
     assert len(optuna.load_study(study_name="demo", storage=settings.effective_optuna_storage).trials) == 3
     run_in_world("demo", 3, scorer=acceptance_scorer, study=StudySettings(stages=(1.0,)))  # there: nothing to do
     assert len(optuna.load_study(study_name="demo", storage=settings.effective_optuna_storage).trials) == 3
@@ -133,19 +140,29 @@ def test_a_trial_whose_process_died_is_retried_with_its_parameters(study_world):
     study = run_in_world("hb", 2, scorer=acceptance_scorer, study=options)
     states = {t.number: t for t in study.trials}
     assert states[dead.number].state.name == "FAIL"
-    retried = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
+    retried = [
+        t
+        for t in study.trials
+        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number
+    ]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert retried[0].params == states[dead.number].params
 
 
 def test_parallel_trials_each_get_their_child_run(study_world):
     settings = load_settings()
-    study = run_in_world("parallel", 2, scorer=acceptance_scorer,
-                      study=StudySettings(seeds_per_trial=2, stages=(1.0,), jobs=2, rewrite_prompts=False))  # fmt: skip
+    study = run_in_world(
+        "parallel",
+        2,
+        scorer=acceptance_scorer,
+        study=StudySettings(seeds_per_trial=2, stages=(1.0,), jobs=2, rewrite_prompts=False),
+    )
     # No "Run ... is already active"; a third trial may have started before the study stopped at two.
     assert len(study.trials) >= 2 and all(t.state.name == "COMPLETE" for t in study.trials)
     experiment_id = tracking.setup(settings)
-    parent = MlflowClient().search_runs([experiment_id], "tags.`autodata.study` = 'parallel' and tags.`autodata.kind` = 'study'")
+    parent = MlflowClient().search_runs(
+        [experiment_id], "tags.`autodata.study` = 'parallel' and tags.`autodata.kind` = 'study'"
+    )
     children = MlflowClient().search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}'")
     assert sorted(c.info.run_id for c in children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
     assert all(c.info.status == "FINISHED" for c in children)
@@ -183,7 +200,7 @@ def test_every_searched_parameter_changes_the_recipe(study_world):
     seen = set()
     for _ in range(24):
         trial = study.ask()
-        recipe, versions = suggest_recipe(trial, {role: 1 for role in tracking.OPTIMIZABLE_PROMPTS})
+        recipe, _ = suggest_recipe(trial, {role: 1 for role in tracking.OPTIMIZABLE_PROMPTS})
         assert "tagger_prompt" not in trial.params
         assert ("verifier_prompt" in trial.params) == recipe.llm_judge  # read only by the LLM judge
         assert (recipe.hint_mode, recipe.weak_mode) == (trial.params["hint_mode"], trial.params["weak_mode"])
@@ -197,11 +214,18 @@ def test_baseline_params_are_the_default_recipe():
     r = Recipe()
     assert BASELINE_PARAMS == {
         "attempts_per_solver": r.acceptance.attempts_per_solver,
-        "strong_min_accuracy": r.acceptance.strong_min_accuracy, "weak_max_accuracy": r.acceptance.weak_max_accuracy,
+        "strong_min_accuracy": r.acceptance.strong_min_accuracy,
+        "weak_max_accuracy": r.acceptance.weak_max_accuracy,
         "min_gap": r.acceptance.min_gap,
-        "max_rounds": r.max_rounds, **r.strategies.weights(), "top_k": r.search.top_k, "max_turns": r.search.max_turns,
-        "hint_mode": r.hint_mode, "weak_mode": r.weak_mode, "llm_judge": r.llm_judge, "challenger_prompt": "seed",
-    }  # fmt: skip
+        "max_rounds": r.max_rounds,
+        **r.strategies.weights(),
+        "top_k": r.search.top_k,
+        "max_turns": r.search.max_turns,
+        "hint_mode": r.hint_mode,
+        "weak_mode": r.weak_mode,
+        "llm_judge": r.llm_judge,
+        "challenger_prompt": "seed",
+    }
 
 
 def test_trial_0_is_exactly_the_shipped_default_recipe(study_world):

@@ -30,8 +30,6 @@ SEEDS = [
 KEEP_ONLY = Recipe().with_changes(strategies={"keep": 1, "rephrase": 0, "multi_hop": 0}, max_rounds=2)
 
 
-
-
 @pytest.fixture
 def seeds_file(tmp_path):
     path = tmp_path / "seeds.json"
@@ -42,7 +40,9 @@ def seeds_file(tmp_path):
 def run(fake, monkeypatch, seeds_file, out, bm25_index, recipe=KEEP_ONLY, budget=Budget(), **kwargs):
     point_roles_at(monkeypatch, fake.url)
     with LLMSession(load_settings(), budget=budget, cache=kwargs.pop("cache", True)) as llms:
-        return synthesize(seeds_file, out, recipe=recipe, retriever=bm25_index, llms=llms, show_progress=False, **kwargs)
+        return synthesize(
+            seeds_file, out, recipe=recipe, retriever=bm25_index, llms=llms, show_progress=False, **kwargs
+        )
 
 
 def read_jsonl(path):
@@ -94,8 +94,15 @@ def test_a_killed_run_resumes_to_the_same_accepted_set(tmp_path, monkeypatch, se
     with ScriptedOpenAI(reply=ScriptedAgents()) as fake:
         run(fake, monkeypatch, seeds_file, tmp_path / "straight", bm25_index)
         with pytest.raises(BudgetExceeded):  # dies in the middle of a seed
-            run(fake, monkeypatch, seeds_file, tmp_path / "resumed", bm25_index, budget=Budget(max_calls=12),
-                cache=False)  # fmt: skip
+            run(
+                fake,
+                monkeypatch,
+                seeds_file,
+                tmp_path / "resumed",
+                bm25_index,
+                budget=Budget(max_calls=12),
+                cache=False,
+            )
         partial = read_jsonl(tmp_path / "resumed" / "progress.jsonl")
         assert 0 < len(partial) < len(SEEDS)
         with open(tmp_path / "resumed" / "trajectories.jsonl", "a") as f:
@@ -104,26 +111,37 @@ def test_a_killed_run_resumes_to_the_same_accepted_set(tmp_path, monkeypatch, se
         assert report.seeds_run_now == len(SEEDS) - len(partial)
     straight = read_jsonl(tmp_path / "straight" / "trajectories.jsonl")
     resumed = read_jsonl(tmp_path / "resumed" / "trajectories.jsonl")
-    key = lambda item: item["id"]  # noqa: E731
+    key = lambda item: item["id"]
     assert sorted(resumed, key=key) == sorted(straight, key=key)
     assert len(read_jsonl(tmp_path / "resumed" / "progress.jsonl")) == len(SEEDS)
 
 
-def test_rerunning_a_finished_run_does_nothing_and_another_recipe_is_refused(tmp_path, monkeypatch, seeds_file, bm25_index):
+def test_rerunning_a_finished_run_does_nothing_and_another_recipe_is_refused(
+    tmp_path, monkeypatch, seeds_file, bm25_index
+):
     with ScriptedOpenAI(reply=ScriptedAgents()) as fake:
         run(fake, monkeypatch, seeds_file, tmp_path / "out", bm25_index)
         sent = len(fake.requests)
         report = run(fake, monkeypatch, seeds_file, tmp_path / "out", bm25_index)
         assert report.seeds_run_now == 0 and len(fake.requests) == sent
         with pytest.raises(RecipeError, match="holds a run with another recipe"):
-            run(fake, monkeypatch, seeds_file, tmp_path / "out", bm25_index, recipe=KEEP_ONLY.with_changes(max_rounds=3))
+            run(
+                fake, monkeypatch, seeds_file, tmp_path / "out", bm25_index, recipe=KEEP_ONLY.with_changes(max_rounds=3)
+            )
 
 
 def test_too_easy_and_too_hard_are_rejected_with_feedback(tmp_path, monkeypatch, seeds_file, bm25_index):
     agents = ScriptedAgents(weak_answer="William Shakespeare")  # the weak solver knows s1
     with ScriptedOpenAI(reply=agents) as fake:
-        run(fake, monkeypatch, seeds_file, tmp_path / "easy", bm25_index, limit=1,
-            recipe=KEEP_ONLY.with_changes(strategies={"keep": 1, "rephrase": 1, "multi_hop": 0}))  # fmt: skip
+        run(
+            fake,
+            monkeypatch,
+            seeds_file,
+            tmp_path / "easy",
+            bm25_index,
+            limit=1,
+            recipe=KEEP_ONLY.with_changes(strategies={"keep": 1, "rephrase": 1, "multi_hop": 0}),
+        )
     rejected = read_jsonl(tmp_path / "easy" / "rejected.jsonl")
     assert rejected[0]["reason"] == "too_easy" and rejected[0]["strategy"] in ("keep", "rephrase")
     assert agents.calls.get("strong_first", 0) == 0  # decided by the weak solver alone
@@ -190,14 +208,23 @@ def test_verifier_rejects_fabricated_and_needless_searches(bm25_index):
     fake_obs = real.replace("Denmark", "Norway")
     forged = Trajectory(question="q", steps=[step("who wrote the tragedy hamlet", fake_obs), answer_step()])
     assert "fabricated observation" in check_trajectory(forged, "William Shakespeare", bm25_index, search).detail
-    again = Trajectory(question="q", steps=[step("who wrote the tragedy hamlet", real), step("paris", format_hits(bm25_index.search(["paris"], topk=3)[0])),
-                                             answer_step()])  # fmt: skip
+    again = Trajectory(
+        question="q",
+        steps=[
+            step("who wrote the tragedy hamlet", real),
+            step("paris", format_hits(bm25_index.search(["paris"], topk=3)[0])),
+            answer_step(),
+        ],
+    )
     assert "needless search" in check_trajectory(again, "William Shakespeare", bm25_index, search).detail
     cheat_query = "William Shakespeare hamlet"
-    cheat = Trajectory(question="q", steps=[step(cheat_query, format_hits(bm25_index.search([cheat_query], topk=3)[0])),
-                                            answer_step()])  # fmt: skip
+    cheat = Trajectory(
+        question="q", steps=[step(cheat_query, format_hits(bm25_index.search([cheat_query], topk=3)[0])), answer_step()]
+    )
     assert check_trajectory(cheat, "William Shakespeare", bm25_index, search) == (
-        "hint_leak", "step 1's query holds the answer 'William Shakespeare' before any observation showed it")
+        "hint_leak",
+        "step 1's query holds the answer 'William Shakespeare' before any observation showed it",
+    )
     no_search = Trajectory(question="q", steps=[answer_step()])
     assert "no search" in check_trajectory(no_search, "William Shakespeare", bm25_index, search).detail
 
@@ -213,7 +240,9 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path, monkeypatch, bm25_
         with SearchClient(f"http://127.0.0.1:{free_port()}", max_retries=0) as down:
             with pytest.raises(SearchUnavailable):
                 with LLMSession(load_settings()) as llms:
-                    synthesize(good, tmp_path / "out2", recipe=KEEP_ONLY, retriever=down, llms=llms, show_progress=False)
+                    synthesize(
+                        good, tmp_path / "out2", recipe=KEEP_ONLY, retriever=down, llms=llms, show_progress=False
+                    )
     assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
 
 
@@ -224,8 +253,22 @@ def test_cli_synthesize_reports_and_exits_by_outcome(tmp_path, monkeypatch, seed
     dev = tmp_path / "dev.jsonl"
     dev.write_text('{"id": "d1", "question": "capital of japan", "golden_answers": ["Tokyo"]}\n')
     world = str(tmp_path / "world")
-    assert main(["world", "create", world, "--train", str(seeds_file), "--dev", str(dev),
-                 "--corpus", str(write_corpus(tmp_path / "corpus.jsonl"))]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "world",
+                "create",
+                world,
+                "--train",
+                str(seeds_file),
+                "--dev",
+                str(dev),
+                "--corpus",
+                str(write_corpus(tmp_path / "corpus.jsonl")),
+            ]
+        )
+        == 0
+    )
     monkeypatch.setenv("AUTODATA_WORLD", world)
     recipe = tmp_path / "keep.yaml"
     recipe.write_text("strategies:\n  keep: 1\n  rephrase: 0\n  multi_hop: 0\n")
@@ -239,10 +282,32 @@ def test_cli_synthesize_reports_and_exits_by_outcome(tmp_path, monkeypatch, seed
 
         nothing = ScriptedAgents(weak_answer="William Shakespeare")
         fake.reply = nothing
-        code = main(["--no-cache", "synthesize", "--recipe", str(recipe), "--seeds", str(seeds_file), "--limit", "1",
-                     "--out", str(tmp_path / "none")])  # fmt: skip
+        code = main(
+            [
+                "--no-cache",
+                "synthesize",
+                "--recipe",
+                str(recipe),
+                "--seeds",
+                str(seeds_file),
+                "--limit",
+                "1",
+                "--out",
+                str(tmp_path / "none"),
+            ]
+        )
         assert code == 1 and "accepted nothing" in capsys.readouterr().err
-    code = main(["synthesize", "--recipe", str(tmp_path / "missing.yaml"), "--seeds", str(seeds_file), "--out", str(tmp_path / "x")])
+    code = main(
+        [
+            "synthesize",
+            "--recipe",
+            str(tmp_path / "missing.yaml"),
+            "--seeds",
+            str(seeds_file),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 1 and "Recipe file" in capsys.readouterr().err and not (tmp_path / "x").exists()
     # no endpoints configured (the embedded model): Ray is refused before any model or Ray starts
     for role in ("challenger", "weak", "strong", "judge"):
@@ -260,7 +325,9 @@ def test_unreachable_endpoint_fails_before_anything_is_written(tmp_path, monkeyp
     point_roles_at(monkeypatch, url)
     with LLMSession(load_settings()) as llms:
         with pytest.raises(EndpointError, match="Role 'challenger'.*does not answer"):
-            synthesize(seeds_file, tmp_path / "out", recipe=KEEP_ONLY, retriever=bm25_index, llms=llms, show_progress=False)
+            synthesize(
+                seeds_file, tmp_path / "out", recipe=KEEP_ONLY, retriever=bm25_index, llms=llms, show_progress=False
+            )
     assert not (tmp_path / "out").exists()
 
 
@@ -272,8 +339,17 @@ def test_large_seed_files_are_checked_whole_then_streamed(tmp_path, monkeypatch,
     big = tmp_path / "big.jsonl"
     with open(big, "w") as f:
         f.writelines(json.dumps(seed) + "\n" for seed in SEEDS[:3])
-        f.writelines(json.dumps({"id": f"x{i}", "question": f"filler question number {i} about nothing in the corpus",
-                                 "golden_answers": [f"answer {i}"]}) + "\n" for i in range(60_000))  # fmt: skip
+        f.writelines(
+            json.dumps(
+                {
+                    "id": f"x{i}",
+                    "question": f"filler question number {i} about nothing in the corpus",
+                    "golden_answers": [f"answer {i}"],
+                }
+            )
+            + "\n"
+            for i in range(60_000)
+        )
     with open(tmp_path / "bad.jsonl", "w") as f:
         f.write(big.read_text() + '{"id": "last", "question": ""}\n')
 
@@ -286,7 +362,9 @@ def test_large_seed_files_are_checked_whole_then_streamed(tmp_path, monkeypatch,
             tracemalloc.stop()
 
     with ScriptedOpenAI(reply=ScriptedAgents()) as fake:
-        with pytest.raises(SeedDataError, match="line 60004: 'question': question is blank"):  # the last line, before any work
+        with pytest.raises(
+            SeedDataError, match="line 60004: 'question': question is blank"
+        ):  # the last line, before any work
             run(fake, monkeypatch, tmp_path / "bad.jsonl", tmp_path / "never", bm25_index)
         assert not (tmp_path / "never").exists()
         streamed = peak_bytes(lambda: run(fake, monkeypatch, big, tmp_path / "out", bm25_index, limit=3))
@@ -301,8 +379,16 @@ def test_seeds_in_flight_change_nothing_but_speed(tmp_path, monkeypatch, seeds_f
     recipe = Recipe()  # every strategy, so rejections and multi-hop items are compared too
     with ScriptedOpenAI(reply=ScriptedAgents(), latency_s=0.01) as fake:
         for name, concurrency in (("one", 1), ("many", 6)):
-            run(fake, monkeypatch, seeds_file, tmp_path / name, bm25_index, recipe=recipe, concurrency=concurrency,
-                cache=False)  # fmt: skip
+            run(
+                fake,
+                monkeypatch,
+                seeds_file,
+                tmp_path / name,
+                bm25_index,
+                recipe=recipe,
+                concurrency=concurrency,
+                cache=False,
+            )
         assert fake.peak_in_flight > 1
     for name in ("trajectories.jsonl", "rejected.jsonl"):
         one, many = (sorted(read_jsonl(tmp_path / run_dir / name), key=json.dumps) for run_dir in ("one", "many"))
@@ -333,12 +419,23 @@ def test_resuming_a_long_run_reads_its_files_line_by_line(tmp_path, monkeypatch,
         run(fake, monkeypatch, seeds_file, out, bm25_index)
         earlier = 50_000  # finished seeds of an earlier part of the job, a rejected candidate each
         with open(out / "rejected.jsonl", "a") as f:
-            f.writelines(json.dumps({"seed_id": f"old{i}", "reason": "too_hard", "detail": "x" * 500}) + "\n"
-                         for i in range(earlier))  # fmt: skip
+            f.writelines(
+                json.dumps({"seed_id": f"old{i}", "reason": "too_hard", "detail": "x" * 500}) + "\n"
+                for i in range(earlier)
+            )
         with open(out / "progress.jsonl", "a") as f:
-            f.writelines(json.dumps({"seed_id": f"old{i}", "accepted": 0, "rejected": 1,
-                                     "cost": {"weak": {"calls": 2, "prompt_tokens": 90, "completion_tokens": 9}}}) + "\n"
-                         for i in range(earlier))  # fmt: skip
+            f.writelines(
+                json.dumps(
+                    {
+                        "seed_id": f"old{i}",
+                        "accepted": 0,
+                        "rejected": 1,
+                        "cost": {"weak": {"calls": 2, "prompt_tokens": 90, "completion_tokens": 9}},
+                    }
+                )
+                + "\n"
+                for i in range(earlier)
+            )
         size = sum((out / name).stat().st_size for name in ("rejected.jsonl", "progress.jsonl"))
         tracemalloc.start()
         try:

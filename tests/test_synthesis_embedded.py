@@ -11,8 +11,8 @@ import pytest
 
 from autodata.answers import sub_exact_match
 from autodata.recipe import Recipe
-from autodata.search import BM25Index
 from autodata.roles import check_trajectory
+from autodata.search import BM25Index
 from autodata.trajectory import Trajectory, sharegpt_problems
 
 pytestmark = pytest.mark.slow
@@ -21,8 +21,14 @@ SEEDS = "30"
 
 def autodata(home, *args, **kwargs):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODATA_")} | {"AUTODATA_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "autodata.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kwargs)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "autodata.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def finish(process, timeout=900):
@@ -48,8 +54,11 @@ def test_embedded_world_accepts_grounded_items_and_resumes_after_a_kill(tmp_path
     for item in accepted:  # every verification rule, hint_leak and bad_thought included, holds for what was kept
         trajectory = Trajectory.model_validate(item["trajectory"])
         assert check_trajectory(trajectory, item["answer"], index, Recipe().search, bridge=item["bridge"]) is None
-        first_seen = next(i for i, s in enumerate(trajectory.steps) if getattr(s, "observation", None) and
-                          sub_exact_match(s.observation, [item["answer"]]))  # fmt: skip
+        first_seen = next(
+            i
+            for i, s in enumerate(trajectory.steps)
+            if getattr(s, "observation", None) and sub_exact_match(s.observation, [item["answer"]])
+        )
         for step in trajectory.steps[: first_seen + 1]:  # nothing before the evidence knows the answer
             assert not sub_exact_match(step.think + " " + getattr(step, "query", ""), [item["answer"]]), item["id"]
     sft = json.loads((straight / "sft_dataset.json").read_text())

@@ -32,8 +32,12 @@ SLOTS = 2  # the endpoint's max_concurrency: shared by all workers
 def endpoint(monkeypatch, tmp_path):
     """The scripted endpoint (every call made: no cache), SLOTS slots per role, and 24 seeds."""
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"id": f"q{i}", "question": QUESTIONS[i % 6][0],
-                                         "golden_answers": [QUESTIONS[i % 6][1]]}) + "\n" for i in range(24)))  # fmt: skip
+    seeds.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": QUESTIONS[i % 6][0], "golden_answers": [QUESTIONS[i % 6][1]]}) + "\n"
+            for i in range(24)
+        )
+    )
     monkeypatch.setenv("AUTODATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("AUTODATA_LLM_CACHE", "false")
     with ScriptedOpenAI(reply=ScriptedAgents(), latency_s=0.05) as fake:
@@ -50,8 +54,9 @@ def records(out, name):
 def same_output(a, b) -> None:
     for name in ("trajectories.jsonl", "rejected.jsonl", "progress.jsonl"):
         assert records(a, name) == records(b, name), name
-    assert sorted(json.load(open(a / "sft_dataset.json")), key=json.dumps) == \
-        sorted(json.load(open(b / "sft_dataset.json")), key=json.dumps)  # fmt: skip
+    assert sorted(json.load(open(a / "sft_dataset.json")), key=json.dumps) == sorted(
+        json.load(open(b / "sft_dataset.json")), key=json.dumps
+    )
 
 
 def test_ray_cli_writes_what_the_single_process_run_writes(endpoint, tmp_path, corpus_file, monkeypatch, capsys):
@@ -74,8 +79,15 @@ def test_a_killed_ray_worker_loses_nothing_and_duplicates_nothing(endpoint, tmp_
     fake, seeds = endpoint
     recipe = Recipe().with_changes(strategies={"keep": 1, "rephrase": 0, "multi_hop": 0})
     with LLMSession(load_settings()) as llms:
-        synthesize(seeds, tmp_path / "threads", recipe=recipe, retriever=bm25_index, llms=llms, concurrency=4,
-                   show_progress=False)  # fmt: skip
+        synthesize(
+            seeds,
+            tmp_path / "threads",
+            recipe=recipe,
+            retriever=bm25_index,
+            llms=llms,
+            concurrency=4,
+            show_progress=False,
+        )
 
     made = []
 
@@ -105,8 +117,16 @@ def test_a_killed_ray_worker_loses_nothing_and_duplicates_nothing(endpoint, tmp_
     killer.start()
     fake.peak_in_flight = 0
     with LLMSession(load_settings()) as llms:
-        report = synthesize(seeds, tmp_path / "ray", recipe=recipe, retriever=bm25_index, llms=llms, concurrency=4,
-                            show_progress=False, executor=functools.partial(Watched, workers=2))  # fmt: skip
+        report = synthesize(
+            seeds,
+            tmp_path / "ray",
+            recipe=recipe,
+            retriever=bm25_index,
+            llms=llms,
+            concurrency=4,
+            show_progress=False,
+            executor=functools.partial(Watched, workers=2),
+        )
         usage = llms.usage.summary()
     killer.join()
 

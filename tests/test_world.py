@@ -6,6 +6,7 @@ import zipfile
 
 import pytest
 
+from autodata.errors import WorldError
 from autodata.search import BM25Index
 from autodata.seeds import find_contamination, load_seeds
 from autodata.world import (
@@ -20,11 +21,10 @@ from autodata.world import (
     parse_dpr_topics,
     with_detokenized_variants,
 )
-from autodata.errors import WorldError
 
 DPR_TEXT = (
     "who wrote hamlet\t['William Shakespeare']\n"
-    "\"who said \"\"to be or not to be\"\"\"\t['Hamlet']\n"
+    '"who said ""to be or not to be"""\t[\'Hamlet\']\n'
     "who sang with reba\t['Linda Davis', \"Destiny 's Child\"]\n"
     "empty answers are skipped\t[]\n"
 )
@@ -64,8 +64,10 @@ TOPICS = ["Hamlet", "Paris", "Everest", "Python", "Amazon", "Curie", "Tokyo", "F
 
 
 def make_wheels(tmp_path):
-    summaries = {t: {"title": t, "extract": f"{t} is topic {i}. Its keyword is kw{i} and its year is {1900 + i}."}
-                 for i, t in enumerate(TOPICS)}  # fmt: skip
+    summaries = {
+        t: {"title": t, "extract": f"{t} is topic {i}. Its keyword is kw{i} and its year is {1900 + i}."}
+        for i, t in enumerate(TOPICS)
+    }
     summaries["Empty"] = {"title": "Empty", "extract": ""}
     wiki = tmp_path / WIKI_SOURCE.filename
     with zipfile.ZipFile(wiki, "w") as z:

@@ -19,7 +19,10 @@ def test_real_world_prepare_is_idempotent_and_searchable(tmp_path, monkeypatch, 
     assert manifest["corpus"]["documents"] == 10_033
     assert manifest["seeds"]["raw"]["nq-dev"]["questions"] == 8_757
     assert manifest["seeds"]["raw"]["nq-test"]["questions"] == 3_610
-    splits = {name: load_seeds(world / f"{name}.json", require_answers=name != "test") for name in ("train", "dev", "confirm", "test")}
+    splits = {
+        name: load_seeds(world / f"{name}.json", require_answers=name != "test")
+        for name in ("train", "dev", "confirm", "test")
+    }
     assert {k: len(v) for k, v in splits.items()} == manifest["seeds"]["splits"]
     ids = [i.id for items in splits.values() for i in items]
     assert len(ids) == len(set(ids))

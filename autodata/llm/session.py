@@ -34,8 +34,14 @@ class LLMSession:
         ...         ...
     """
 
-    def __init__(self, settings: Settings, *, budget: Budget = Budget(), cache: bool | None = None,
-                 limiters: dict[str, AdaptiveLimiter] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        budget: Budget = Budget(),
+        cache: bool | None = None,
+        limiters: dict[str, AdaptiveLimiter] | None = None,
+    ):
         """`limiters`: per base URL, a limiter to use instead of a new one (e.g. one shared by Ray workers)."""
         self.settings = settings
         self.cache = settings.llm_cache if cache is None else cache
@@ -91,8 +97,10 @@ class LLMSession:
             try:
                 httpx.get(f"{base_url.rstrip('/')}/models", timeout=10).raise_for_status()
             except httpx.HTTPError as err:
-                raise EndpointError(f"Role {role!r}: endpoint {base_url} does not answer GET /models ({err}). "
-                                    f"Check `roles.{role}.base_url`.") from err  # fmt: skip
+                raise EndpointError(
+                    f"Role {role!r}: endpoint {base_url} does not answer GET /models ({err}). "
+                    f"Check `roles.{role}.base_url`."
+                ) from err
 
     def client(self, role: RoleName) -> RoleClient:
         """The role's client: chat and raw completions with limits, retries and accounting."""
@@ -108,7 +116,12 @@ class LLMSession:
                 limiter = self._limiters.setdefault(base_url, AdaptiveLimiter(limit))
                 api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""
                 self._clients[role] = RoleClient(
-                    role, endpoint, base_url=base_url, api_key=api_key or "not-needed", limiter=limiter, ledger=self.usage
+                    role,
+                    endpoint,
+                    base_url=base_url,
+                    api_key=api_key or "not-needed",
+                    limiter=limiter,
+                    ledger=self.usage,
                 )
             return self._clients[role]
 

@@ -78,8 +78,9 @@ class UsageLedger:
 
     def record_success(self, role: str, *, prompt_tokens: int, completion_tokens: int, latency_s: float) -> None:
         if item := self._also():
-            item.record_success(role, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                latency_s=latency_s)  # fmt: skip
+            item.record_success(
+                role, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, latency_s=latency_s
+            )
         with self._lock:
             usage = self._role(role)
             usage.calls += 1
@@ -148,10 +149,15 @@ class UsageLedger:
     @staticmethod
     def format_rows(summary: dict[str, dict]) -> str:
         """A plain-text table of a `summary()`."""
-        rows = [f"{'role':<10} {'calls':>6} {'errors':>6} {'retries':>7} {'prompt tok':>10} {'compl tok':>9} {'p50 s':>6} {'p90 s':>6}"]
+        rows = [
+            f"{'role':<10} {'calls':>6} {'errors':>6} {'retries':>7} {'prompt tok':>10} {'compl tok':>9} "
+            f"{'p50 s':>6} {'p90 s':>6}"
+        ]
         for role, u in summary.items():
             p50 = f"{u['latency_p50_s']:.2f}" if u["latency_p50_s"] is not None else "-"
             p90 = f"{u['latency_p90_s']:.2f}" if u["latency_p90_s"] is not None else "-"
-            rows.append(f"{role:<10} {u['calls']:>6} {u['errors']:>6} {u['retries']:>7} {u['prompt_tokens']:>10} "
-                        f"{u['completion_tokens']:>9} {p50:>6} {p90:>6}")  # fmt: skip
+            rows.append(
+                f"{role:<10} {u['calls']:>6} {u['errors']:>6} {u['retries']:>7} {u['prompt_tokens']:>10} "
+                f"{u['completion_tokens']:>9} {p50:>6} {p90:>6}"
+            )
         return "\n".join(rows)

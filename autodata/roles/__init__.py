@@ -10,10 +10,10 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")  # else importing dspy stalls on network retries
 
-from autodata.roles._adapter import SchemaJSONAdapter  # noqa: E402
-from autodata.roles.challenger import Challenger  # noqa: E402
-from autodata.roles.solvers import StrongSolver, WeakSolver  # noqa: E402
-from autodata.roles.tagger import Tagger  # noqa: E402
-from autodata.roles.verifier import Verifier, check_trajectory  # noqa: E402
+from autodata.roles._adapter import SchemaJSONAdapter
+from autodata.roles.challenger import Challenger
+from autodata.roles.solvers import StrongSolver, WeakSolver
+from autodata.roles.tagger import Tagger
+from autodata.roles.verifier import Verifier, check_trajectory
 
 __all__ = ["Challenger", "SchemaJSONAdapter", "StrongSolver", "Tagger", "Verifier", "WeakSolver", "check_trajectory"]

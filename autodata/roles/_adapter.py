@@ -21,7 +21,9 @@ from pydantic import TypeAdapter
 def output_schema(signature: type[dspy.Signature]) -> dict[str, Any]:
     properties = {
         # pydantic moves Annotated[...] constraints into `metadata`; put them back for the schema
-        name: TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation).json_schema()
+        name: TypeAdapter(
+            Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        ).json_schema()
         for name, field in signature.output_fields.items()
     }
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
@@ -29,6 +31,8 @@ def output_schema(signature: type[dspy.Signature]) -> dict[str, Any]:
 
 class SchemaJSONAdapter(dspy.JSONAdapter):
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):
-        response_format = {"type": "json_schema", "json_schema": {"name": signature.__name__,
-                                                                  "schema": output_schema(signature)}}  # fmt: skip
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": signature.__name__, "schema": output_schema(signature)},
+        }
         return super().__call__(lm, {**lm_kwargs, "response_format": response_format}, signature, demos, inputs)

@@ -27,7 +27,14 @@ class Challenger(dspy.Module):
         super().__init__()
         self.propose = dspy.Predict(ProposeQuestion.with_instructions(instructions))
 
-    def forward(self, *, strategy: str, evidence: str, seed_question: str, seed_answer: str, feedback: str,
-                config: dict) -> dspy.Prediction:  # fmt: skip
-        return self.propose(strategy=strategy, evidence=evidence, seed_question=seed_question,
-                            seed_answer=seed_answer, feedback=feedback, config=config)  # fmt: skip
+    def forward(
+        self, *, strategy: str, evidence: str, seed_question: str, seed_answer: str, feedback: str, config: dict
+    ) -> dspy.Prediction:
+        return self.propose(
+            strategy=strategy,
+            evidence=evidence,
+            seed_question=seed_question,
+            seed_answer=seed_answer,
+            feedback=feedback,
+            config=config,
+        )

@@ -19,11 +19,11 @@ from typing import Literal
 
 import dspy
 
+from autodata.answers import sub_exact_match
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import SearchQuery, ShortAnswer, Thought
 from autodata.search.protocol import Retriever
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, observation_text
-from autodata.answers import sub_exact_match
 from prompts import load_prompt
 
 
@@ -58,8 +58,9 @@ class ExplainSearch(dspy.Signature):
     question: str = dspy.InputField()
     history: str = dspy.InputField(desc="earlier searches and what they returned; may be empty")
     query: str = dspy.InputField(desc="the search the agent runs next")
-    think: Thought = dspy.OutputField(desc="why this search helps answer the question, in one sentence, without "
-                                           "guessing the answer")  # fmt: skip
+    think: Thought = dspy.OutputField(
+        desc="why this search helps answer the question, in one sentence, without guessing the answer"
+    )
 
 
 class WriteFinalAnswer(dspy.Signature):
@@ -104,7 +105,9 @@ class StrongSolver(dspy.Module):
         self.cite = dspy.Predict(CiteEvidence.with_instructions(instructions))
         self.explain = dspy.Predict(ExplainSearch.with_instructions(instructions))
 
-    def _search_step(self, think: str, query: str, *, question: str, hint: str, steps: list, config: dict) -> SearchStep:
+    def _search_step(
+        self, think: str, query: str, *, question: str, hint: str, steps: list, config: dict
+    ) -> SearchStep:
         if hint:  # the hinted agent chose the query; the kept thought comes from a call without the hint
             think = self.explain(question=question, history=_history(steps), query=query, config=config).think
         hits = self.retriever.search([query], topk=self.search.top_k)[0]
@@ -120,13 +123,17 @@ class StrongSolver(dspy.Module):
 
         plan = self.first(question=question, hint=hint, config=turn_config(0))
         steps: list[SearchStep | AnswerStep] = []
-        steps.append(self._search_step(plan.think, plan.query, question=question, hint=hint, steps=steps,
-                                       config=explain_config(0)))  # fmt: skip
+        steps.append(
+            self._search_step(
+                plan.think, plan.query, question=question, hint=hint, steps=steps, config=explain_config(0)
+            )
+        )
         for turn in range(1, self.search.max_turns):
             found = known_answer is not None and sub_exact_match(steps[-1].observation, [known_answer])
             if found:  # rationalization: the answer is known; the agent cites what it found
-                cited = self.cite(question=question, answer=known_answer, history=_history(steps),
-                                  config=turn_config(turn))  # fmt: skip
+                cited = self.cite(
+                    question=question, answer=known_answer, history=_history(steps), config=turn_config(turn)
+                )
                 steps.append(AnswerStep(think=cited.think, answer=known_answer))
                 break
             if turn == self.search.max_turns - 1:
@@ -137,8 +144,11 @@ class StrongSolver(dspy.Module):
             if step.action == "answer":
                 steps.append(AnswerStep(think=step.think, answer=step.argument))
                 break
-            steps.append(self._search_step(step.think, step.argument, question=question, hint=hint, steps=steps,
-                                           config=explain_config(turn)))  # fmt: skip
+            steps.append(
+                self._search_step(
+                    step.think, step.argument, question=question, hint=hint, steps=steps, config=explain_config(turn)
+                )
+            )
         return dspy.Prediction(trajectory=Trajectory(question=question, steps=steps))
 
 

@@ -9,9 +9,15 @@ import dspy
 from pydantic import Field, StringConstraints
 
 TaskType = Literal[
-    "timely_fact", "document_based", "false_premise", "scope_ambiguity", "conflicting_evidence",
-    "insufficient_evidence", "multi_hop_composition", "simple_fact",
-]  # fmt: skip
+    "timely_fact",
+    "document_based",
+    "false_premise",
+    "scope_ambiguity",
+    "conflicting_evidence",
+    "insufficient_evidence",
+    "multi_hop_composition",
+    "simple_fact",
+]
 
 
 class TagSeed(dspy.Signature):

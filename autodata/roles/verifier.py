@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import pairwise
 from typing import Literal, NamedTuple
 
 import dspy
 
+from autodata.answers import exact_match, normalize_answer, sub_exact_match
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import Reason
 from autodata.search.protocol import Retriever
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, observation_text, render_information
-from autodata.answers import exact_match, normalize_answer, sub_exact_match
 
 
 class JudgeTrajectory(dspy.Signature):
@@ -45,16 +46,23 @@ class Problem(NamedTuple):
 
 
 # A thought that speaks of what the solver was told reads like a solver that knew the answer.
-_TOLD = re.compile(r"\b(hint|hints|hinted|(i|we) (was|were|am|are|have been) told|told (me|us|that)|given answer|"
-                   r"answer (is|was) given|known answer|(i|we) already know|as instructed)\b", re.IGNORECASE)  # fmt: skip
+_TOLD = re.compile(
+    r"\b(hint|hints|hinted|(i|we) (was|were|am|are|have been) told|told (me|us|that)|given answer|"
+    r"answer (is|was) given|known answer|(i|we) already know|as instructed)\b",
+    re.IGNORECASE,
+)
 # A thought before a search that says it answers now; one before an answer that says it must search first.
-_WILL_ANSWER = re.compile(r"\b(i can answer now|i will answer now|i will now answer|no (more|further) searches? "
-                          r"(is |are )?needed)\b", re.IGNORECASE)  # fmt: skip
+_WILL_ANSWER = re.compile(
+    r"\b(i can answer now|i will answer now|i will now answer|no (more|further) searches? "
+    r"(is |are )?needed)\b",
+    re.IGNORECASE,
+)
 _WILL_SEARCH = re.compile(r"\b(i (need|should|will|must) (to )?search|let me search)\b", re.IGNORECASE)
 
 
-def check_trajectory(trajectory: Trajectory, answer: str, retriever: Retriever, search: SearchRecipe, *,
-                     bridge: str | None = None) -> Problem | None:  # fmt: skip
+def check_trajectory(
+    trajectory: Trajectory, answer: str, retriever: Retriever, search: SearchRecipe, *, bridge: str | None = None
+) -> Problem | None:
     """None if the trajectory may be kept, else the `Problem` (see the README's verification rules).
 
     `bridge`: a multi-hop question's hidden entity, which like the answer may appear in a
@@ -100,8 +108,9 @@ def _knowledge_before_evidence(trajectory: Trajectory, answer: str, bridge: str 
                 return Problem("hint_leak", f"step {number}'s thought speaks of being told: {text[:80]!r}")
             for name, secret in secrets.items():
                 if sub_exact_match(text, [secret]) and not sub_exact_match(observed, [secret]):
-                    return Problem("hint_leak", f"step {number}'s {what} holds {name} {secret!r} before any "
-                                                "observation showed it")  # fmt: skip
+                    return Problem(
+                        "hint_leak", f"step {number}'s {what} holds {name} {secret!r} before any observation showed it"
+                    )
         if isinstance(step, SearchStep):
             observed += "\n" + step.observation
     return None
@@ -116,7 +125,7 @@ def _thought_problem(trajectory: Trajectory) -> Problem | None:
             return Problem("bad_thought", f"step {number}'s thought is empty")
         # "Search 1; Search 2; Search 3": one word (or pair) again and again, or an earlier thought copied
         top_word = max(Counter(w for w in words if len(w) >= 4).values(), default=0)
-        top_pair = Counter(zip(words, words[1:])).most_common(1)[0][1] if len(words) > 1 else 0
+        top_pair = Counter(pairwise(words)).most_common(1)[0][1] if len(words) > 1 else 0
         if (key := " ".join(words)) in earlier or top_pair >= 3 or (top_word >= 3 and top_word >= len(words) / 3):
             return Problem("bad_thought", f"step {number}'s thought repeats itself: {step.think[:80]!r}")
         earlier.add(key)
@@ -133,8 +142,9 @@ class Verifier(dspy.Module):
         self.retriever, self.search, self.llm_judge = retriever, search, llm_judge
         self.judge = dspy.Predict(JudgeTrajectory.with_instructions(instructions))
 
-    def forward(self, question: str, answer: str, trajectories: list[Trajectory], config: dict,
-                bridge: str | None = None) -> dspy.Prediction:  # fmt: skip
+    def forward(
+        self, question: str, answer: str, trajectories: list[Trajectory], config: dict, bridge: str | None = None
+    ) -> dspy.Prediction:
         problems, valid = [], []
         for trajectory in trajectories:
             problem = check_trajectory(trajectory, answer, self.retriever, self.search, bridge=bridge)
@@ -144,7 +154,9 @@ class Verifier(dspy.Module):
             return dspy.Prediction(trajectory=None, reason=first.detail, code=first.reason)
         chosen = min(valid, key=lambda t: (len(t.searches), sum(len(s.observation) for s in t.searches)))
         if self.llm_judge:
-            evidence = "\n".join(render_information(s.observation) for s in chosen.searches if isinstance(s, SearchStep))
+            evidence = "\n".join(
+                render_information(s.observation) for s in chosen.searches if isinstance(s, SearchStep)
+            )
             verdict = self.judge(question=question, answer=answer, evidence=evidence, config=config)
             if verdict.verdict != "accept":
                 return dspy.Prediction(trajectory=None, reason=f"judge rejected: {verdict.reason}", code="unverified")

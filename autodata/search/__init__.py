@@ -14,6 +14,7 @@ def open_retriever(settings, *, url: str | None = None, index_dir=None) -> Retri
     `settings.index_dir` or else `index_dir`. `settings` is a `RetrieverSettings`."""
     url = settings.url or (None if settings.index_dir else url)
     if url:
-        return SearchClient(url, timeout_s=settings.timeout_s, max_retries=settings.max_retries,
-                            batch_size=settings.batch_size)  # fmt: skip
+        return SearchClient(
+            url, timeout_s=settings.timeout_s, max_retries=settings.max_retries, batch_size=settings.batch_size
+        )
     return BM25Index.load((settings.index_dir or index_dir).expanduser())

@@ -52,8 +52,10 @@ def read_corpus(path: Path) -> Iterator[Passage]:
                 passage = Passage.model_validate_json(line)
             except ValidationError as err:
                 first = err.errors(include_url=False)[0]
-                problem = "not JSON" if first["type"] == "json_invalid" else (
-                    f"{'.'.join(map(str, first['loc'])) or 'record'}: {first['msg']}"
+                problem = (
+                    "not JSON"
+                    if first["type"] == "json_invalid"
+                    else (f"{'.'.join(map(str, first['loc'])) or 'record'}: {first['msg']}")
                 )
                 raise CorpusError(
                     f"{path}, line {line_no}: {problem}. Each line must be "

@@ -56,8 +56,16 @@ class SearchClient:
 
     def __reduce__(self):
         """Pickled as its settings (a fresh connection pool where it lands, e.g. a Ray worker)."""
-        return type(self), (self.url,), {"timeout_s": self.timeout_s, "max_retries": self.max_retries,
-                                         "batch_size": self.batch_size, "backoff_s": self.backoff_s}  # fmt: skip
+        return (
+            type(self),
+            (self.url,),
+            {
+                "timeout_s": self.timeout_s,
+                "max_retries": self.max_retries,
+                "batch_size": self.batch_size,
+                "backoff_s": self.backoff_s,
+            },
+        )
 
     def __setstate__(self, settings: dict) -> None:
         self.__init__(self.url, **settings)
@@ -117,7 +125,9 @@ class SearchClient:
                     f"Retriever at {self.url} answered something that is not a Search-R1 response: {err}"
                 ) from err
         if len(hits) != len(queries):
-            raise SearchUnavailable(f"Retriever at {self.url} answered {len(hits)} result lists for {len(queries)} queries.")
+            raise SearchUnavailable(
+                f"Retriever at {self.url} answered {len(hits)} result lists for {len(queries)} queries."
+            )
         return hits
 
 

@@ -44,9 +44,13 @@ def create_app(retriever: Retriever, *, documents: int | None = None, default_to
     def retrieve(request: SearchRequest):
         # A plain `def`: FastAPI runs it in its thread pool, so BM25 never blocks the event loop.
         if len(request.queries) > MAX_QUERIES_PER_REQUEST:
-            return JSONResponse(status_code=413, content={
-                "error": f"{len(request.queries)} queries in one request; at most {MAX_QUERIES_PER_REQUEST}. "
-                         "Split the batch."})  # fmt: skip
+            return JSONResponse(
+                status_code=413,
+                content={
+                    "error": f"{len(request.queries)} queries in one request; at most {MAX_QUERIES_PER_REQUEST}. "
+                    "Split the batch."
+                },
+            )
         topk = request.topk if request.topk and request.topk > 0 else default_topk
         if documents:
             topk = min(topk, documents)

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 
 def inputs_of(request: dict) -> dict[str, str]:
     text = request["messages"][-1]["content"]
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\Z)", text, re.S)}
+    return {
+        m.group(1): m.group(2).strip()
+        for m in re.finditer(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\Z)", text, re.DOTALL)
+    }
 
 
 @dataclass
@@ -40,7 +43,8 @@ class ScriptedAgents:
 
     def __call__(self, request: dict) -> str:
         response_format = request.get("response_format") or {}
-        # llama.cpp dialect {"type": "json_object", "schema": S}; OpenAI's {"type": "json_schema", "json_schema": {"schema": S}}
+        # llama.cpp dialect {"type": "json_object", "schema": S};
+        # OpenAI's {"type": "json_schema", "json_schema": {"schema": S}}
         schema = response_format.get("schema") or (response_format.get("json_schema") or {}).get("schema") or {}
         keys = tuple((schema.get("properties") or {}).keys())
         inputs = inputs_of(request)
@@ -58,16 +62,25 @@ class ScriptedAgents:
         self.calls[step] = self.calls.get(step, 0) + 1
         if step == "tagger":
             self.tagged.append(inputs["question"].split("\n\n")[0])
-            reply = {"task_type": "simple_fact", "needs_search": True, "evidence_scope": "open_retrieval",
-                     "recommended_sources": ["encyclopedia"]}  # fmt: skip
+            reply = {
+                "task_type": "simple_fact",
+                "needs_search": True,
+                "evidence_scope": "open_retrieval",
+                "recommended_sources": ["encyclopedia"],
+            }
         elif step == "challenger" and self.challenger_rule is not None:
             follows = self.challenger_rule in request["messages"][0]["content"]
             seed = inputs["seed_question"].rstrip("?")
-            question = f"{seed[:1].upper()}{seed[1:]}?" if follows else f"Is {inputs['seed_answer']} the answer to {seed}?"
+            question = (
+                f"{seed[:1].upper()}{seed[1:]}?" if follows else f"Is {inputs['seed_answer']} the answer to {seed}?"
+            )
             reply = {"question": question, "answer": inputs["seed_answer"], "supporting_passages": [1]}
         elif step == "challenger":
-            reply = {"question": self.challenger_question, "answer": self.challenger_answer or inputs["seed_answer"],
-                     "supporting_passages": [1]}  # fmt: skip
+            reply = {
+                "question": self.challenger_question,
+                "answer": self.challenger_answer or inputs["seed_answer"],
+                "supporting_passages": [1],
+            }
         elif step == "weak":
             reply = {"answer": self.weak_answer}
         elif step == "strong_first":
@@ -75,8 +88,11 @@ class ScriptedAgents:
             reply = {"think": self.hinted_think or self.strong_think, "query": query}
         elif step == "strong_next":
             answer = re.search(r"The answer is '([^']*)'", inputs.get("hint", ""))
-            reply = {"think": "The passages do not say it yet.", "action": "answer",
-                     "argument": answer.group(1) if answer else "unknown"}  # fmt: skip
+            reply = {
+                "think": "The passages do not say it yet.",
+                "action": "answer",
+                "argument": answer.group(1) if answer else "unknown",
+            }
         elif step == "strong_explain":  # the thought kept for a search, written without the hint
             reply = {"think": self.strong_think}
         elif step == "strong_cite":
@@ -90,8 +106,10 @@ class ScriptedAgents:
         elif step == "judge":
             reply = {"verdict": self.verdict, "reason": "The answer is stated in the first passage."}
         elif step == "rewrite":
-            reply = {"new_instructions": inputs["current_instructions"].replace("\n", " ") + self.rewrite_adds,
-                     "change_summary": "warn against leaking the answer"}  # fmt: skip
+            reply = {
+                "new_instructions": inputs["current_instructions"].replace("\n", " ") + self.rewrite_adds,
+                "change_summary": "warn against leaking the answer",
+            }
         else:
             raise AssertionError(f"unexpected request with output keys {keys}")
         return json.dumps(reply)
