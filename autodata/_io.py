@@ -49,10 +49,27 @@ def atomic_write_jsonl(path: Path, rows: Iterable[dict], *, fsync: bool = False)
     atomic_write_lines(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows), fsync=fsync)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Every record of a JSONL file this process wrote whole (blank lines skipped)."""
+def iter_jsonl(path: Path, *, missing_ok: bool = False) -> Iterator[dict]:
+    """The records of a JSONL file autodata appends to, one line at a time (blank lines skipped).
+
+    A torn last line (a crash in the middle of a write) ends the records: whatever was on it is
+    work to do again. A file that does not exist has no records when `missing_ok`.
+    """
+    if missing_ok and not Path(path).is_file():
+        return
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                return
+
+
+def read_jsonl(path: Path, *, missing_ok: bool = False) -> list[dict]:
+    """`iter_jsonl` as a list."""
+    return list(iter_jsonl(path, missing_ok=missing_ok))
 
 
 def sha256_file(path: Path) -> str:

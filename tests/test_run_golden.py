@@ -78,6 +78,7 @@ def test_scripted_run_output_is_byte_identical_to_the_kept_run(name, tmp_path, m
         golden.mkdir(parents=True, exist_ok=True)
         for file in DATA_FILES:
             (golden / file).write_bytes((out / file).read_bytes())
+        (golden / "run_manifest.json").write_bytes((out / "manifest.json").read_bytes())  # whole, for readers
         (golden / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     for file in DATA_FILES:
         assert (out / file).read_bytes() == (golden / file).read_bytes(), file
