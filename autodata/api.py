@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autodata.answers import sub_exact_match
 from autodata.errors import AutodataError, CorpusError
@@ -24,6 +25,10 @@ from autodata.world import WorldPlan, WorldResult
 from autodata.world import create_world as _create_world
 from autodata.world import prepare_world as _prepare_world
 from evals.scoring import score_predictions_file
+
+if TYPE_CHECKING:
+    from evals.records import ProxyResult
+    from optimizers.study import TrialRow
 
 logger = logging.getLogger(__name__)
 
@@ -385,8 +390,10 @@ def run_proxy(
     repeats: int | None = None,
     generate: bool | None = None,
     settings: Settings | None = None,
-) -> dict:
-    """The quick SFT proxy on a synthesis folder: LoRA-tune the student, score base and tuned on the world's dev."""
+) -> ProxyResult:
+    """The quick SFT proxy on a synthesis folder: LoRA-tune the student, score base and tuned on the world's dev.
+
+    The result is what OUT/proxy.json holds; it also reads as that dict (`result["score"]`)."""
     from dataclasses import replace
 
     from evals.proxy import ProxySettings, run_proxy_in
@@ -479,9 +486,9 @@ def _optimize_prompt_in(
     val_size: int | None = None,
     holdout: int | None = None,
 ) -> dict:
-    import json
     from dataclasses import replace
 
+    from autodata._io import read_jsonl
     from autodata.seeds import count_seeds, iter_seeds
     from optimizers.prompts import PromptOptimization
     from optimizers.prompts import optimize_prompt as _optimize_prompt
@@ -496,14 +503,16 @@ def _optimize_prompt_in(
                 f"The verifier learns from a synthesis run's accepted items: pass --data with a "
                 f"synthesis folder (holding trajectories.jsonl){f', not {data}' if data else ''}."
             )
-        lines = (Path(data) / "trajectories.jsonl").read_text(encoding="utf-8").splitlines()
-        return _optimize_prompt(role, items=[json.loads(line) for line in lines], **common)
+        return _optimize_prompt(role, items=read_jsonl(Path(data) / "trajectories.jsonl"), **common)
     seeds = Path(seeds) if seeds else workspace.world.split_path("train")
     count_seeds(seeds)  # every record checked (file, line) before the first LLM call; then streamed
     return _optimize_prompt(role, seeds=iter_seeds(seeds), retriever=workspace.retriever, **common)
 
 
-def show_study(name: str, *, settings: Settings | None = None, storage: str | None = None):
+def study_rows(
+    name: str, *, settings: Settings | None = None, storage: str | None = None
+) -> tuple[list[TrialRow], TrialRow | None]:
+    """Study `name`'s trials, one `TrialRow` each, and the best one (None before a trial completes)."""
     from optimizers.study import study_table
 
     settings = settings or load_settings()
@@ -532,6 +541,7 @@ def promote(
     import mlflow
 
     from optimizers import tracking
+    from optimizers.promotion import promotion_gate
 
     settings = settings or load_settings()
     storage = storage or settings.effective_optuna_storage
@@ -539,18 +549,18 @@ def promote(
     if rollback:
         current, previous = tracking.rollback()
         return f"Rolled back autodata-recipe production from version {current} to version {previous}."
-    rows, best = show_study(name, settings=settings, storage=storage)
-    chosen = best if trial is None else next((r for r in rows if r["trial"] == trial), None)
-    if chosen is None or chosen["state"] != "COMPLETE":
+    rows, best = study_rows(name, settings=settings, storage=storage)
+    chosen = best if trial is None else next((r for r in rows if r.trial == trial), None)
+    if chosen is None or chosen.state != "COMPLETE":
         raise AutodataError(f"Study {name!r} has no complete trial {trial if trial is not None else ''} to promote.")
-    tags, evidence = _promotion_gate(name, chosen, force=force, settings=settings, storage=storage, scorer=scorer)
+    tags, evidence = promotion_gate(name, chosen, force=force, settings=settings, storage=storage, scorer=scorer)
     if dry_run:
-        return f"Trial {chosen['trial']} (recipe {chosen['recipe_hash']}) would be promoted. {evidence}"
-    params = mlflow.get_run(chosen["mlflow_run_id"]).data.params
+        return f"Trial {chosen.trial} (recipe {chosen.recipe_hash}) would be promoted. {evidence}"
+    params = mlflow.get_run(chosen.mlflow_run_id).data.params
     versions = {role: int(params[f"prompt.{role}"].rsplit("/", 1)[-1]) for role in tracking.OPTIMIZABLE_PROMPTS}
-    version, previous = tracking.promote(chosen["mlflow_run_id"], versions, tags=tags)
+    version, previous = tracking.promote(chosen.mlflow_run_id, versions, tags=tags)
     return (
-        f"Promoted trial {chosen['trial']} (recipe {chosen['recipe_hash']}) as autodata-recipe version {version}"
+        f"Promoted trial {chosen.trial} (recipe {chosen.recipe_hash}) as autodata-recipe version {version}"
         f"{f', replacing version {previous}' if previous else ''}; prompts at production: {versions}. {evidence}"
     )
 
@@ -560,52 +570,5 @@ def study_data(name: str, *, trial: int = 0, settings: Settings | None = None) -
     from optimizers.study import runs_dir
 
     settings = settings or load_settings()
-    recipe_hash = Recipe().content_hash if trial == 0 else show_study(name, settings=settings)[0][trial]["recipe_hash"]
+    recipe_hash = Recipe().content_hash if trial == 0 else study_rows(name, settings=settings)[0][trial].recipe_hash
     return runs_dir(settings, name) / recipe_hash / "sft_dataset.json"
-
-
-def _promotion_gate(
-    name: str, chosen: dict, *, force: bool, settings: Settings, storage: str, scorer
-) -> tuple[dict[str, str], str]:
-    """The confirm-split gate for promoting `chosen`: (tags for the registered version, a sentence)."""
-    from dataclasses import asdict
-
-    from optimizers import tracking
-    from optimizers.promotion import PromotionRefused, confirm_gate, confirm_scorer, trial_recipe
-    from optimizers.study import runs_dir as study_runs
-    from optimizers.study import settings_for
-
-    if force:  # the user overrides the gate: nothing is measured, and the version says so
-        return {"autodata.gate.forced": "true", "autodata.gate.passed": "not measured (--force)"}, "Forced."
-    study = settings_for(name, storage, {})
-    runs_dir = study_runs(settings, name)
-    with Workspace(settings, show_progress=False) as workspace:
-        if study.world and workspace.world.fingerprint != study.world:
-            raise AutodataError(f"Study {name!r} ran in another world; pass the --world it was created with.")
-        candidate = trial_recipe(chosen["mlflow_run_id"])
-        if tracking.production_recipe_version() is None:
-            production, source = Recipe(), "default recipe"
-        else:
-            production, version = tracking.load_registered_recipe(f"models:/{tracking.RECIPE_MODEL}@production")
-            source = f"models:/{tracking.RECIPE_MODEL}/{version}"
-        if production.content_hash == candidate.content_hash:
-            raise PromotionRefused(
-                f"Trial {chosen['trial']}'s recipe is production's ({source}) already; nothing "
-                "to gain. Pass --force to register it again."
-            )
-        gate = confirm_gate(
-            workspace,
-            runs_dir,
-            candidate,
-            production,
-            source,
-            seeds=study.seeds_per_trial,
-            metric=study.score_metric,
-            scorer=scorer or confirm_scorer(workspace, asdict(study)),
-        )
-    if not gate.passed:
-        raise PromotionRefused(
-            f"Not promoted: trial {chosen['trial']}'s gain is not above 0 at 95% {gate.describe()}. "
-            "Run more trials or --repeats, or pass --force to promote anyway (recorded)."
-        )
-    return gate.tags(), f"Confirmed {gate.describe()}."

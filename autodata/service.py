@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,8 +31,9 @@ from autodata._version import __version__
 from autodata.errors import AutodataError, ConfigError
 from autodata.settings import Settings
 from autodata.synthesis import run_totals
-from autodata.workqueue import Work, WorkQueue
+from autodata.workqueue import State, Work, WorkQueue
 from optimizers.promotion import PromotionRefused
+from optimizers.study import TrialRow
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,111 @@ class SynthesizeRequest(_Request):
     limit: int | None = Field(None, ge=1)
 
 
+# --- responses ----------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class StudyLaunched(BaseModel):
+    name: str
+    work_id: str
+    url: str  # where to watch it: GET /studies/NAME
+
+
+class StudySummary(BaseModel):
+    name: str
+    trials: int
+    url: str
+    state: State | None  # its queued work's state; None: the study was not launched through the service
+
+
+class StudyDetail(BaseModel):
+    name: str
+    state: State | None
+    error: str | None  # the last error of its queued work
+    trials: list[TrialRow]
+    best: TrialRow | None  # the highest score (on the Pareto front, with two objectives)
+
+
+class ProductionChange(BaseModel):
+    message: str
+    production_version: int | None  # the autodata-recipe version now at production
+
+
+class JobLaunched(BaseModel):
+    id: str
+    url: str  # where to watch it: GET /jobs/ID
+
+
+class JobProgress(BaseModel):
+    """A synthesis job's totals as its worker last reported them (`autodata.synthesis.run_totals`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    seeds_done: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    llm_calls: int = 0
+
+
+NO_PROGRESS = {"seeds_done": 0, "accepted": 0, "rejected": 0, "llm_calls": 0}
+
+
+class JobView(BaseModel):
+    """A synthesis job: its progress, and the manifest and LLM usage (calls, tokens: the cost) when done
+    (`GET /jobs/ID` leaves them out before: every other field is always set)."""
+
+    id: str
+    state: State
+    spec: dict[str, Any]  # the SynthesizeRequest as queued
+    worker: str | None
+    error: str | None
+    progress: JobProgress
+    manifest: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+
+
+class PromptVersion(BaseModel):
+    version: int
+    commit_message: str | None
+    status: str  # "accepted", or "rejected": it lost its validation and is never selected as "latest"
+    val_score: float | None
+    parent_val_score: float | None
+    template: str
+
+
+class PromptVersions(BaseModel):
+    role: Literal["challenger", "tagger", "verifier"]
+    versions: list[PromptVersion]
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class Problem(BaseModel):
+    field: str
+    problem: str
+
+
+class InvalidRequest(BaseModel):
+    error: Literal["invalid request"] = "invalid request"
+    details: list[Problem]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The work cannot be done as asked (the reason in `error`)."},
+    422: {"model": InvalidRequest, "description": "The request's fields are wrong."},
+}
+MUTATING_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": ErrorBody, "description": "A bearer token is required."},
+}
+
+
 def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
     """The service's app. `token`: the bearer token mutating endpoints require (None: none)."""
     app = FastAPI(
@@ -111,19 +217,23 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
         return JSONResponse(status_code=err.status_code, content={"error": err.detail})
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "version": __version__}
+    def health() -> Health:
+        return Health(version=__version__)
 
-    @app.post("/studies", status_code=202, dependencies=[Depends(authorized)])
-    def launch_study(body: StudyRequest) -> dict:
+    conflict = {409: {"model": ErrorBody, "description": "It is queued or running already."}}
+
+    @app.post(
+        "/studies", status_code=202, dependencies=[Depends(authorized)], responses={**MUTATING_ERRORS, **conflict}
+    )
+    def launch_study(body: StudyRequest) -> StudyLaunched:
         running = [w for w in queue.list("study") if w.spec["name"] == body.name and w.state in ("queued", "running")]
         if running:
             raise HTTPException(status_code=409, detail=f"study {body.name!r} is already queued or running")
         work_id = queue.submit("study", body.model_dump(exclude_none=True))
-        return {"name": body.name, "work_id": work_id, "url": f"/studies/{body.name}"}
+        return StudyLaunched(name=body.name, work_id=work_id, url=f"/studies/{body.name}")
 
-    @app.get("/studies")
-    def list_studies() -> list[dict]:
+    @app.get("/studies", responses={400: ERRORS[400]})
+    def list_studies() -> list[StudySummary]:
         import optuna
 
         from optimizers.study import open_storage
@@ -131,60 +241,65 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
         summaries = optuna.get_all_study_summaries(open_storage(storage))
         works = {w.spec["name"]: w for w in queue.list("study")}
         return [
-            {
-                "name": s.study_name,
-                "trials": s.n_trials,
-                "url": f"/studies/{s.study_name}",
-                "state": works[s.study_name].state if s.study_name in works else None,
-            }
+            StudySummary(
+                name=s.study_name,
+                trials=s.n_trials,
+                url=f"/studies/{s.study_name}",
+                state=works[s.study_name].state if s.study_name in works else None,
+            )
             for s in summaries
         ]
 
-    @app.get("/studies/{name}")
-    def show_study(name: str) -> dict:
+    not_found = {404: {"model": ErrorBody, "description": "No such study or job."}}
+
+    @app.get("/studies/{name}", responses={**ERRORS, **not_found})
+    def show_study(name: str) -> StudyDetail:
         works = [w for w in queue.list("study") if w.spec["name"] == name]
         try:
-            rows, best = api.show_study(name, settings=settings, storage=storage)
+            rows, best = api.study_rows(name, settings=settings, storage=storage)
         except AutodataError:
             if not works:
                 raise HTTPException(status_code=404, detail=f"no study named {name!r}") from None
             rows, best = [], None  # queued: no worker has created it yet
-        return {
-            "name": name,
-            "state": works[-1].state if works else None,
-            "error": works[-1].error if works else None,
-            "trials": rows,
-            "best": best,
-        }
+        return StudyDetail(
+            name=name,
+            state=works[-1].state if works else None,
+            error=works[-1].error if works else None,
+            trials=rows,
+            best=best,
+        )
 
-    @app.post("/studies/{name}/promote", dependencies=[Depends(authorized)])
-    def promote(name: str, body: PromoteRequest | None = None) -> dict:
+    refused = {409: {"model": ErrorBody, "description": "The promotion gate refused: the reason in `error`."}}
+
+    @app.post("/studies/{name}/promote", dependencies=[Depends(authorized)], responses={**MUTATING_ERRORS, **refused})
+    def promote(name: str, body: PromoteRequest | None = None) -> ProductionChange:
         body = body or PromoteRequest()
         try:
             message = api.promote(name, trial=body.trial, force=body.force, settings=settings, storage=storage)
         except PromotionRefused as err:
             raise HTTPException(status_code=409, detail=str(err)) from None
-        return {"message": message, "production_version": _production_version(settings)}
+        return ProductionChange(message=message, production_version=_production_version(settings))
 
-    @app.post("/studies/{name}/rollback", dependencies=[Depends(authorized)])
-    def rollback(name: str) -> dict:
+    @app.post("/studies/{name}/rollback", dependencies=[Depends(authorized)], responses=MUTATING_ERRORS)
+    def rollback(name: str) -> ProductionChange:
         message = api.promote(name, rollback=True, settings=settings, storage=storage)
-        return {"message": message, "production_version": _production_version(settings)}
+        return ProductionChange(message=message, production_version=_production_version(settings))
 
-    @app.post("/jobs/synthesize", status_code=202, dependencies=[Depends(authorized)])
-    def launch_synthesis(body: SynthesizeRequest) -> dict:
+    @app.post("/jobs/synthesize", status_code=202, dependencies=[Depends(authorized)], responses=MUTATING_ERRORS)
+    def launch_synthesis(body: SynthesizeRequest) -> JobLaunched:
         work_id = queue.submit("synthesize", body.model_dump(exclude_none=True))
-        return {"id": work_id, "url": f"/jobs/{work_id}"}
+        return JobLaunched(id=work_id, url=f"/jobs/{work_id}")
 
-    @app.get("/jobs/{work_id}")
-    def show_job(work_id: str) -> dict:
+    # manifest and usage appear when the job is done
+    @app.get("/jobs/{work_id}", response_model_exclude_unset=True, responses={**ERRORS, **not_found})
+    def show_job(work_id: str) -> JobView:
         work = queue.get(work_id)
         if work is None or work.kind != "synthesize":
             raise HTTPException(status_code=404, detail=f"no synthesis job {work_id!r}")
         return _job_view(work)
 
-    @app.get("/prompts/{role}")
-    def prompt_versions(role: Literal["challenger", "tagger", "verifier"]) -> dict:
+    @app.get("/prompts/{role}", responses=ERRORS)
+    def prompt_versions(role: Literal["challenger", "tagger", "verifier"]) -> PromptVersions:
         from mlflow import MlflowClient
 
         from optimizers import tracking
@@ -192,20 +307,20 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
         tracking.setup(settings)
         found = MlflowClient().search_prompt_versions(tracking.prompt_name(role))
         versions = sorted(getattr(found, "prompt_versions", found), key=lambda v: int(v.version))
-        return {
-            "role": role,
-            "versions": [
-                {
-                    "version": int(v.version),
-                    "commit_message": v.commit_message,
-                    "status": (v.tags or {}).get(tracking.STATUS_TAG, "accepted"),
-                    "val_score": _number((v.tags or {}).get("autodata.val_score")),
-                    "parent_val_score": _number((v.tags or {}).get("autodata.parent_val_score")),
-                    "template": v.template,
-                }
+        return PromptVersions(
+            role=role,
+            versions=[
+                PromptVersion(
+                    version=int(v.version),
+                    commit_message=v.commit_message,
+                    status=(v.tags or {}).get(tracking.STATUS_TAG, "accepted"),
+                    val_score=_number((v.tags or {}).get("autodata.val_score")),
+                    parent_val_score=_number((v.tags or {}).get("autodata.parent_val_score")),
+                    template=v.template,
+                )
                 for v in versions
             ],
-        }
+        )
 
     return app
 
@@ -221,20 +336,19 @@ def _production_version(settings: Settings) -> int | None:
     return tracking.production_recipe_version()
 
 
-def _job_view(work: Work) -> dict:
+def _job_view(work: Work) -> JobView:
     """A synthesis job as the API shows it: its progress as its worker last reported it, and
     the manifest and LLM usage (calls, tokens: the cost) when done."""
-    view = {
-        "id": work.id,
-        "state": work.state,
-        "spec": work.spec,
-        "worker": work.owner,
-        "error": work.error,
-        "progress": work.progress or {"seeds_done": 0, "accepted": 0, "rejected": 0, "llm_calls": 0},
-    }
-    if work.result:
-        view |= {"manifest": work.result.get("manifest"), "usage": work.result.get("usage")}
-    return view
+    done = {"manifest": work.result.get("manifest"), "usage": work.result.get("usage")} if work.result else {}
+    return JobView(
+        id=work.id,
+        state=work.state,
+        spec=work.spec,
+        worker=work.owner,
+        error=work.error,
+        progress=JobProgress.model_validate(work.progress or NO_PROGRESS),
+        **done,
+    )
 
 
 # --- serving ------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ Folder layout (OUT):
     progress.jsonl     one line per finished seed (with its LLM cost); resume skips these
     sft_dataset.json, dataset_info.json, midtrain.jsonl, manifest.json   (when all seeds are done)
 
+The three JSONL files and manifest.json hold the records of `autodata.items`, and are
+written and read only through those models.
+
 A single writer (the main thread) appends whole seeds, so a crash or Ctrl-C loses at
 most the seeds in flight; on resume, lines of unfinished seeds are dropped and those
 seeds run again, replaying their cached LLM answers. Seed files are checked whole before
@@ -35,6 +38,16 @@ from autodata._io import atomic_write_json, atomic_write_jsonl, atomic_write_tex
 from autodata._version import __version__
 from autodata.errors import RecipeError, SeedDataError
 from autodata.export import write_datasets
+from autodata.items import (
+    AcceptedItem,
+    ItemCounts,
+    ProgressLine,
+    QualityGates,
+    Record,
+    Rejection,
+    RunManifest,
+    SeedCounts,
+)
 from autodata.llm import LLMSession
 from autodata.pipeline import SYNTHESIS_ROLES, SeedProcessor, SeedResult
 from autodata.recipe import Recipe
@@ -43,28 +56,20 @@ from autodata.seeds import HeldOutQuestions, SeedItem, count_seeds, find_near_du
 
 logger = logging.getLogger(__name__)
 
+# The run folder's appended files, by the record a line holds.
+RECORDS: dict[str, type[Record]] = {
+    "trajectories.jsonl": AcceptedItem,
+    "rejected.jsonl": Rejection,
+    "progress.jsonl": ProgressLine,
+}
+
 
 @dataclass(frozen=True)
 class SynthesisReport:
     out_dir: Path
-    manifest: dict
+    manifest: dict  # `run_manifest.model_dump()`: what manifest.json holds
     seeds_run_now: int  # seeds processed in this invocation (the rest were already done)
-
-
-def _iter_jsonl(path: Path) -> Iterator[dict]:
-    """Records of a JSONL file, read one line at a time; a torn last line (a crash mid-write) ends it."""
-    if not path.is_file():
-        return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                return
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return list(_iter_jsonl(path))
+    run_manifest: RunManifest | None = None
 
 
 class _Output:
@@ -96,34 +101,28 @@ class _Output:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(run_file, {**self.run_info, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             atomic_write_text(self.out / "recipe.yaml", self.recipe.to_yaml())
-        done = {row["seed_id"] for row in _iter_jsonl(self.out / "progress.jsonl")}
-        for name in ("trajectories.jsonl", "rejected.jsonl", "progress.jsonl"):
+        done = {row.seed_id for row in ProgressLine.read(self.out / "progress.jsonl")}
+        for name, record in RECORDS.items():
             # keep finished seeds' lines only: drops unfinished seeds and a torn last line (streamed)
             path = self.out / name
-            atomic_write_jsonl(path, (row for row in _iter_jsonl(path) if row["seed_id"] in done), fsync=True)
+            rows = (row.model_dump() for row in record.read(path) if row.seed_id in done)
+            atomic_write_jsonl(path, rows, fsync=True)
         return done
 
     def append(self, result: SeedResult) -> None:
         # Progress goes last: a seed counts as done only once its items are on disk.
+        progress = ProgressLine(
+            seed_id=result.seed_id, accepted=len(result.items), rejected=len(result.rejections), cost=result.cost
+        )
         for name, rows in (
-            ("trajectories.jsonl", result.accepted),
-            ("rejected.jsonl", result.rejected),
-            (
-                "progress.jsonl",
-                [
-                    {
-                        "seed_id": result.seed_id,
-                        "accepted": len(result.accepted),
-                        "rejected": len(result.rejected),
-                        "cost": result.cost,
-                    }
-                ],
-            ),
+            ("trajectories.jsonl", result.items),
+            ("rejected.jsonl", result.rejections),
+            ("progress.jsonl", [progress]),
         ):
             if not rows:
                 continue
             with open(self.out / name, "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+                f.write("".join(row.line() for row in rows))
                 f.flush()
                 os.fsync(f.fileno())
 
@@ -179,7 +178,7 @@ def synthesize(
         finally:
             progress.close()
     manifest = finalize(output.out, recipe, total, gate)
-    return SynthesisReport(output.out, manifest, seeds_run_now=run_now)
+    return SynthesisReport(output.out, manifest.model_dump(), seeds_run_now=run_now, run_manifest=manifest)
 
 
 class SeedExecutor(Protocol):
@@ -241,8 +240,8 @@ class _Progress:
 
     def record(self, output: _Output, result: SeedResult) -> None:
         output.append(result)
-        self.accepted += len(result.accepted)
-        self.rejected += len(result.rejected)
+        self.accepted += len(result.items)
+        self.rejected += len(result.rejections)
         self.calls += sum(c["calls"] for c in result.cost.values())
         per_item = f"{self.calls / self.accepted:.1f}" if self.accepted else "-"
         self.bar.set_postfix(accepted=self.accepted, rejected=self.rejected, calls_per_accepted=per_item)
@@ -258,81 +257,106 @@ NOT_CANDIDATES = ("no_evidence", "contaminated_seed")  # seeds stopped before an
 def run_totals(out: Path) -> dict[str, int]:
     """Seeds a run folder has finished (what a resumed run skips), items accepted and rejected, LLM calls."""
     totals = Counter(seeds_done=0, accepted=0, rejected=0, llm_calls=0)
-    for row in _iter_jsonl(Path(out) / "progress.jsonl"):
+    for row in ProgressLine.read(Path(out) / "progress.jsonl"):
         totals.update(
             seeds_done=1,
-            accepted=row["accepted"],
-            rejected=row["rejected"],
-            llm_calls=sum(c["calls"] for c in row["cost"].values()),
+            accepted=row.accepted,
+            rejected=row.rejected,
+            llm_calls=sum(cost.calls for cost in row.cost.values()),
         )
     return dict(totals)
 
 
-def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuestions | None) -> dict:
+def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuestions | None) -> RunManifest:
     """Datasets and manifest from the run folder's records (idempotent)."""
-    accepted = _read_jsonl(out / "trajectories.jsonl")  # the datasets are written whole (ShareGPT is one array)
-    rejections = Counter(row["reason"] for row in _iter_jsonl(out / "rejected.jsonl"))
-    costs: dict[str, Counter] = {}
-    seeds_done = 0
-    for row in _iter_jsonl(out / "progress.jsonl"):
-        seeds_done += 1
-        for role, cost in row["cost"].items():
-            costs.setdefault(role, Counter()).update(cost)
+    accepted = list(AcceptedItem.read(out / "trajectories.jsonl"))  # the datasets are written whole (ShareGPT)
+    tally = _Tally.of(out)
     # Gates that need the whole set: near duplicates across seeds, contamination with dev/test.
-    as_seeds = [
-        SeedItem(id=item["id"], question=item["question"], golden_answers=[item["answer"]]) for item in accepted
-    ]
+    as_seeds = [SeedItem(id=item.id, question=item.question, golden_answers=[item.answer]) for item in accepted]
     duplicate_ids = {later for _, later, _ in find_near_duplicates(as_seeds)}
     contaminated_ids = {i.id for i in as_seeds if held_out.overlap(i) is not None} if held_out else set()
     dropped = duplicate_ids | contaminated_ids
-    kept = [item for item in accepted if item["id"] not in dropped]
-    gates = write_datasets(kept, out)
-    gates |= {
-        "near_duplicates_removed": len(duplicate_ids),
-        "contaminated_removed": len(contaminated_ids),
-        "contamination_checked_against": held_out.size if held_out else 0,
-        "all_with_search": all(any(s["kind"] == "search" for s in i["trajectory"]["steps"]) for i in kept),
-        "max_turns": max((len(i["trajectory"]["steps"]) for i in kept), default=0),
-    }
+    kept = [item for item in accepted if item.id not in dropped]
+    gates = QualityGates(
+        **write_datasets(kept, out),
+        near_duplicates_removed=len(duplicate_ids),
+        contaminated_removed=len(contaminated_ids),
+        contamination_checked_against=held_out.size if held_out else 0,
+        all_with_search=all(item.trajectory.searches for item in kept),
+        max_turns=max((len(item.trajectory.steps) for item in kept), default=0),
+    )
+    manifest = _manifest(out, recipe, total_seeds, accepted, kept, tally, gates)
+    atomic_write_json(out / "manifest.json", manifest.model_dump())
+    return manifest
+
+
+@dataclass
+class _Tally:
+    """What a run folder's rejections and progress lines add up to."""
+
+    seeds_done: int
+    rejections: Counter[str]  # per reason, in order of first appearance
+    costs: dict[str, Counter[str]]  # per role: calls and tokens
+
+    @classmethod
+    def of(cls, out: Path) -> _Tally:
+        rejections = Counter(row.reason for row in Rejection.read(out / "rejected.jsonl"))
+        costs: dict[str, Counter[str]] = {}
+        seeds_done = 0
+        for row in ProgressLine.read(out / "progress.jsonl"):
+            seeds_done += 1
+            for role, cost in row.cost.items():
+                costs.setdefault(role, Counter()).update(cost.model_dump())
+        return cls(seeds_done, rejections, costs)
+
+
+def _manifest(
+    out: Path,
+    recipe: Recipe,
+    total_seeds: int,
+    accepted: list[AcceptedItem],
+    kept: list[AcceptedItem],
+    tally: _Tally,
+    gates: QualityGates,
+) -> RunManifest:
+    rejections, seeds_done = tally.rejections, tally.seeds_done
     rejected = sum(rejections.values())
     not_candidates = sum(rejections[reason] for reason in NOT_CANDIDATES)
     candidates = len(accepted) + rejected - not_candidates
     with_evidence = seeds_done - not_candidates
     run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))  # seeds hashed when the run opened
-    manifest = {
-        "dataset_version": f"{recipe.content_hash}-{run_info['seeds_sha256'][:12]}",
-        "recipe_hash": recipe.content_hash,
-        "recipe_name": recipe.name,
-        "recipe_source": run_info["recipe_source"],
-        "acceptance_rule": recipe.acceptance.rule,
-        "hint_mode": recipe.hint_mode,
-        "weak_mode": recipe.weak_mode,
-        "seeds": {
-            "total": total_seeds,
-            "done": seeds_done,
-            "with_evidence": with_evidence,
-            "with_accepted_item": len({i["seed_id"] for i in accepted}),
-            "contaminated_skipped": rejections["contaminated_seed"],
-        },
-        "items": {"accepted": len(accepted), "in_datasets": len(kept), "rejected_candidates": rejected},
+    return RunManifest(
+        dataset_version=f"{recipe.content_hash}-{run_info['seeds_sha256'][:12]}",
+        recipe_hash=recipe.content_hash,
+        recipe_name=recipe.name,
+        recipe_source=run_info["recipe_source"],
+        acceptance_rule=recipe.acceptance.rule,
+        hint_mode=recipe.hint_mode,
+        weak_mode=recipe.weak_mode,
+        seeds=SeedCounts(
+            total=total_seeds,
+            done=seeds_done,
+            with_evidence=with_evidence,
+            with_accepted_item=len({i.seed_id for i in accepted}),
+            contaminated_skipped=rejections["contaminated_seed"],
+        ),
+        items=ItemCounts(accepted=len(accepted), in_datasets=len(kept), rejected_candidates=rejected),
         # Per candidate question that reached the checks; the two below count per seed.
-        "acceptance_rate": round(len(accepted) / candidates, 4) if candidates else 0.0,
-        "accepted_per_seed": round(len(accepted) / seeds_done, 4) if seeds_done else 0.0,
-        "accepted_per_seed_with_evidence": round(len(accepted) / with_evidence, 4) if with_evidence else 0.0,
-        "by_strategy": dict(Counter(i["strategy"] for i in kept)),
-        "by_task_type": dict(Counter((i.get("tags") or {}).get("task_type") for i in kept)),
-        "by_hops": {str(k): v for k, v in Counter(i["hops"] for i in kept).items()},
-        "rejections": dict(rejections),
-        "llm_per_accepted_item": {
+        acceptance_rate=round(len(accepted) / candidates, 4) if candidates else 0.0,
+        accepted_per_seed=round(len(accepted) / seeds_done, 4) if seeds_done else 0.0,
+        accepted_per_seed_with_evidence=round(len(accepted) / with_evidence, 4) if with_evidence else 0.0,
+        by_strategy=dict(Counter(i.strategy for i in kept)),
+        by_task_type=dict(Counter(i.tags.task_type for i in kept)),
+        by_hops={str(k): v for k, v in Counter(i.hops for i in kept).items()},
+        rejections=dict(rejections),
+        llm_per_accepted_item={
             role: {name: round(value / len(accepted), 2) for name, value in cost.items()}
-            for role, cost in costs.items()
+            for role, cost in tally.costs.items()
         }
         if accepted
         else {},
-        "llm_totals": {role: dict(cost) for role, cost in costs.items()},
-        "quality_gates": gates,
-        "files": ["trajectories.jsonl", "rejected.jsonl", "sft_dataset.json", "dataset_info.json", "midtrain.jsonl"],
-        "autodata_version": __version__,
-    }
-    atomic_write_json(out / "manifest.json", manifest)
-    return manifest
+        llm_totals={role: dict(cost) for role, cost in tally.costs.items()},
+        quality_gates=gates,
+        files=["trajectories.jsonl", "rejected.jsonl", "sft_dataset.json", "dataset_info.json", "midtrain.jsonl"],
+        autodata_version=__version__,
+    )

@@ -91,7 +91,10 @@ class Workspace:
                     self._retriever = open_retriever(configured)
                 else:
                     self._retriever = open_retriever(
-                        configured, url=self.world.retriever_url, index_dir=self.world.index_dir
+                        configured,
+                        url=self.world.retriever_url,
+                        index_dir=self.world.index_dir,
+                        corpus=self.world.corpus_path,
                     )
             return self._retriever
 

@@ -308,8 +308,10 @@ def build_world_from_wheels(
             "format": "FlashRAG JSON list",
             "raw": counts,
             "filters": [
-                "golden answers: the PTB-detokenized spelling is added as an extra answer when it normalizes "
-                "differently",
+                (
+                    "golden answers: the PTB-detokenized spelling is added as an extra answer when it normalizes "
+                    "differently"
+                ),
                 "kept: some golden answer occurs, after FlashRAG normalization, as a whole phrase in a corpus passage",
                 (
                     f"near-duplicate questions removed before splitting (word-bigram Jaccard >= "
@@ -327,7 +329,7 @@ def build_world_from_wheels(
             "test_answers": "private/test_answers.json (test.json carries no answers)",
             "contamination_removed": contamination,
         },
-        "index": {"dir": "index", **{k: index.meta[k] for k in ("documents", "bm25", "stemmer", "bm25s_version")}},
+        "index": {"dir": "index", **{k: index.meta[k] for k in ("documents", "bm25", "stemmer", "tokenizer")}},
         "retriever": {"index": "index"},
         "confirm": {
             "source": "carved from the shuffled questions",

@@ -1,6 +1,6 @@
 """Retrieval throughput on the demo corpus, measured in one run on the same queries.
 
-Prints queries/s of our bm25s index against rank-bm25 (in-process), and through our
+Prints queries/s of our BM25 index against rank-bm25 (in-process), and through our
 HTTP server with batches of 1 and 32, plus the server's added latency per batch and
 where it goes (request and response JSON + validation on each side, the thread-pool hop
 of the sync endpoint, and the rest: HTTP and ASGI on loopback), and queries/s for one
@@ -133,8 +133,8 @@ def main() -> None:
     added_ms = (statistics.median(http32_latencies) - statistics.median(local32)) * 1000
     print(f"corpus: {len(index)} passages; queries: {len(queries)} NQ train questions, top-3")
     print(f"rank-bm25 (BM25Okapi), in-process:     {rank_qps:10.1f} queries/s  ({len(rank_queries)} queries)")
-    print(f"autodata bm25s index, batch of {len(queries)}: {ours_qps:10.1f} queries/s")
-    print(f"autodata bm25s index, one at a time:   {per_second(500, ours_one_s):10.1f} queries/s")
+    print(f"autodata BM25 index, batch of {len(queries)}: {ours_qps:10.1f} queries/s")
+    print(f"autodata BM25 index, one at a time:   {per_second(500, ours_one_s):10.1f} queries/s")
     print(f"  ratio ours / rank-bm25 (batched):    {ours_qps / rank_qps:10.1f}x   (target >= 100x)")
     print(f"  ratio ours / rank-bm25 (one query):  {per_second(500, ours_one_s) / rank_qps:10.1f}x")
     print(f"HTTP server, batches of 1:             {per_second(500, http1_s):10.1f} queries/s")

@@ -23,7 +23,7 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from autodata._io import atomic_write_json
+from autodata._io import atomic_write_json, iter_jsonl
 from autodata.errors import SeedDataError
 from autodata.llm import RoleClient
 from autodata.search.protocol import Retriever
@@ -124,14 +124,7 @@ def evaluate(
         raise SeedDataError("Nothing to evaluate: the split is empty.")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "trajectories.jsonl"
-    done: dict[str, dict] = {}
-    if log.is_file():
-        for line in log.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a torn last line: that question runs again
-            done[row["id"]] = row
+    done = {row["id"]: row for row in iter_jsonl(log, missing_ok=True)}  # a torn last line: that question runs again
     todo = [item for item in items if item.id not in done]
 
     def run_one(item: SeedItem) -> dict:

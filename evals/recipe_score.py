@@ -15,8 +15,11 @@ from pathlib import Path
 
 from autodata.recipe import Recipe
 from autodata.workspace import Workspace
+from evals.records import ScoreResult
 
-Scorer = Callable[[Path, Path], dict]  # (synthesis folder, output folder) -> {"score": float, ...metrics}
+# (synthesis folder, output folder) -> its result: a `ScoreResult` (a `ProxyResult` for the proxy) or the same
+# as a dict, {"score": float, ...}, which `score_recipe` reads as a `ScoreResult`.
+Scorer = Callable[[Path, Path], ScoreResult | dict]
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class RecipeScore:
     score: float
     metrics: dict[str, float]  # costs, acceptance and the scorer's numbers: what MLflow logs
     manifest: dict  # the synthesis manifest
-    result: dict  # the scorer's own result
+    result: ScoreResult  # the scorer's own result
 
 
 def score_recipe(
@@ -52,9 +55,13 @@ def score_recipe(
             f"per_item.{role}.calls": cost["calls"],
             f"per_item.{role}.tokens": cost["prompt_tokens"] + cost["completion_tokens"],
         }
-    result = scorer(run_dir, run_dir / out_name) if manifest["items"]["in_datasets"] else {"score": 0.0}
-    metrics |= {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
-    return RecipeScore(float(result["score"]), metrics, manifest, result)
+    if manifest["items"]["in_datasets"]:
+        result = scorer(run_dir, run_dir / out_name)
+        result = result if isinstance(result, ScoreResult) else ScoreResult.model_validate(result)
+    else:
+        result = ScoreResult(score=0.0)
+    metrics |= result.numbers()
+    return RecipeScore(result.score, metrics, manifest, result)
 
 
 def proxy_scorer(
@@ -67,14 +74,13 @@ def proxy_scorer(
 
     settings = replace(ProxySettings(), steps=steps, dev_limit=dev_limit, score_metric=score_metric, repeats=repeats)
 
-    def score(run_dir: Path, out: Path) -> dict:
-        result = run_proxy_in(workspace, run_dir, out, settings=settings, split=split)
-        return {k: v for k, v in result.items() if k not in ("train_loss", "settings")}
+    def score(run_dir: Path, out: Path) -> ScoreResult:
+        return run_proxy_in(workspace, run_dir, out, settings=settings, split=split)
 
     return score
 
 
-def acceptance_scorer(run_dir: Path, out: Path) -> dict:
+def acceptance_scorer(run_dir: Path, out: Path) -> ScoreResult:
     """A cheap score without training: accepted items per seed tried, with one number per seed (so
     intervals and paired differences work as for the proxy). For smoke tests of a deployment and quick
     sweeps; it measures yield, not what the data teaches (the proxy does)."""
@@ -85,10 +91,10 @@ def acceptance_scorer(run_dir: Path, out: Path) -> dict:
     per_seed = {row["seed_id"]: float(row["accepted"]) for row in read_jsonl(Path(run_dir) / "progress.jsonl")}
     ids = sorted(per_seed)
     per_question = [[per_seed[i] for i in ids]]
-    return {
-        "score": manifest["accepted_per_seed"],
-        "accepted": manifest["items"]["accepted"],
-        "question_ids": ids,
-        "per_question": per_question,
-        "score_interval": mean_interval(per_question).as_dict(),
-    }
+    return ScoreResult(
+        score=manifest["accepted_per_seed"],
+        accepted=manifest["items"]["accepted"],
+        question_ids=ids,
+        per_question=per_question,
+        score_interval=mean_interval(per_question).as_interval(),
+    )

@@ -50,6 +50,7 @@ import mlflow
 from dspy.utils.exceptions import AdapterParseError
 from pydantic import StringConstraints, ValidationError
 
+from autodata._io import iter_jsonl, read_jsonl
 from autodata.answers import sub_exact_match
 from autodata.errors import AutodataError
 from autodata.llm import LLMSession
@@ -509,13 +510,9 @@ def validation_seeds(seeds: Iterable[SeedItem], retriever: Retriever, *, skip: i
     return with_evidence(seeds[skip:] + seeds[:skip], processor, count)
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
-
-
 def _validation_split(run_dir: Path, val_seeds: list[SeedItem]) -> str:
     """Which seeds the paired test ran on, in words: after the trial's own, or partly those."""
-    trial_seeds = {row["seed_id"] for row in _jsonl(run_dir / "progress.jsonl")}
+    trial_seeds = {row["seed_id"] for row in iter_jsonl(run_dir / "progress.jsonl", missing_ok=True)}
     shared = sum(s.id in trial_seeds for s in val_seeds)
     if not shared:
         return "train seeds after the trial's"
@@ -541,7 +538,7 @@ def rewrite_from_rejections(
     as a rejected one; the evidence in its tags and commit message either way. Returns the
     new selectable version or None.
     """
-    rejected = _jsonl(run_dir / "rejected.jsonl")
+    rejected = read_jsonl(run_dir / "rejected.jsonl", missing_ok=True)
     reasons = dict(Counter(row["reason"] for row in rejected))
     examples = [f"{r['reason']}: {r['question']!r} ({r['detail']})" for r in rejected if r["question"]][:5]
     feedback = (f"Rejections: {reasons or 'none'}. Examples: " + "; ".join(examples)) if rejected else "No rejections."

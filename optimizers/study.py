@@ -28,23 +28,26 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import itertools
 import logging
 import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import optuna
+from pydantic import AliasChoices, BaseModel, Field
 
-from autodata._io import ensure_sqlite_folder, serialize_sqlite_transactions
+from autodata._io import atomic_write_jsonl, ensure_sqlite_folder, iter_jsonl, serialize_sqlite_transactions
 from autodata.errors import AutodataError
 from autodata.recipe import Recipe
 from autodata.seeds import iter_seeds
 from autodata.synthesis import run_totals
 from autodata.workspace import Workspace
-from evals.intervals import Estimate, mean_interval, paired_difference
+from evals.intervals import Estimate, Interval, mean_interval, paired_difference
 from evals.recipe_score import RecipeScore, Scorer, acceptance_scorer, proxy_scorer, score_recipe
 from optimizers import tracking
 from optimizers.prompts import rewrite_from_rejections, validation_seeds
@@ -319,10 +322,10 @@ def run_study(
                     _report_interim_scores(trial, recipe, run_dir, scorer, study, workspace)
                 final = score_recipe(recipe, workspace, run_dir, seeds=study.seeds_per_trial, scorer=scorer)
                 _record(trial, final, optuna_study)
-                interval = final.result.get("score_interval")
+                interval = final.result.score_interval
                 say(
                     f"trial {trial.number}: {final.metrics['accepted_items']:.0f} items accepted; score "
-                    f"{final.score:.3f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else "")
+                    f"{final.score:.3f}" + (f" [{interval.low:.3f}, {interval.high:.3f}]" if interval else "")
                 )
                 _log_artifacts(run_dir, recipe)
             if study.rewrite_prompts:
@@ -357,7 +360,8 @@ def run_study(
 def _log_trial_table(parent_run_id: str, study: optuna.Study, _trial) -> None:
     """The study's parent run holds the trial table (score and delta vs default with their intervals)."""
     rows, best = trial_rows(study)
-    mlflow.MlflowClient().log_dict(parent_run_id, {"trials": rows, "best": best}, "trials.json")
+    table = {"trials": [row.model_dump(mode="json") for row in rows], "best": best and best.model_dump(mode="json")}
+    mlflow.MlflowClient().log_dict(parent_run_id, table, "trials.json")
 
 
 def _report_interim_scores(
@@ -380,13 +384,13 @@ def _record(trial: optuna.Trial, final: RecipeScore, study: optuna.Study) -> Non
     """The trial's final numbers, on the Optuna trial and in its MLflow run: the score with its interval,
     the per-question numbers it came from (for paired comparisons), and its difference from trial 0."""
     mlflow.log_metrics(final.metrics)
+    result = final.result.record()
     for key in ("acceptance_rate", "accepted_per_seed", "accepted_items", "llm_calls_per_accepted_item", "score"):
-        trial.set_user_attr(key, final.metrics.get(key, final.result.get(key)))
-    evidence = {key: final.result.get(key) for key in ("question_ids", "per_question")}
+        trial.set_user_attr(key, final.metrics.get(key, result.get(key)))
+    evidence = final.result.evidence
     trial.set_user_attr("evidence", evidence)
-    if final.result.get("score_interval"):
-        interval = final.result["score_interval"]
-        mlflow.log_metrics({"score_low": interval["low"], "score_high": interval["high"]})
+    if interval := final.result.score_interval:
+        mlflow.log_metrics({"score_low": interval.low, "score_high": interval.high})
     default = next((t for t in study.get_trials(deepcopy=False) if t.number == 0), None)
     if default is not None and default.number != trial.number:
         delta = difference(evidence, default.user_attrs.get("evidence"))
@@ -421,8 +425,8 @@ def _log_artifacts(run_dir: Path, recipe: Recipe) -> None:
     (folder / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
     mlflow.log_artifact(str(folder / "recipe.yaml"), artifact_path="recipe")
     mlflow.log_artifact(str(run_dir / "manifest.json"))
-    samples = (run_dir / "trajectories.jsonl").read_text(encoding="utf-8").splitlines()[:20]
-    (folder / "sample_trajectories.jsonl").write_text("".join(line + "\n" for line in samples), encoding="utf-8")
+    samples = itertools.islice(iter_jsonl(run_dir / "trajectories.jsonl"), 20)
+    atomic_write_jsonl(folder / "sample_trajectories.jsonl", samples)
     mlflow.log_artifact(str(folder / "sample_trajectories.jsonl"))
     predictions = run_dir / "proxy" / "eval-tuned" / "predictions.json"
     if predictions.is_file():
@@ -432,7 +436,33 @@ def _log_artifacts(run_dir: Path, recipe: Recipe) -> None:
 # --- reading studies -------------------------------------------------------------------------
 
 
-def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
+class TrialRow(BaseModel):
+    """One trial of a study as `autodata study show`, the service's study detail and the study's MLflow
+    `trials.json` show it (`trial_rows`)."""
+
+    trial: int
+    state: str  # Optuna's TrialState name: COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    score: float | None  # the first objective's value (None before the trial ends, or when it failed)
+    recipe_hash: str | None
+    acceptance_rate: float | None
+    accepted: int | None  # accepted items in the trial's data
+    accepted_per_seed: float | None
+    calls_per_item: float | None  # LLM calls per accepted item
+    # the recipe's acceptance.attempts_per_solver: the attempts each solver (strong, weak) gets per question;
+    # trials.json rows written before it was named so call it "attempts"
+    solver_attempts: int | None = Field(validation_alias=AliasChoices("solver_attempts", "attempts"))
+    rounds: int | None  # max_rounds
+    top_k: int | None
+    challenger_prompt: str | None  # "seed" or "latest"
+    mlflow_run_id: str | None
+    params: dict[str, Any]  # every searched parameter, as Optuna suggested it
+    prompt_versions: dict[str, int] | None
+    score_interval: Interval | None  # the score's 95% interval (None: no per-question numbers)
+    delta_vs_default: Interval | None  # the paired difference from trial 0, the default recipe
+    pareto: bool = False  # on the Pareto front of a two-objective study
+
+
+def study_table(name: str, storage: str) -> tuple[list[TrialRow], TrialRow | None]:
     """One row per trial, and the best trial's row."""
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
@@ -443,46 +473,45 @@ def study_table(name: str, storage: str) -> tuple[list[dict], dict | None]:
     return trial_rows(study)
 
 
-def trial_rows(study: optuna.Study) -> tuple[list[dict], dict | None]:
+def trial_rows(study: optuna.Study) -> tuple[list[TrialRow], TrialRow | None]:
     """`study_table` of a loaded study."""
     default = next((t for t in study.trials if t.number == 0), None)
-    rows = [
-        {
-            "trial": t.number,
-            "state": t.state.name,
-            "score": t.values[0] if t.values else None,
-            "recipe_hash": t.user_attrs.get("recipe_hash"),
-            "acceptance_rate": t.user_attrs.get("acceptance_rate"),
-            "accepted": t.user_attrs.get("accepted_items"),
-            "accepted_per_seed": t.user_attrs.get("accepted_per_seed"),
-            "calls_per_item": t.user_attrs.get("llm_calls_per_accepted_item"),
-            "attempts": t.params.get("attempts_per_solver"),
-            "rounds": t.params.get("max_rounds"),
-            "top_k": t.params.get("top_k"),
-            "challenger_prompt": t.params.get("challenger_prompt"),
-            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-            "params": t.params,
-            "prompt_versions": t.user_attrs.get("prompt_versions"),
-            **_intervals(t, default),
-        }
-        for t in study.trials
-    ]
     # With two objectives, the best is the highest score on the Pareto front (score vs calls per item).
     front = {t.number for t in study.best_trials} if len(study.directions) > 1 else None
-    for row in rows:
-        row["pareto"] = front is not None and row["trial"] in front
-    complete = [r for r in rows if r["state"] == "COMPLETE" and (front is None or r["pareto"])]
-    best = max(complete, key=lambda r: (r["score"], -r["trial"])) if complete else None
+    rows = [
+        TrialRow(
+            trial=t.number,
+            state=t.state.name,
+            score=t.values[0] if t.values else None,
+            recipe_hash=t.user_attrs.get("recipe_hash"),
+            acceptance_rate=t.user_attrs.get("acceptance_rate"),
+            accepted=t.user_attrs.get("accepted_items"),
+            accepted_per_seed=t.user_attrs.get("accepted_per_seed"),
+            calls_per_item=t.user_attrs.get("llm_calls_per_accepted_item"),
+            solver_attempts=t.params.get("attempts_per_solver"),
+            rounds=t.params.get("max_rounds"),
+            top_k=t.params.get("top_k"),
+            challenger_prompt=t.params.get("challenger_prompt"),
+            mlflow_run_id=t.user_attrs.get("mlflow_run_id"),
+            params=t.params,
+            prompt_versions=t.user_attrs.get("prompt_versions"),
+            **_intervals(t, default),
+            pareto=front is not None and t.number in front,
+        )
+        for t in study.trials
+    ]
+    complete = [r for r in rows if r.state == "COMPLETE" and (front is None or r.pareto)]
+    best = max(complete, key=lambda r: (r.score, -r.trial)) if complete else None
     return rows, best
 
 
-def _intervals(trial: optuna.trial.FrozenTrial, default: optuna.trial.FrozenTrial | None) -> dict:
-    """The trial's score interval and its paired difference from trial 0 (the default recipe), each
-    `{"mean", "low", "high", "n", "repeats"}` or None when the trial has no per-question numbers."""
+def _intervals(trial: optuna.trial.FrozenTrial, default: optuna.trial.FrozenTrial | None) -> dict[str, Interval | None]:
+    """The trial's score interval and its paired difference from trial 0 (the default recipe), each None
+    when the trial has no per-question numbers."""
     evidence = trial.user_attrs.get("evidence") or {}
     score = mean_interval(evidence["per_question"]) if evidence.get("per_question") else None
     delta = difference(evidence, default.user_attrs.get("evidence")) if default is not None else None
     return {
-        "score_interval": score.as_dict() if score else None,
-        "delta_vs_default": delta.as_dict() if delta else None,
+        "score_interval": score.as_interval() if score else None,
+        "delta_vs_default": delta.as_interval() if delta else None,
     }

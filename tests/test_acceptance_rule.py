@@ -108,7 +108,7 @@ def test_an_unparseable_strong_reply_keeps_trajectories_and_scores_aligned():
 
     def verifier(question, answer, trajectories, config, bridge):
         shown.extend(trajectories)
-        return SimpleNamespace(trajectory=None, code="unverified", reason="scripted")
+        return SimpleNamespace(trajectory=None, reason="unverified", detail="scripted")
 
     processor._as = lambda role, call: call()
     processor.weak = lambda question, config: SimpleNamespace(answer="I do not know")

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from autodata.errors import CorpusError, SearchUnavailable
-from autodata.search import BM25Index, SearchClient, format_hits
+from autodata.search import BM25Index, SearchClient, format_hits, read_corpus
 from autodata.search.protocol import Hit
 from autodata.search.server import BackgroundServer, free_port
 from tests.conftest import FACTS, write_corpus
@@ -212,16 +212,21 @@ def test_rank_breaks_ties_by_row_and_fills_with_zero_score_rows():
     assert rank(np.array([], dtype=int), np.zeros(10), 2, max_repeats=1) == [(0, 0.0), (1, 0.0)]
 
 
-def test_sparse_ranking_agrees_with_bm25s_dense_retrieval(bm25_index):
+@pytest.mark.parametrize("shard_docs", [100_000, 3])
+def test_sharded_index_agrees_with_bm25s_built_over_the_whole_corpus(corpus_file, tmp_path, shard_docs):
+    """Our shard-and-merge build scores like bm25s indexing every passage at once (same tokenizer)."""
     import bm25s
     import Stemmer
 
+    ours = BM25Index.build(corpus_file, tmp_path / "ours", show_progress=False, shard_docs=shard_docs)
+    passages = list(read_corpus(corpus_file))
+    stemmer = Stemmer.Stemmer("english")
+    tokenize = lambda texts: bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
+    dense = bm25s.BM25(method="lucene", k1=0.9, b=0.4)
+    dense.index(tokenize([p.contents for p in passages]), show_progress=False)
     queries = [q for q, _, _ in KNOWN] + ["the largest", "Nobel prize physics chemistry", "in 1969 the"]
-    dense = bm25s.BM25.load(bm25_index.folder, show_progress=False)
-    tokens = bm25s.tokenize(
-        queries, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False
-    )
-    _, dense_scores = dense.retrieve(tokens, k=5, show_progress=False)
-    ours = bm25_index.search(queries, topk=5)
-    for hits, expected in zip(ours, dense_scores):
+    rows, dense_scores = dense.retrieve(tokenize(queries), k=5, show_progress=False)
+    for hits, expected_rows, expected in zip(ours.search(queries, topk=5), rows, dense_scores, strict=True):
         assert [round(h.score, 4) for h in hits] == [round(float(s), 4) for s in expected]
+        scored = [(h.id, round(h.score, 4)) for h in hits if h.score > 0]
+        assert scored == [(passages[r].id, round(float(s), 4)) for r, s in zip(expected_rows, expected) if s > 0]

@@ -128,7 +128,9 @@ def test_postgres_mlflow_server_service_and_two_workers(tmp_path, corpus_file):
                 )
                 states = [t["state"] for t in shown["trials"]]
                 assert states.count("COMPLETE") == 2 and states[0] == "FAIL", states  # trial 0 died with worker A
-                assert shown["trials"][2]["attempts"] == shown["trials"][0]["attempts"]  # retried with its parameters
+                assert (
+                    shown["trials"][2]["solver_attempts"] == shown["trials"][0]["solver_attempts"]
+                )  # retried with its parameters
 
                 client = MlflowClient(tracking)
                 experiment = client.get_experiment_by_name("autodata")

@@ -149,10 +149,11 @@ class UsageLedger:
     @staticmethod
     def format_rows(summary: dict[str, dict]) -> str:
         """A plain-text table of a `summary()`."""
-        rows = [
+        header = (
             f"{'role':<10} {'calls':>6} {'errors':>6} {'retries':>7} {'prompt tok':>10} {'compl tok':>9} "
             f"{'p50 s':>6} {'p90 s':>6}"
-        ]
+        )
+        rows = [header]
         for role, u in summary.items():
             p50 = f"{u['latency_p50_s']:.2f}" if u["latency_p50_s"] is not None else "-"
             p90 = f"{u['latency_p90_s']:.2f}" if u["latency_p90_s"] is not None else "-"

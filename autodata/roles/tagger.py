@@ -1,6 +1,8 @@
-"""Tagger (judge role): the agentic-factual two-layer classification of a seed.
+"""Tagger (judge role): the agentic-factual two-layer classification of an accepted question.
 
-Reads: question. Writes: task_type, needs_search, evidence_scope, recommended_sources.
+It tags the question an item asks (what the challenger wrote, or the seed question where it was
+kept as is), not the seed it came from. Reads: question. Writes: task_type, needs_search,
+evidence_scope, recommended_sources.
 """
 
 from typing import Annotated, Literal

@@ -8,8 +8,9 @@ showed it, and no thought speaks of being told (`hint_leak`); every thought says
 something, does not repeat itself and does not contradict its step (`bad_thought`); no
 needless search (a repeated query, or a search after the answer was already in hand).
 Verifier reads: question, answer, the strong solver's correct trajectories. Writes: the
-chosen trajectory or the reason none was kept; with `llm_judge`, the judge model must
-also accept the chosen one.
+chosen `trajectory`, or None with the `reason` none was kept (a rejection reason:
+`unverified`, `hint_leak`, `bad_thought`) and its `detail` for people; with `llm_judge`,
+the judge model must also accept the chosen one.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class Verifier(dspy.Module):
             (problems.append(problem) if problem else valid.append(trajectory))
         if not valid:
             first = problems[0] if problems else Problem("unverified", "no correct trajectory")
-            return dspy.Prediction(trajectory=None, reason=first.detail, code=first.reason)
+            return dspy.Prediction(trajectory=None, reason=first.reason, detail=first.detail)
         chosen = min(valid, key=lambda t: (len(t.searches), sum(len(s.observation) for s in t.searches)))
         if self.llm_judge:
             evidence = "\n".join(
@@ -159,5 +160,5 @@ class Verifier(dspy.Module):
             )
             verdict = self.judge(question=question, answer=answer, evidence=evidence, config=config)
             if verdict.verdict != "accept":
-                return dspy.Prediction(trajectory=None, reason=f"judge rejected: {verdict.reason}", code="unverified")
-        return dspy.Prediction(trajectory=chosen, reason=None, code=None)
+                return dspy.Prediction(trajectory=None, reason="unverified", detail=f"judge rejected: {verdict.reason}")
+        return dspy.Prediction(trajectory=chosen, reason=None, detail=None)

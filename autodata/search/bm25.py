@@ -1,8 +1,7 @@
-"""An embedded BM25 index (bm25s), persisted to a folder and memory-mapped on load.
+"""An embedded BM25 index, built in bounded memory (`autodata.search.build`) and memory-mapped on load.
 
-Folder layout: bm25s' arrays and `corpus.jsonl` (written by bm25s), plus
-`autodata_index.json` with the corpus checksum and the parameters used, so a rebuild
-over the same corpus can be skipped and a stale or foreign folder is detected.
+`autodata_index.json` records the corpus checksum and the parameters used, so a rebuild over
+the same corpus can be skipped and a stale or foreign folder is detected.
 """
 
 from __future__ import annotations
@@ -10,63 +9,21 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+import mmap
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
-import bm25s
 import numpy as np
 import Stemmer
-from pydantic import ValidationError
-from tqdm import tqdm
 
-from autodata._io import atomic_write_json, folder_written_whole, sha256_file
+from autodata._io import sha256_file
 from autodata.errors import CorpusError
-from autodata.search.protocol import Hit, Passage
+from autodata.search.build import INDEX_FORMAT_VERSION, INDEX_META_FILE, STEMMER_LANGUAGE, build_index, tokenize
+from autodata.search.protocol import Hit
 
 logger = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every empty query at INFO
-
-INDEX_META_FILE = "autodata_index.json"
-INDEX_FORMAT_VERSION = 1
-# Pyserini's BM25 defaults, which Search-R1's BM25 baselines use.
-BM25_PARAMS = {"method": "lucene", "k1": 0.9, "b": 0.4}
-STOPWORDS = "en"
-STEMMER_LANGUAGE = "english"
-
-
-def read_corpus(path: Path) -> Iterator[Passage]:
-    """Yield the passages of a Search-R1 corpus JSONL file, validating every line.
-
-    Raises:
-        CorpusError: naming the file and line of the first bad record.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"Corpus file {path} does not exist.")
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                passage = Passage.model_validate_json(line)
-            except ValidationError as err:
-                first = err.errors(include_url=False)[0]
-                problem = (
-                    "not JSON"
-                    if first["type"] == "json_invalid"
-                    else (f"{'.'.join(map(str, first['loc'])) or 'record'}: {first['msg']}")
-                )
-                raise CorpusError(
-                    f"{path}, line {line_no}: {problem}. Each line must be "
-                    '{"id": "...", "contents": "\\"Title\\"\\nText"}.'
-                ) from err
-            if not passage.contents.strip():
-                raise CorpusError(f"{path}, line {line_no}: empty 'contents'.")
-            if passage.id in seen:
-                raise CorpusError(f"{path}, line {line_no}: duplicate id {passage.id!r}.")
-            seen.add(passage.id)
-            yield passage
 
 
 class BM25Index:
@@ -78,17 +35,18 @@ class BM25Index:
         '"Hamlet"'
     """
 
-    def __init__(self, retriever: bm25s.BM25, folder: Path, meta: dict):
-        # Keep the corpus ourselves so that `retrieve` returns row numbers, not documents.
-        self._corpus, retriever.corpus = retriever.corpus, None
-        self._retriever = retriever
-        # Plain ndarray views of the memory-mapped matrix: same pages, no np.memmap overhead per slice.
-        self._data, self._indices, self._indptr = (
-            np.asarray(retriever.scores[name]) for name in ("data", "indices", "indptr")
+    def __init__(self, folder: Path, meta: dict):
+        self.folder, self.meta = folder, meta
+        self._vocab = {word: token for token, word in enumerate(json.loads((folder / "vocab.json").read_text("utf-8")))}
+        # Column t of the token-major matrix: rows[indptr[t]:indptr[t + 1]], with their BM25 scores.
+        self._indptr, self._indices, self._data = (
+            np.load(folder / f"postings.{part}.npy", mmap_mode="r") for part in ("indptr", "rows", "scores")
         )
+        self._offsets = np.load(folder / "corpus.offsets.npy", mmap_mode="r")
+        with open(folder / "corpus.jsonl", "rb") as f:
+            self._corpus = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self._stemmer = Stemmer.Stemmer(STEMMER_LANGUAGE)
-        self.folder = folder
-        self.meta = meta
+        self._local = threading.local()  # per thread: a reusable buffer of scores
 
     def __len__(self) -> int:
         return int(self.meta["documents"])
@@ -98,42 +56,14 @@ class BM25Index:
         return type(self).load, (self.folder,)
 
     @classmethod
-    def build(cls, corpus_path: Path, out_dir: Path, *, show_progress: bool = True) -> BM25Index:
-        """Index `corpus_path` into `out_dir` (written whole, or not at all)."""
-        corpus_path, out_dir = Path(corpus_path), Path(out_dir)
-        passages = [
-            {"id": p.id, "contents": p.contents}
-            for p in tqdm(read_corpus(corpus_path), desc="reading corpus", unit=" docs", disable=not show_progress)
-        ]
-        if not passages:
-            raise CorpusError(f"Corpus file {corpus_path} holds no passages.")
-        tokens = bm25s.tokenize(
-            [p["contents"] for p in passages],
-            stopwords=STOPWORDS,
-            stemmer=Stemmer.Stemmer(STEMMER_LANGUAGE),
-            show_progress=show_progress,
-        )
-        retriever = bm25s.BM25(**BM25_PARAMS)
-        retriever.index(tokens, show_progress=show_progress)
-        meta = {
-            "format_version": INDEX_FORMAT_VERSION,
-            "documents": len(passages),
-            "corpus_sha256": sha256_file(corpus_path),
-            "corpus_file": str(corpus_path.resolve()),
-            "bm25": BM25_PARAMS,
-            "stopwords": STOPWORDS,
-            "stemmer": STEMMER_LANGUAGE,
-            "bm25s_version": bm25s.__version__,
-        }
-        with folder_written_whole(out_dir) as staging:
-            retriever.save(staging, corpus=passages, show_progress=False)
-            atomic_write_json(staging / INDEX_META_FILE, meta)
-        logger.info("indexed %d passages into %s", len(passages), out_dir)
+    def build(cls, corpus_path: Path, out_dir: Path, *, show_progress: bool = True, **options) -> BM25Index:
+        """Index `corpus_path` into `out_dir` (see `autodata.search.build.build_index`) and open it."""
+        build_index(corpus_path, out_dir, show_progress=show_progress, **options)
         return cls.load(out_dir)
 
     @classmethod
     def load(cls, index_dir: Path) -> BM25Index:
-        """Open an index folder made by `build`; arrays and corpus are memory-mapped."""
+        """Open an index folder made by `build`; postings and passages are memory-mapped."""
         index_dir = Path(index_dir)
         meta_path = index_dir / INDEX_META_FILE
         if not meta_path.is_file():
@@ -145,10 +75,18 @@ class BM25Index:
         if meta.get("format_version") != INDEX_FORMAT_VERSION:
             raise CorpusError(f"{index_dir} was built by another autodata version; rebuild it.")
         try:
-            retriever = bm25s.BM25.load(index_dir, load_corpus=True, mmap=True, show_progress=False)
+            return cls(index_dir, meta)
         except (OSError, ValueError) as err:
             raise CorpusError(f"Index folder {index_dir} is damaged ({err}); rebuild it.") from err
-        return cls(retriever, index_dir, meta)
+
+    @staticmethod
+    def is_outdated(index_dir: Path) -> bool:
+        """Whether `index_dir` holds an index of another format (an older autodata's)."""
+        meta = Path(index_dir) / INDEX_META_FILE
+        return (
+            meta.is_file()
+            and json.loads(meta.read_text(encoding="utf-8")).get("format_version") != INDEX_FORMAT_VERSION
+        )
 
     def is_built_from(self, corpus_path: Path) -> bool:
         return self.meta.get("corpus_sha256") == sha256_file(corpus_path)
@@ -159,36 +97,41 @@ class BM25Index:
         if not queries:
             return []
         k = min(topk, len(self))
-        tokens = bm25s.tokenize(
-            list(queries), stopwords=STOPWORDS, stemmer=self._stemmer, show_progress=False, return_ids=False
-        )
         results = []
-        for query_tokens in tokens:
-            token_ids = self._retriever.get_tokens_ids(query_tokens)  # unknown words are dropped
+        for words in tokenize(list(queries), self._stemmer):
+            token_ids = [self._vocab[w] for w in words if w in self._vocab]  # unknown words are dropped
             if not token_ids:  # empty, stop words only, or no known word: nothing matches (as in Search-R1's BM25)
                 results.append([])
                 continue
             rows, scores = self._postings_scores(token_ids)
-            ranked = rank(rows, scores, k, max_repeats=max(1, len(token_ids)))
+            try:
+                ranked = rank(rows, scores, k, max_repeats=max(1, len(token_ids)))
+            finally:
+                scores[rows] = 0.0
             results.append([self._hit(row, score) for row, score in ranked])
         return results
 
     def _postings_scores(self, token_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """(posting rows, dense scores): the rows holding any query token, and every row's score.
 
-        bm25s stores each token's precomputed BM25 contributions as one column of a
-        sparse matrix (data/indices/indptr), so a query sums only its own postings.
-        A row holding several query tokens appears once per token in `rows`.
+        Each token's precomputed BM25 contributions are one column of a sparse matrix
+        (scores/rows/indptr), so a query sums only its own postings, into this thread's
+        zeroed buffer of one score per passage (no passage-sized allocation per query; the
+        caller zeroes `rows` again). A row holding several query tokens appears once per token.
         """
-        if not token_ids:
-            return np.empty(0, dtype=np.int64), np.zeros(len(self))
-        spans = [(self._indptr[t], self._indptr[t + 1]) for t in token_ids]
-        rows = np.concatenate([self._indices[a:b] for a, b in spans])
-        contributions = np.concatenate([self._data[a:b] for a, b in spans])
-        return rows, np.bincount(rows, weights=contributions, minlength=len(self))
+        scores = getattr(self._local, "scores", None)
+        if scores is None:
+            scores = self._local.scores = np.zeros(len(self))
+        parts = []
+        for t in token_ids:
+            a, b = self._indptr[t], self._indptr[t + 1]
+            rows = self._indices[a:b]
+            scores[rows] += self._data[a:b]  # a token's rows are distinct
+            parts.append(rows)
+        return np.concatenate(parts), scores
 
     def _hit(self, row: int, score: float) -> Hit:
-        passage = self._corpus[row]
+        passage = json.loads(self._corpus[int(self._offsets[row]) : int(self._offsets[row + 1])])
         return Hit(id=passage["id"], contents=passage["contents"], score=score)
 
 

@@ -1,0 +1,80 @@
+"""What the stages share: the candidate question, a problem (why something is rejected), the
+roles a stage calls, and the rollout ids that make every LLM call replayable."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from autodata.items import RejectionReason
+from autodata.recipe import Recipe, Strategy
+from autodata.search.protocol import Hit, Retriever
+from autodata.settings import RoleName
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a seed or a candidate is rejected: `reason`, counted in the manifest, and `detail`, for people."""
+
+    reason: RejectionReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    seed_id: str
+    round: int
+    strategy: Strategy
+    question: str
+    answer: str
+    passages: tuple[Hit, ...]  # the evidence that states the answer (multi-hop: bridge passage first)
+    bridge: str | None = None
+
+    @property
+    def hops(self) -> int:
+        return 2 if self.strategy == "multi_hop" else 1
+
+
+class Roles(Protocol):
+    """What a stage needs of the `SeedProcessor` running it. The role modules are looked up at
+    each call (an optimizer or a test may swap one); `ask` runs one call as a role."""
+
+    recipe: Recipe
+    hash: str  # the recipe's content hash
+    retriever: Retriever
+    challenger: Callable[..., Any]
+    weak: Callable[..., Any]
+    strong: Callable[..., Any]
+    verifier: Callable[..., Any]
+    tagger: Callable[..., Any]
+
+    def ask(self, role: RoleName, call: Callable[[], T]) -> T | None:
+        """`call()` run as `role`; None when the reply could not be parsed (that item fails, not the run)."""
+        ...
+
+
+def int_seed(text: str) -> int:
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+def rollout(recipe_hash: str, *parts: object) -> dict:
+    """DSPy call config: a stable rollout id (cache key) and sampling seed per attempt."""
+    rollout_id = ":".join([recipe_hash, *map(str, parts)])
+    return {"rollout_id": rollout_id, "seed": int_seed(rollout_id)}
+
+
+def as_question(text: str) -> str:
+    text = " ".join(text.split()).rstrip("?. ")
+    return text[:1].upper() + text[1:] + "?"
+
+
+def title_of(hit: Hit) -> str:
+    return hit.title.strip().strip('"')
+
+
+def number_passages(hits: list[Hit] | tuple[Hit, ...]) -> str:
+    return "\n".join(f"[{i}] {title_of(h)}: {h.text}" for i, h in enumerate(hits, start=1))
