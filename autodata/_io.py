@@ -7,10 +7,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from autodata.errors import DamagedFileError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -45,26 +48,52 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
 
+def jsonl_line(row: dict) -> str:
+    """One record as a JSONL line (the one spelling every JSONL file autodata writes uses)."""
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
 def atomic_write_jsonl(path: Path, rows: Iterable[dict], *, fsync: bool = False) -> None:
-    atomic_write_lines(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows), fsync=fsync)
+    atomic_write_lines(path, map(jsonl_line, rows), fsync=fsync)
+
+
+def append_jsonl(path: Path, rows: Iterable[dict], *, fsync: bool = False) -> None:
+    """Append records to a JSONL file in one write each call.
+
+    Callers rewrite the file with the records they read back (`iter_jsonl`) before their first
+    append after a crash, so that nothing is appended onto a torn last line.
+    """
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(map(jsonl_line, rows)))
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
 
 
 def iter_jsonl(path: Path, *, missing_ok: bool = False) -> Iterator[dict]:
     """The records of a JSONL file autodata appends to, one line at a time (blank lines skipped).
 
     A torn last line (a crash in the middle of a write) ends the records: whatever was on it is
-    work to do again. A file that does not exist has no records when `missing_ok`.
+    work to do again. A damaged line with records after it (a disk error, two writers, a hand
+    edit) is not a crash's trace: it raises `DamagedFileError` before the caller could drop the
+    intact records behind it. A file that does not exist has no records when `missing_ok`.
     """
     if missing_ok and not Path(path).is_file():
         return
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 yield json.loads(line)
-            except json.JSONDecodeError:
-                return
+            except json.JSONDecodeError as err:
+                following = sum(1 for rest in f if rest.strip())
+                if not following:
+                    return
+                raise DamagedFileError(
+                    f"{path}, line {line_no}: not a JSON record ({err.msg}), and {following} more line(s) follow it. "
+                    "Nothing was changed. Repair or remove that line (keep a copy of the file), then run again."
+                ) from err
 
 
 def read_jsonl(path: Path, *, missing_ok: bool = False) -> list[dict]:
@@ -84,6 +113,38 @@ def ensure_sqlite_folder(url: str) -> str:
     """Create the folder of a `sqlite:///PATH` database (SQLite creates the file, not its folder)."""
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def sqlite_created_whole(url: str, create: Callable[[str], None]) -> str:
+    """`url`, where a `sqlite:///PATH` database that does not exist yet is first made whole.
+
+    `create(temporary_url)` builds the schema in a temporary file beside PATH, which is then
+    linked into place: a kill during `create` (Ctrl-C in the first seconds of a first start)
+    leaves only that temporary file, never a half-migrated database that no later start can
+    open. When several processes start together, the first link wins and the others use it.
+    Other URLs (PostgreSQL, a tracking server) are returned as they are.
+    """
+    url = ensure_sqlite_folder(url)
+    if not url.startswith("sqlite:///"):
+        return url
+    path = Path(url[len("sqlite:///") :]).expanduser()
+    if path.exists():
+        return url
+    for stale in path.parent.glob(f".{path.name}.*.creating*"):  # left by killed first starts
+        if time.time() - stale.stat().st_mtime > 600:
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".creating")
+    os.close(fd)
+    try:
+        create(f"sqlite:///{tmp}")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process finished first: its database is as good
+    finally:
+        for leftover in (tmp, f"{tmp}-journal", f"{tmp}-wal", f"{tmp}-shm"):
+            Path(leftover).unlink(missing_ok=True)
     return url
 
 

@@ -160,6 +160,25 @@ def _with_interval(estimate: Interval | None, *, signed: bool = False) -> str:
     return f"{estimate.mean:{fmt}} [{estimate.low:{fmt}}, {estimate.high:{fmt}}]"
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `low` (argparse names the option in its one-line error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small: it must be {low} or more")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _int_at_least(1)
+NON_NEGATIVE_INT = _int_at_least(0)
+
+
 def _fractions(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(","))
@@ -174,8 +193,12 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trials", type=int, default=3, help="study trials; 0 skips the study (default %(default)s)")
-    p.add_argument("--seeds-per-trial", type=int, default=30, help="train seeds per trial (default %(default)s)")
+    p.add_argument(
+        "--trials", type=NON_NEGATIVE_INT, default=3, help="study trials; 0 skips the study (default %(default)s)"
+    )
+    p.add_argument(
+        "--seeds-per-trial", type=POSITIVE_INT, default=30, help="train seeds per trial (default %(default)s)"
+    )
 
 
 @command(
@@ -247,15 +270,24 @@ def cmd_config_show(args, settings: Settings) -> int:
 
 def _world_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
-    p.add_argument("--dev-size", type=int, default=WorldPlan.dev_size, help="questions in dev (default %(default)s)")
-    p.add_argument("--test-size", type=int, default=WorldPlan.test_size, help="questions in test (default %(default)s)")
+    p.add_argument(
+        "--dev-size", type=POSITIVE_INT, default=WorldPlan.dev_size, help="questions in dev (default %(default)s)"
+    )
+    p.add_argument(
+        "--test-size",
+        type=NON_NEGATIVE_INT,
+        default=WorldPlan.test_size,
+        help="questions in test (default %(default)s)",
+    )
     p.add_argument(
         "--confirm-size",
-        type=int,
+        type=NON_NEGATIVE_INT,
         default=WorldPlan.confirm_size,
         help="questions in confirm, read only by `autodata promote` (default %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=WorldPlan.split_seed, help="split seed (default %(default)s)")
+    p.add_argument(
+        "--seed", type=NON_NEGATIVE_INT, default=WorldPlan.split_seed, help="split seed (default %(default)s)"
+    )
 
 
 @command(
@@ -283,7 +315,7 @@ def _world_create_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--confirm-size",
-        type=int,
+        type=NON_NEGATIVE_INT,
         default=200,
         help="without --confirm, how many dev questions to carve "
         "into confirm, at most half of dev (default %(default)s)",
@@ -369,7 +401,7 @@ def cmd_retriever_serve(args, settings: Settings) -> int:
 
 def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="+", metavar="QUERY")
-    p.add_argument("--topk", type=int, default=3, help="passages per query (default %(default)s)")
+    p.add_argument("--topk", type=POSITIVE_INT, default=3, help="passages per query (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
 
 
@@ -398,7 +430,9 @@ def _data_check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold (default %(default)s)"
     )
-    p.add_argument("--ngram", type=int, default=5, help="contamination n-gram size in words (default %(default)s)")
+    p.add_argument(
+        "--ngram", type=POSITIVE_INT, default=5, help="contamination n-gram size in words (default %(default)s)"
+    )
     p.add_argument(
         "--min-overlap",
         type=float,
@@ -480,15 +514,15 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
         "contamination is still checked against the world's dev and test",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (created, or resumed)")
-    p.add_argument("--limit", type=int, help="use only the first N seeds")
+    p.add_argument("--limit", type=POSITIVE_INT, help="use only the first N seeds")
     p.add_argument(
         "--concurrency",
-        type=int,
+        type=POSITIVE_INT,
         help="seeds in flight at once (default: the most the synthesis roles' "
         "endpoints allow, 1 on the embedded model)",
     )
-    p.add_argument("--max-calls", type=int, help="stop cleanly after this many LLM calls")
-    p.add_argument("--max-tokens", type=int, help="stop cleanly after this many LLM tokens")
+    p.add_argument("--max-calls", type=POSITIVE_INT, help="stop cleanly after this many LLM calls")
+    p.add_argument("--max-tokens", type=POSITIVE_INT, help="stop cleanly after this many LLM tokens")
     p.add_argument(
         "--executor",
         choices=["threads", "ray"],
@@ -504,7 +538,7 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=POSITIVE_INT,
         default=2,
         help="with --executor ray: worker actors, spread over the cluster's nodes (default %(default)s)",
     )
@@ -561,13 +595,13 @@ def cmd_synthesize(args, settings: Settings) -> int:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["dev", "test"], default="dev", help="the world's split (default %(default)s)")
-    p.add_argument("--limit", type=int, help="the first N questions of the split")
+    p.add_argument("--limit", type=POSITIVE_INT, help="the first N questions of the split")
     p.add_argument(
         "--model", choices=ROLE_NAMES, default="student", help="the role whose model runs (default %(default)s)"
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--baselines", action="store_true", help="also direct answering and naive RAG with the same model")
-    p.add_argument("--concurrency", type=int, default=1, help="questions in flight (default %(default)s)")
+    p.add_argument("--concurrency", type=POSITIVE_INT, default=1, help="questions in flight (default %(default)s)")
 
 
 @command(
@@ -604,11 +638,11 @@ def _proxy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="a finished synthesis folder (sft_dataset.json)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--student", type=Path, help="a .gguf file or Hugging Face folder (default: the embedded SmolLM2)")
-    p.add_argument("--steps", type=int, help="LoRA steps, always all of them (default 24)")
-    p.add_argument("--dev-limit", type=int, help="dev questions to score (default 100)")
+    p.add_argument("--steps", type=POSITIVE_INT, help="LoRA steps, always all of them (default 24)")
+    p.add_argument("--dev-limit", type=POSITIVE_INT, help="dev questions to score (default 100)")
     p.add_argument(
         "--repeats",
-        type=int,
+        type=POSITIVE_INT,
         help="trainings with other seeds and example orders (default 1); the "
         "score's 95%% interval covers questions and training noise",
     )
@@ -670,24 +704,24 @@ def _study_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument(
         "--trials",
-        type=int,
+        type=POSITIVE_INT,
         default=3,
         help="finished trials the study should have (default %(default)s); "
         "re-running with a larger number adds the difference",
     )
     p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://... (default: SQLite under home)")
-    p.add_argument("--seeds-per-trial", type=int, help="train seeds each trial synthesizes from (default 30)")
-    p.add_argument("--proxy-steps", type=int, help="LoRA steps of the proxy (default 24)")
-    p.add_argument("--dev-limit", type=int, help="dev questions the proxy scores (default 100)")
+    p.add_argument("--seeds-per-trial", type=POSITIVE_INT, help="train seeds each trial synthesizes from (default 30)")
+    p.add_argument("--proxy-steps", type=POSITIVE_INT, help="LoRA steps of the proxy (default 24)")
+    p.add_argument("--dev-limit", type=POSITIVE_INT, help="dev questions the proxy scores (default 100)")
     p.add_argument(
         "--repeats",
-        type=int,
+        type=POSITIVE_INT,
         help="proxy trainings per trial with other seeds and example orders (default 1); intervals cover their spread",
     )
     p.add_argument("--score-metric", choices=SCORE_METRICS, help="the objective (default likelihood)")
     p.add_argument(
         "--jobs",
-        type=int,
+        type=POSITIVE_INT,
         help="trials run in parallel by this process (default 1); to use several "
         "machines, run the same command on each with one shared --storage",
     )
@@ -714,7 +748,7 @@ def _study_run_search_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--rewrite-val-seeds",
-        type=int,
+        type=NON_NEGATIVE_INT,
         metavar="N",
         help="after each trial the optimizer role rewrites "
         "the challenger's instructions; the rewrite is kept only if it beats its parent on N fixed train "
@@ -722,7 +756,7 @@ def _study_run_search_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--optimize-prompts",
-        type=int,
+        type=NON_NEGATIVE_INT,
         metavar="RUNS",
         help="first run GEPA on the challenger's "
         "instructions with this many inner-loop runs (see `autodata prompts optimize`)",
@@ -788,12 +822,14 @@ def _prompts_optimize_args(p: argparse.ArgumentParser) -> None:
         help="verifier: a synthesis folder; its accepted items make labelled cases "
         "(own answer: accept; another item's answer: reject)",
     )
-    p.add_argument("--budget", type=int, default=24, help="inner-loop runs GEPA may spend (default %(default)s)")
-    p.add_argument("--train", type=int, default=6, help="seeds GEPA reflects on (default %(default)s)")
-    p.add_argument("--val", type=int, default=4, help="seeds candidates are compared on (default %(default)s)")
+    p.add_argument(
+        "--budget", type=POSITIVE_INT, default=24, help="inner-loop runs GEPA may spend (default %(default)s)"
+    )
+    p.add_argument("--train", type=POSITIVE_INT, default=6, help="seeds GEPA reflects on (default %(default)s)")
+    p.add_argument("--val", type=POSITIVE_INT, default=4, help="seeds candidates are compared on (default %(default)s)")
     p.add_argument(
         "--holdout",
-        type=int,
+        type=NON_NEGATIVE_INT,
         default=6,
         help="further seeds (or cases) GEPA never sees; its best is "
         "registered only if a paired test on them puts it above the start (default %(default)s)",
@@ -856,7 +892,7 @@ def cmd_prompts_optimize(args, settings: Settings) -> int:
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="the study")
-    p.add_argument("--trial", type=int, help="trial number (default: the highest score)")
+    p.add_argument("--trial", type=NON_NEGATIVE_INT, help="trial number (default: the highest score)")
     p.add_argument(
         "--force",
         action="store_true",

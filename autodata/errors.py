@@ -35,6 +35,10 @@ class EndpointError(AutodataError):
     """An LLM endpoint is unreachable, misconfigured, or kept failing after retries."""
 
 
+class DamagedFileError(AutodataError):
+    """A JSONL file autodata appends to has a damaged line with intact records after it."""
+
+
 class BudgetExceeded(AutodataError):
     """The job's LLM call or token budget is spent; the job stops cleanly."""
 

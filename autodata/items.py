@@ -13,14 +13,13 @@ is an error, never a field silently left out of a rewritten file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
-from autodata._io import iter_jsonl
+from autodata._io import iter_jsonl, jsonl_line
 from autodata.trajectory import Trajectory
 
 # Why a seed or a candidate question was rejected; the manifest counts them (`rejections`).
@@ -53,7 +52,7 @@ class Record(_Model):
         return (cls.model_validate(row) for row in iter_jsonl(path, missing_ok=True))
 
     def line(self) -> str:
-        return json.dumps(self.model_dump(), ensure_ascii=False) + "\n"
+        return jsonl_line(self.model_dump())
 
 
 class Tags(_Model):

@@ -4,13 +4,14 @@
 synthesis job only queues it in the study storage database (`autodata.workqueue`);
 `run_worker` processes, started on any number of machines against the same database,
 do the work. Reads (studies, jobs, prompts) come straight from Optuna, the queue and
-MLflow. Mutating endpoints require `Authorization: Bearer $AUTODATA_SERVICE_TOKEN`; without
-a token the service only binds to loopback. Like the CLI, this layer converts input and
+MLflow. Every endpoint but `/health`, reads included, requires `Authorization: Bearer
+$AUTODATA_SERVICE_TOKEN` when it is set; without a token the service only binds to loopback. Like the CLI, this layer converts input and
 output and nothing else.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
 import os
@@ -171,17 +172,24 @@ class InvalidRequest(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The work cannot be done as asked (the reason in `error`)."},
-    422: {"model": InvalidRequest, "description": "The request's fields are wrong."},
-}
-MUTATING_ERRORS: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
     401: {"model": ErrorBody, "description": "A bearer token is required."},
+    422: {"model": InvalidRequest, "description": "The request's fields are wrong."},
 }
 
 
 def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
-    """The service's app. `token`: the bearer token mutating endpoints require (None: none)."""
+    """The service's app. `token`: the bearer token every endpoint but `/health` requires (None: none;
+    `check_bind` then keeps the service on loopback)."""
+
+    def authorized(request: Request) -> None:
+        if request.url.path == "/health" or not token:
+            return
+        sent = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(sent, f"Bearer {token}".encode()):  # constant time: the token leaks no prefix
+            raise HTTPException(status_code=401, detail="a bearer token is required: Authorization: Bearer TOKEN")
+
     app = FastAPI(
+        dependencies=[Depends(authorized)],
         title="autodata",
         version=__version__,
         description="Launch and watch recipe-optimization studies and synthesis jobs; compare prompt "
@@ -196,10 +204,6 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
     # first touch a fresh database together race in its schema migrations.
     open_storage(storage)
     tracking.setup(settings)
-
-    def authorized(request: Request) -> None:
-        if token and request.headers.get("authorization") != f"Bearer {token}":
-            raise HTTPException(status_code=401, detail="a bearer token is required: Authorization: Bearer TOKEN")
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -222,9 +226,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
 
     conflict = {409: {"model": ErrorBody, "description": "It is queued or running already."}}
 
-    @app.post(
-        "/studies", status_code=202, dependencies=[Depends(authorized)], responses={**MUTATING_ERRORS, **conflict}
-    )
+    @app.post("/studies", status_code=202, responses={**ERRORS, **conflict})
     def launch_study(body: StudyRequest) -> StudyLaunched:
         running = [w for w in queue.list("study") if w.spec["name"] == body.name and w.state in ("queued", "running")]
         if running:
@@ -232,7 +234,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
         work_id = queue.submit("study", body.model_dump(exclude_none=True))
         return StudyLaunched(name=body.name, work_id=work_id, url=f"/studies/{body.name}")
 
-    @app.get("/studies", responses={400: ERRORS[400]})
+    @app.get("/studies", responses={400: ERRORS[400], 401: ERRORS[401]})
     def list_studies() -> list[StudySummary]:
         import optuna
 
@@ -271,7 +273,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
 
     refused = {409: {"model": ErrorBody, "description": "The promotion gate refused: the reason in `error`."}}
 
-    @app.post("/studies/{name}/promote", dependencies=[Depends(authorized)], responses={**MUTATING_ERRORS, **refused})
+    @app.post("/studies/{name}/promote", responses={**ERRORS, **refused})
     def promote(name: str, body: PromoteRequest | None = None) -> ProductionChange:
         body = body or PromoteRequest()
         try:
@@ -280,12 +282,12 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
             raise HTTPException(status_code=409, detail=str(err)) from None
         return ProductionChange(message=message, production_version=_production_version(settings))
 
-    @app.post("/studies/{name}/rollback", dependencies=[Depends(authorized)], responses=MUTATING_ERRORS)
+    @app.post("/studies/{name}/rollback", responses=ERRORS)
     def rollback(name: str) -> ProductionChange:
         message = api.promote(name, rollback=True, settings=settings, storage=storage)
         return ProductionChange(message=message, production_version=_production_version(settings))
 
-    @app.post("/jobs/synthesize", status_code=202, dependencies=[Depends(authorized)], responses=MUTATING_ERRORS)
+    @app.post("/jobs/synthesize", status_code=202, responses=ERRORS)
     def launch_synthesis(body: SynthesizeRequest) -> JobLaunched:
         work_id = queue.submit("synthesize", body.model_dump(exclude_none=True))
         return JobLaunched(id=work_id, url=f"/jobs/{work_id}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -34,7 +33,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from autodata._io import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
+from autodata._io import append_jsonl, atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
 from autodata._version import __version__
 from autodata.errors import RecipeError, SeedDataError
 from autodata.export import write_datasets
@@ -119,12 +118,8 @@ class _Output:
             ("rejected.jsonl", result.rejections),
             ("progress.jsonl", [progress]),
         ):
-            if not rows:
-                continue
-            with open(self.out / name, "a", encoding="utf-8") as f:
-                f.write("".join(row.line() for row in rows))
-                f.flush()
-                os.fsync(f.fileno())
+            if rows:
+                append_jsonl(self.out / name, (row.model_dump() for row in rows), fsync=True)
 
 
 def synthesize(

@@ -13,7 +13,6 @@ passages in the prompt) with the same model.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from autodata._io import atomic_write_json, iter_jsonl
+from autodata._io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
 from autodata.errors import SeedDataError
 from autodata.llm import RoleClient
 from autodata.search.protocol import Retriever
@@ -125,6 +124,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     log = out / "trajectories.jsonl"
     done = {row["id"]: row for row in iter_jsonl(log, missing_ok=True)}  # a torn last line: that question runs again
+    atomic_write_jsonl(log, done.values(), fsync=True)  # what was read back, whole: nothing appends onto a torn line
     todo = [item for item in items if item.id not in done]
 
     def run_one(item: SeedItem) -> dict:
@@ -134,7 +134,7 @@ def evaluate(
             result = run_single_turn(client, retriever, item.question, loop, mode)
         return {"id": item.id, "question": item.question, **result}
 
-    with open(log, "a", encoding="utf-8") as sink, ThreadPoolExecutor(concurrency) as pool:
+    with ThreadPoolExecutor(concurrency) as pool:
         bar = tqdm(
             total=len(items),
             initial=len(items) - len(todo),
@@ -143,8 +143,7 @@ def evaluate(
             disable=not show_progress,
         )
         for row in pool.map(run_one, todo):
-            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-            sink.flush()
+            append_jsonl(log, [row])
             done[row["id"]] = row
             bar.update(1)
         bar.close()

@@ -42,7 +42,7 @@ import optuna
 from pydantic import AliasChoices, BaseModel, Field
 
 from autodata._io import atomic_write_jsonl, ensure_sqlite_folder, iter_jsonl, serialize_sqlite_transactions
-from autodata.errors import AutodataError
+from autodata.errors import AutodataError, EndpointError
 from autodata.recipe import Recipe
 from autodata.seeds import iter_seeds
 from autodata.synthesis import run_totals
@@ -329,16 +329,21 @@ def run_study(
                 )
                 _log_artifacts(run_dir, recipe)
             if study.rewrite_prompts:
-                rewrite_from_rejections(
-                    workspace.llms,
-                    recipe,
-                    run_dir,
-                    trial.number,
-                    final.score,
-                    retriever=workspace.retriever,
-                    val_seeds=validation(),
-                    parent_version=versions["challenger"],
-                )
+                try:
+                    rewrite_from_rejections(
+                        workspace.llms,
+                        recipe,
+                        run_dir,
+                        trial.number,
+                        final.score,
+                        retriever=workspace.retriever,
+                        val_seeds=validation(),
+                        parent_version=versions["challenger"],
+                    )
+                except EndpointError as err:  # the trial's score is measured and stands; only the rewrite is lost
+                    logger.warning("trial %d: no challenger rewrite: %s", trial.number, err)
+                    trial.set_user_attr("prompt_rewrite_error", str(err))
+                    mlflow.set_tag("autodata.prompt_rewrite_error", str(err)[:5000])
             return (final.score, final.metrics["llm_calls_per_accepted_item"]) if multi else final.score
 
     # Any failure ends only its trial (state FAIL, error logged in its MLflow run); the study goes on.

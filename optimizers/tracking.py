@@ -9,6 +9,7 @@ FAILED instead of leaving it active.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from autodata._io import ensure_sqlite_folder
+from autodata._io import sqlite_created_whole
 from autodata.errors import AutodataError
 from autodata.recipe import Recipe, parse_recipe
 from autodata.settings import Settings
@@ -45,7 +46,8 @@ def setup(settings: Settings) -> str:
     stores and serves itself), so a recipe promoted on one machine is readable on any
     other. With a database URI, artifacts go to `<home>/mlartifacts`.
     """
-    uri = ensure_sqlite_folder(settings.effective_tracking_uri)
+    create = functools.partial(_create_tracking_tables, artifacts=settings.home_dir / "mlartifacts")
+    uri = sqlite_created_whole(settings.effective_tracking_uri, create)
     mlflow.set_tracking_uri(uri)
     # Workers starting together on a fresh database race to create MLflow's tables and the
     # experiment; the loser's error is transient, so look again after a pause.
@@ -53,10 +55,23 @@ def setup(settings: Settings) -> str:
         try:
             return _experiment_id(settings, uri)
         except Exception as err:  # alembic, SQLAlchemy or MLflow errors, by backend
+            if "_alembic_tmp_" in str(err):  # a migration killed midway: no retry can finish it
+                raise AutodataError(
+                    f"MLflow's database {uri} was left half-created by an interrupted first start (before "
+                    "autodata built it whole); it holds no runs. Move it aside and run again."
+                ) from err
             if attempt == 4:
                 raise
             logger.info("MLflow setup raced another process (%s); trying again", type(err).__name__)
             time.sleep(1 + attempt)
+
+
+def _create_tracking_tables(url: str, *, artifacts: Path) -> None:
+    """MLflow's tables (tracking, registry, prompts), migrated to this MLflow's schema."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    artifacts.mkdir(parents=True, exist_ok=True)
+    SqlAlchemyStore(url, artifacts.as_uri()).engine.dispose()
 
 
 def _experiment_id(settings: Settings, uri: str) -> str:
@@ -115,6 +130,16 @@ def ensure_seed_prompts() -> dict[str, int]:
     return versions
 
 
+def _absent(err: MlflowException) -> bool:
+    """MLflow's answer for a prompt or model that does not exist yet, or an alias not set yet.
+
+    Only these read as "none"; any other error (the server down, a locked database) is raised,
+    since reading it as "none" would change state: the seed prompt registered again over
+    validated versions, a promotion that records no previous version (rollback impossible).
+    """
+    return err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 STATUS_TAG = "autodata.status"  # "accepted" (selectable as latest) or "rejected" (kept for inspection only)
 
 
@@ -122,8 +147,10 @@ def latest_prompt_version(role: str) -> int | None:
     """The newest version trials may select: not one marked rejected by validation."""
     try:
         found = MlflowClient().search_prompt_versions(prompt_name(role))
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if _absent(err):
+            return None
+        raise AutodataError(f"MLflow could not list the {role} prompt's versions: {err.message}") from err
     versions = [
         int(v.version)
         for v in getattr(found, "prompt_versions", found)
@@ -164,8 +191,10 @@ def register_recipe(run_id: str) -> int:
 def production_recipe_version() -> int | None:
     try:
         return int(MlflowClient().get_model_version_by_alias(RECIPE_MODEL, "production").version)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if _absent(err):
+            return None
+        raise AutodataError(f"MLflow could not read the production recipe: {err.message}") from err
 
 
 def load_registered_recipe(uri: str) -> tuple[Recipe, int]:
@@ -229,5 +258,7 @@ def rollback() -> tuple[int, int]:
 def _prompt_alias(role: str) -> int | None:
     try:
         return int(MlflowClient().get_prompt_version_by_alias(prompt_name(role), "production").version)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if _absent(err):
+            return None
+        raise AutodataError(f"MLflow could not read the {role} prompt's production alias: {err.message}") from err

@@ -178,3 +178,26 @@ def test_retriever_serve_as_a_real_process(tmp_path, bm25_index):
         server.terminate()
         server.wait(timeout=10)
     assert server.returncode is not None
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["synthesize", "--out", "OUT", "--limit", "-1"], "--limit"),
+        (["synthesize", "--out", "OUT", "--limit", "0"], "--limit"),
+        (["search", "--topk", "0", "hamlet"], "--topk"),
+        (["study", "run", "s", "--trials", "0"], "--trials"),
+        (["eval", "--out", "OUT", "--concurrency", "zero"], "--concurrency"),
+        (["proxy", "--data", "D", "--out", "OUT", "--repeats", "0"], "--repeats"),
+        (["demo", "--trials", "-2"], "--trials"),
+    ],
+)
+def test_bad_numbers_fail_in_one_line_before_anything_runs(tmp_path, monkeypatch, capsys, argv, option):
+    monkeypatch.setenv("AUTODATA_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main([a.replace("OUT", str(tmp_path / "out")) for a in argv])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"error: argument {option}: " in error and ("or more" in error or "not a whole number" in error)
+    assert list(tmp_path.iterdir()) == []  # no home, no output folder

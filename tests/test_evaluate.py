@@ -89,6 +89,19 @@ def test_hidden_test_split_gets_predictions_only_and_runs_resume(tmp_path, monke
     assert len(json.loads((tmp_path / "test" / "predictions.json").read_text())) == 3
 
 
+def test_a_torn_last_line_is_answered_again_and_nothing_is_written_onto_it(tmp_path, monkeypatch, bm25_index):
+    with ScriptedOpenAI(reply=student) as fake:
+        run(fake, monkeypatch, tmp_path / "out", bm25_index, items=ITEMS[:1])
+        log = tmp_path / "out" / "trajectories.jsonl"
+        with open(log, "a", encoding="utf-8") as f:
+            f.write('{"id": "q2", "question": "capital of fr')  # a kill in the middle of q2's write
+        sent = len(fake.requests)
+        run(fake, monkeypatch, tmp_path / "out", bm25_index)
+        assert len(fake.requests) == sent + 3  # q2 again (search, answer) and q3 (one reply)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == ["q1", "q2", "q3"]
+
+
 def test_cli_eval_with_baselines_on_a_world_split(tmp_path, monkeypatch, corpus_file, capsys):
     from autodata.cli import main
     from tests.conftest import make_world

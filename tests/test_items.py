@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from autodata._io import atomic_write_json
+from autodata.errors import DamagedFileError
 from autodata.items import AcceptedItem, ProgressLine, Record, Rejection, RunManifest
 from autodata.trajectory import Trajectory
 
@@ -67,6 +68,14 @@ def test_reading_stops_at_a_torn_last_line_and_a_missing_file_has_no_records(tmp
     path.write_text("".join(lines[:2]) + '{"seed_id": "s3", "acc')  # a crash in the middle of a write
     assert [row.seed_id for row in ProgressLine.read(path)] == ["s1", "s2"]
     assert list(ProgressLine.read(tmp_path / "nowhere.jsonl")) == []
+
+
+def test_a_damaged_line_with_records_after_it_is_an_error_with_its_line(tmp_path):
+    lines = (GOLDEN / "default" / "progress.jsonl").read_text().splitlines(keepends=True)
+    path = tmp_path / "progress.jsonl"
+    path.write_text("".join([lines[0], "\n", '{"seed_id": "s2", "acc\n', *lines[1:3], "\n"]))
+    with pytest.raises(DamagedFileError, match=r"progress.jsonl, line 3: .* and 2 more line\(s\) follow it"):
+        list(ProgressLine.read(path))
 
 
 def test_a_rejection_written_before_the_fields_it_lacks_still_reads():

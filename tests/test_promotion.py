@@ -139,3 +139,32 @@ def test_only_promotion_reads_the_confirm_split(study_world, tiny_student, monke
     except AutodataError:
         pass  # refused or not: what matters here is what it read
     assert "confirm" in read
+
+
+def test_an_mlflow_error_changes_no_production_state(study_world, monkeypatch):
+    """Injected MLflow failures (a locked database, a server down) raise; they never read as "nothing there"."""
+    from mlflow.exceptions import MlflowException
+
+    from autodata import api
+    from autodata.errors import AutodataError
+
+    two_trials("faults")
+    api.promote("faults", trial=1, force=True)
+    api.promote("faults", trial=0, force=True)
+    tracking.register_prompt_version("challenger", "validated rewrite", "from trial 1")
+    prompts_before = tracking.latest_prompt_version("challenger")
+
+    def down(*args, **kwargs):
+        raise MlflowException("database is locked")  # error_code INTERNAL_ERROR
+
+    monkeypatch.setattr(MlflowClient, "search_prompt_versions", down)
+    with pytest.raises(AutodataError, match="could not list the challenger prompt's versions: database is locked"):
+        tracking.ensure_seed_prompts()  # before: read as "no version", the seed text registered over the rewrite
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", down)
+    with pytest.raises(AutodataError, match="could not read the production recipe"):
+        api.promote("faults", trial=1, force=True)  # before: recorded no previous version, so no rollback
+    monkeypatch.undo()
+
+    assert tracking.latest_prompt_version("challenger") == prompts_before
+    assert tracking.production_recipe_version() == 2
+    assert tracking.rollback() == (2, 1)  # the last promotion still knows what came before it

@@ -18,16 +18,9 @@ from autodata.synthesis import synthesize
 from tests.conftest import point_roles_at
 from tests.fakes.agents import ScriptedAgents
 from tests.fakes.openai_server import ScriptedOpenAI
+from tests.test_synthesis import SEEDS  # the golden runs are of the synthesis tests' seeds
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_run"
-SEEDS = [
-    {"id": "s1", "question": "who wrote the tragedy hamlet", "golden_answers": ["William Shakespeare"]},
-    {"id": "s2", "question": "who discovered penicillin", "golden_answers": ["Alexander Fleming"]},
-    {"id": "s3", "question": "what is the airspeed of an unladen swallow", "golden_answers": ["11 m/s"]},
-    {"id": "s4", "question": "which planet is the largest in the solar system", "golden_answers": ["Jupiter"]},
-    {"id": "s5", "question": "who painted the mona lisa", "golden_answers": ["Leonardo da Vinci"]},
-    {"id": "s6", "question": "when did the rms titanic sink", "golden_answers": ["1912"]},
-]
 DATA_FILES = (
     "trajectories.jsonl",
     "rejected.jsonl",

@@ -25,6 +25,8 @@ def service(study_world, monkeypatch):
 
 
 def call(method, url, **kwargs):
+    """A request with the token unless `headers` are given."""
+    kwargs.setdefault("headers", AUTH)
     response = httpx.request(method, url, timeout=60, **kwargs)
     assert "sk-very-secret" not in response.text
     return response
@@ -39,10 +41,10 @@ def test_launch_watch_promote_and_synthesize_over_http(service):
         "stages": [1.0],
         "rewrite_val_seeds": 0,
     }
-    assert call("POST", f"{service}/studies", json=body).status_code == 401  # no token
-    launched = call("POST", f"{service}/studies", json=body, headers=AUTH)
+    assert call("POST", f"{service}/studies", json=body, headers={}).status_code == 401  # no token
+    launched = call("POST", f"{service}/studies", json=body)
     assert launched.status_code == 202 and launched.json()["url"] == "/studies/svc"
-    assert call("POST", f"{service}/studies", json=body, headers=AUTH).status_code == 409  # already queued
+    assert call("POST", f"{service}/studies", json=body).status_code == 409  # already queued
     assert call("GET", f"{service}/studies/svc").json()["state"] == "queued"
 
     assert run_worker(load_settings(), name="w1", once=True) == 1  # the worker runs the study, then finds no work
@@ -58,15 +60,15 @@ def test_launch_watch_promote_and_synthesize_over_http(service):
     assert shown["best"]["trial"] in (0, 1)
     assert [s["name"] for s in call("GET", f"{service}/studies").json()] == ["svc"]
 
-    refused = call("POST", f"{service}/studies/svc/promote", json={"trial": 0}, headers=AUTH)
+    refused = call("POST", f"{service}/studies/svc/promote", json={"trial": 0})
     assert refused.status_code == 409 and "already" in refused.json()["error"]  # trial 0 is the default recipe
-    promoted = call("POST", f"{service}/studies/svc/promote", json={"trial": 0, "force": True}, headers=AUTH).json()
+    promoted = call("POST", f"{service}/studies/svc/promote", json={"trial": 0, "force": True}).json()
     assert promoted["production_version"] == 1 and "version 1" in promoted["message"]
-    forced = call("POST", f"{service}/studies/svc/promote", json={"trial": 1, "force": True}, headers=AUTH).json()
+    forced = call("POST", f"{service}/studies/svc/promote", json={"trial": 1, "force": True}).json()
     assert forced["production_version"] == 2
-    assert call("POST", f"{service}/studies/svc/rollback", headers=AUTH).json()["production_version"] == 1
+    assert call("POST", f"{service}/studies/svc/rollback").json()["production_version"] == 1
 
-    job = call("POST", f"{service}/jobs/synthesize", json={"recipe": "production", "limit": 2}, headers=AUTH)
+    job = call("POST", f"{service}/jobs/synthesize", json={"recipe": "production", "limit": 2})
     assert job.status_code == 202
     assert call("GET", f"{service}{job.json()['url']}").json()["state"] == "queued"
     assert run_worker(load_settings(), name="w2", once=True) == 1
@@ -80,25 +82,31 @@ def test_launch_watch_promote_and_synthesize_over_http(service):
 
 
 def test_bad_requests_name_the_field_and_the_problem(service):
-    response = call("POST", f"{service}/studies", json={"name": "bad name!", "trials": 0}, headers=AUTH)
+    response = call("POST", f"{service}/studies", json={"name": "bad name!", "trials": 0})
     assert response.status_code == 422
     fields = {d["field"] for d in response.json()["details"]}
     assert fields == {"name", "trials"}
-    assert call("POST", f"{service}/studies", json={"name": "x", "typo": 1}, headers=AUTH).status_code == 422
+    assert call("POST", f"{service}/studies", json={"name": "x", "typo": 1}).status_code == 422
     assert call("GET", f"{service}/studies/nothing").status_code == 404
     assert call("GET", f"{service}/jobs/nothing").status_code == 404
-    assert (
-        call("POST", f"{service}/studies/nothing/rollback", headers=AUTH)
-        .json()["error"]
-        .startswith("Nothing to roll back")
-    )
+    assert call("POST", f"{service}/studies/nothing/rollback").json()["error"].startswith("Nothing to roll back")
 
 
 def test_a_failing_job_is_retried_then_recorded_as_failed(service):
-    job = call("POST", f"{service}/jobs/synthesize", json={"recipe": "production"}, headers=AUTH).json()
+    job = call("POST", f"{service}/jobs/synthesize", json={"recipe": "production"}).json()
     assert run_worker(load_settings(), name="w", once=True) == 3  # nothing promoted yet: tried three times, then
     failed = call("GET", f"{service}{job['url']}").json()
     assert failed["state"] == "failed" and "Promote a study trial" in failed["error"]
+
+
+def test_with_a_token_only_health_answers_without_it(service):
+    for path in ("/studies", "/studies/svc", "/jobs/j1", "/prompts/challenger", "/studies/svc/rollback"):
+        method = "POST" if path.endswith("rollback") else "GET"
+        for headers in ({}, {"Authorization": f"Bearer {TOKEN[:-1]}"}, {"Authorization": TOKEN}):
+            refused = call(method, f"{service}{path}", headers=headers)
+            assert refused.status_code == 401 and "token" in refused.json()["error"], (path, headers)
+    assert call("GET", f"{service}/health", headers={}).status_code == 200
+    assert call("GET", f"{service}/studies").status_code == 200
 
 
 def test_no_token_no_network_bind():

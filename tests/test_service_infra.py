@@ -109,7 +109,7 @@ def test_postgres_mlflow_server_service_and_two_workers(tmp_path, corpus_file):
                 wait_until(
                     lambda: any(
                         t["state"] == "RUNNING" and t["mlflow_run_id"]
-                        for t in httpx.get(f"{url}/studies/team").json()["trials"]  # synthesizing
+                        for t in httpx.get(f"{url}/studies/team", headers=AUTH).json()["trials"]  # synthesizing
                     ),
                     "a running trial",
                 )
@@ -123,7 +123,7 @@ def test_postgres_mlflow_server_service_and_two_workers(tmp_path, corpus_file):
                 )
                 processes.append(worker_b)
                 shown = wait_until(
-                    lambda: (s := httpx.get(f"{url}/studies/team").json())["state"] == "done" and s,
+                    lambda: (s := httpx.get(f"{url}/studies/team", headers=AUTH).json())["state"] == "done" and s,
                     "the study to finish",
                 )
                 states = [t["state"] for t in shown["trials"]]
@@ -146,12 +146,18 @@ def test_postgres_mlflow_server_service_and_two_workers(tmp_path, corpus_file):
                     recipe = client.download_artifacts(child.info.run_id, "recipe/recipe.yaml", str(tmp_path))
                     assert "acceptance:" in open(recipe).read()
 
-                promoted = httpx.post(f"{url}/studies/team/promote", json={"force": True}, headers=AUTH).json()
+                promoted = httpx.post(
+                    f"{url}/studies/team/promote", json={"force": True}, headers=AUTH, timeout=300
+                ).json()
                 assert promoted["production_version"] == 1
                 assert client.get_model_version_by_alias("autodata-recipe", "production").version in (1, "1")
                 job = httpx.post(f"{url}/jobs/synthesize", json={"recipe": "production", "limit": 2}, headers=AUTH)
                 done = wait_until(
-                    lambda: (j := httpx.get(f"{url}{job.json()['url']}").json())["state"] in ("done", "failed") and j,
+                    lambda: (
+                        (j := httpx.get(f"{url}{job.json()['url']}", headers=AUTH).json())["state"]
+                        in ("done", "failed")
+                        and j
+                    ),
                     "the synthesis job",
                 )
                 assert done["state"] == "done" and done["worker"] == "b", done

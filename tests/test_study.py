@@ -242,3 +242,17 @@ def test_trial_0_is_exactly_the_shipped_default_recipe(study_world):
     assert trial.params == BASELINE_PARAMS  # every searched parameter has a baseline value, and nothing else
     assert versions == {"challenger": 1, "tagger": 1, "verifier": 1}
     assert recipe == Recipe() and recipe.content_hash == Recipe().content_hash
+
+
+def test_a_dead_optimizer_endpoint_costs_the_rewrite_not_the_trial(study_world, monkeypatch):
+    monkeypatch.setenv("AUTODATA_ROLES__OPTIMIZER__BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+    monkeypatch.setenv("AUTODATA_ROLES__OPTIMIZER__MAX_RETRIES", "0")
+    study = run_in_world(
+        "dead-optimizer", 1, scorer=acceptance_scorer, study=StudySettings(stages=(1.0,), seeds_per_trial=2)
+    )
+    [trial] = study.trials
+    assert trial.state.name == "COMPLETE" and trial.value is not None
+    assert "optimizer" in trial.user_attrs["prompt_rewrite_error"]
+    run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.data.tags["autodata.prompt_rewrite_error"] == trial.user_attrs["prompt_rewrite_error"]
+    assert tracking.latest_prompt_version("challenger") == 1  # nothing registered

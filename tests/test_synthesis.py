@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from autodata.errors import BudgetExceeded, RecipeError, SearchUnavailable, SeedDataError
+from autodata.errors import BudgetExceeded, DamagedFileError, RecipeError, SearchUnavailable, SeedDataError
 from autodata.llm import Budget, LLMSession
 from autodata.pipeline import decided
 from autodata.recipe import Recipe
@@ -114,6 +114,22 @@ def test_a_killed_run_resumes_to_the_same_accepted_set(tmp_path, monkeypatch, se
     key = lambda item: item["id"]
     assert sorted(resumed, key=key) == sorted(straight, key=key)
     assert len(read_jsonl(tmp_path / "resumed" / "progress.jsonl")) == len(SEEDS)
+
+
+def test_a_damaged_middle_line_stops_the_resume_and_changes_nothing(tmp_path, monkeypatch, seeds_file, bm25_index):
+    with ScriptedOpenAI(reply=ScriptedAgents()) as fake:
+        with pytest.raises(BudgetExceeded):
+            run(fake, monkeypatch, seeds_file, tmp_path / "out", bm25_index, budget=Budget(max_calls=40), cache=False)
+        progress = tmp_path / "out" / "progress.jsonl"
+        lines = progress.read_text().splitlines(keepends=True)
+        assert len(lines) >= 2
+        progress.write_text("".join([lines[0], '{"seed_id": "s2", "acc\n', *lines[1:]]))  # a disk error, mid-file
+        before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+        sent = len(fake.requests)
+        with pytest.raises(DamagedFileError, match=r"progress.jsonl, line 2: not a JSON record .* Nothing was changed"):
+            run(fake, monkeypatch, seeds_file, tmp_path / "out", bm25_index)
+        assert len(fake.requests) == sent
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
 
 
 def test_rerunning_a_finished_run_does_nothing_and_another_recipe_is_refused(
