@@ -62,6 +62,10 @@ class StudyRequest(_Request):
     heartbeat_interval: int | None = Field(None, ge=1)  # seconds between a running trial's heartbeats
     grace_period: int | None = Field(None, ge=2)  # seconds without one before another worker retries the trial
 
+    def paths(self) -> dict[str, str]:
+        """The fields that name files on the workers' machines."""
+        return {"world": self.world} if self.world else {}
+
 
 class PromoteRequest(_Request):
     trial: int | None = Field(None, ge=0)  # None: the highest score
@@ -73,6 +77,13 @@ class SynthesizeRequest(_Request):
     world: str | None = None
     seeds: str | None = None  # a seed file as the workers see it; None: the world's train split
     limit: int | None = Field(None, ge=1)
+
+    def paths(self) -> dict[str, str]:
+        """The fields that name files on the workers' machines (a recipe not from the registry is a file)."""
+        named = {"world": self.world, "seeds": self.seeds}
+        if self.recipe not in ("default", "production") and not self.recipe.startswith("models:/"):
+            named["recipe"] = self.recipe
+        return {field: value for field, value in named.items() if value}
 
 
 # --- responses ----------------------------------------------------------------------------------
@@ -220,6 +231,21 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
     async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
         return JSONResponse(status_code=err.status_code, content={"error": err.detail})
 
+    def under_roots(body: StudyRequest | SynthesizeRequest) -> None:
+        """422 for a path field outside the operator's roots: a token holder must not make workers read
+        any file of theirs (`"seeds": "/etc/passwd"`, `"world": "../../.."`)."""
+        roots = settings.effective_service_roots
+        outside = [
+            {
+                "loc": ("body", field),
+                "msg": f"{value!r} is not under the service's roots ({', '.join(map(str, roots))})",
+            }
+            for field, value in body.paths().items()
+            if not any(Path(value).expanduser().resolve().is_relative_to(root) for root in roots)
+        ]
+        if outside:
+            raise RequestValidationError(outside)
+
     @app.get("/health")
     def health() -> Health:
         return Health(version=__version__)
@@ -228,6 +254,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
 
     @app.post("/studies", status_code=202, responses={**ERRORS, **conflict})
     def launch_study(body: StudyRequest) -> StudyLaunched:
+        under_roots(body)
         running = [w for w in queue.list("study") if w.spec["name"] == body.name and w.state in ("queued", "running")]
         if running:
             raise HTTPException(status_code=409, detail=f"study {body.name!r} is already queued or running")
@@ -289,6 +316,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
 
     @app.post("/jobs/synthesize", status_code=202, responses=ERRORS)
     def launch_synthesis(body: SynthesizeRequest) -> JobLaunched:
+        under_roots(body)
         work_id = queue.submit("synthesize", body.model_dump(exclude_none=True))
         return JobLaunched(id=work_id, url=f"/jobs/{work_id}")
 
@@ -302,13 +330,10 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
 
     @app.get("/prompts/{role}", responses=ERRORS)
     def prompt_versions(role: Literal["challenger", "tagger", "verifier"]) -> PromptVersions:
-        from mlflow import MlflowClient
-
         from optimizers import tracking
 
         tracking.setup(settings)
-        found = MlflowClient().search_prompt_versions(tracking.prompt_name(role))
-        versions = sorted(getattr(found, "prompt_versions", found), key=lambda v: int(v.version))
+        versions = tracking.prompt_versions(role)
         return PromptVersions(
             role=role,
             versions=[

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     llm_cache: bool = True  # DSPy's disk cache under <home>/cache/dspy; --no-cache turns it off
     tracking_uri: str | None = None  # None: sqlite:///<home>/mlflow.db
     optuna_storage: str | None = None  # None: sqlite:///<home>/optuna.db; any SQLAlchemy URL
+    # Folders whose files service requests may name (world, seeds, recipe files), as the workers
+    # see them; empty: the home folder only. AUTODATA_SERVICE_ROOTS='["/data/worlds", "/data/seeds"]'
+    service_roots: list[Path] = []
 
     @classmethod
     def settings_customise_sources(
@@ -116,6 +119,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return (self.retriever.index_dir or self.world_dir / "index").expanduser()
+
+    @property
+    def effective_service_roots(self) -> list[Path]:
+        return [root.expanduser().resolve() for root in self.service_roots] or [self.home_dir]
 
     @property
     def effective_tracking_uri(self) -> str:

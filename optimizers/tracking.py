@@ -143,18 +143,21 @@ def _absent(err: MlflowException) -> bool:
 STATUS_TAG = "autodata.status"  # "accepted" (selectable as latest) or "rejected" (kept for inspection only)
 
 
-def latest_prompt_version(role: str) -> int | None:
-    """The newest version trials may select: not one marked rejected by validation."""
+def prompt_versions(role: str) -> list:
+    """Every registered version of the role's prompt, oldest first ([] before the first)."""
     try:
         found = MlflowClient().search_prompt_versions(prompt_name(role))
     except MlflowException as err:
         if _absent(err):
-            return None
+            return []
         raise AutodataError(f"MLflow could not list the {role} prompt's versions: {err.message}") from err
+    return sorted(getattr(found, "prompt_versions", found), key=lambda v: int(v.version))
+
+
+def latest_prompt_version(role: str) -> int | None:
+    """The newest version trials may select: not one marked rejected by validation."""
     versions = [
-        int(v.version)
-        for v in getattr(found, "prompt_versions", found)
-        if (v.tags or {}).get(STATUS_TAG, "accepted") == "accepted"
+        int(v.version) for v in prompt_versions(role) if (v.tags or {}).get(STATUS_TAG, "accepted") == "accepted"
     ]
     return max(versions) if versions else None
 

@@ -115,3 +115,62 @@ def test_no_token_no_network_bind():
     check_bind("0.0.0.0", "secret")
     check_bind("127.0.0.1", None)
     check_bind("localhost", None)
+
+
+def test_request_paths_must_lie_under_the_operators_roots(study_world, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    allowed = tmp_path / "data"
+    (allowed / "seeds").mkdir(parents=True)
+    monkeypatch.setenv("AUTODATA_SERVICE_ROOTS", f'["{allowed}"]')
+    with TestClient(create_app(load_settings())) as client:
+        for path, body, field in (
+            ("/jobs/synthesize", {"seeds": "/etc/passwd"}, "seeds"),
+            ("/jobs/synthesize", {"seeds": f"{allowed}/../../etc/passwd"}, "seeds"),
+            ("/jobs/synthesize", {"recipe": "/etc/shadow.yaml"}, "recipe"),
+            ("/studies", {"name": "s", "world": "../../.."}, "world"),
+        ):
+            refused = client.post(path, json=body)
+            assert refused.status_code == 422, (body, refused.text)
+            assert [d["field"] for d in refused.json()["details"]] == [field]
+            assert "not under the service's roots" in refused.json()["details"][0]["problem"]
+        assert client.get("/studies").json() == []  # the refused study was not queued
+        accepted = client.post("/jobs/synthesize", json={"seeds": str(allowed / "seeds" / "train.jsonl"), "limit": 1})
+        assert accepted.status_code == 202
+
+
+def test_a_fresh_service_lists_no_prompt_versions_rather_than_failing(study_world):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(load_settings())) as client:
+        shown = client.get("/prompts/challenger")
+        assert shown.status_code == 200 and shown.json() == {"role": "challenger", "versions": []}
+
+
+def test_no_request_body_makes_the_service_answer_5xx(study_world):
+    """Bodies of any JSON shape, and of the right fields with any values: 4xx or 2xx, never 5xx."""
+    from fastapi.testclient import TestClient
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+        max_leaves=8,
+    )
+    fields = ["name", "trials", "world", "jobs", "score_metric", "scorer", "repeats", "seeds_per_trial", "stages"]
+    fields += ["pruner", "objectives", "recipe", "seeds", "limit", "trial", "force", "grace_period"]
+    bodies = json_values | st.dictionaries(st.sampled_from(fields), json_values, max_size=5)
+    paths = st.sampled_from(["/studies", "/jobs/synthesize", "/studies/s/promote", "/studies/s/rollback"])
+
+    with TestClient(create_app(load_settings()), raise_server_exceptions=False) as client:
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(path=paths, body=bodies)
+        def never_5xx(path, body):
+            response = client.post(path, json=body)
+            assert response.status_code < 500, (path, body, response.text)
+
+        never_5xx()
+        for path in ("/studies/%00", "/jobs/..%2F..", "/prompts/nobody", "/studies/" + "x" * 5000):
+            assert client.get(path).status_code < 500
