@@ -6,6 +6,7 @@ it to the code that does the work; nothing below this module imports it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -267,10 +268,12 @@ def synthesize(
     show_progress: bool = True,
     recipe_source: str = "default",
     executor: Callable[..., SeedExecutor] | None = None,
+    target_accepted: int | None = None,
 ) -> tuple[SynthesisReport, dict]:
     """Turn seeds into verified search-augmented trajectories in `out` (resumable).
 
-    Without `seeds`, uses the world's train split. Contamination is always gated against
+    Without `seeds`, uses the world's train split; with `target_accepted`, only until that many
+    items are accepted (or the seeds run out: the manifest's `target` says which). Contamination is always gated against
     the world's dev and test questions. `concurrency` defaults to what the endpoints
     allow. `executor`: see `autodata.synthesis.synthesize` (e.g. a `RayExecutor`). Returns the
     report and the job's LLM usage summary.
@@ -289,6 +292,7 @@ def synthesize(
             concurrency=concurrency,
             recipe_source=recipe_source,
             executor=executor,
+            target_accepted=target_accepted,
         )
         return report, workspace.llms.usage.summary()
 
@@ -341,6 +345,19 @@ def evaluate_split(
     return results
 
 
+def export_hf(data_dir: Path, out: Path, *, settings: Settings | None = None) -> dict:
+    """A Hugging Face dataset folder from a finished synthesis run: Parquet shards, a dataset card
+    and LLaMA-Factory's `dataset_info.json` (see `autodata.export_hf`). The card's world and
+    licence are the configured world's (a run folder does not name its world), if there is one."""
+    from autodata.export_hf import export_hf as write_dataset
+
+    settings = settings or load_settings()
+    world_dir = settings.world_dir
+    manifest = world_dir / "manifest.json"
+    world = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else None
+    return write_dataset(Path(data_dir), Path(out), world_manifest=world)
+
+
 def export_llamafactory(
     data_dir: Path,
     *,
@@ -352,7 +369,6 @@ def export_llamafactory(
     Checks that `data_dir` holds a non-empty `sft_dataset.json` that LLaMA-Factory would
     accept whole; returns the YAML path (train with `llamafactory-cli train YAML`).
     """
-    import json
 
     import yaml
 

@@ -516,6 +516,12 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (created, or resumed)")
     p.add_argument("--limit", type=POSITIVE_INT, help="use only the first N seeds")
     p.add_argument(
+        "--target-accepted",
+        type=POSITIVE_INT,
+        metavar="N",
+        help="draw seeds only until N items are accepted (or the seeds run out); resuming with a larger N continues",
+    )
+    p.add_argument(
         "--concurrency",
         type=POSITIVE_INT,
         help="seeds in flight at once (default: the most the synthesis roles' "
@@ -576,8 +582,12 @@ def cmd_synthesize(args, settings: Settings) -> int:
         settings=settings,
         recipe_source=source,
         executor=executor,
+        target_accepted=args.target_accepted,
     )
     m = report.manifest
+    if "target" in m:
+        met = "reached" if m["target"]["met"] else "NOT reached (the seeds ran out)"
+        print(f"Target of {m['target']['accepted']} accepted items {met} after {m['target']['seeds_used']} seeds.")
     print(
         f"Accepted {m['items']['accepted']} items from {m['seeds']['done']} seeds: "
         f"{m['accepted_per_seed']:.2f} per seed tried, {m['accepted_per_seed_with_evidence']:.2f} per seed with "
@@ -974,31 +984,65 @@ def cmd_worker(args, settings: Settings) -> int:
 
 def _mlflow_ui_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=int, default=5000, help="port (default %(default)s)")
 
 
 @command("mlflow ui", _mlflow_ui_args, help="the MLflow UI on the tracking database")
 def cmd_mlflow_ui(args, settings: Settings) -> int:
-    import subprocess
+    from optimizers import tracking
 
+    tracking.setup(settings)  # a fresh home's database is created whole first, not by the UI's server
     uri = settings.effective_tracking_uri
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     print("  Experiments > autodata: a 'study NAME' run per study, its page lists the trial runs;", flush=True)
     print("  Prompts > autodata.challenger: the prompt versions with their commit messages.", flush=True)
-    return subprocess.call(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "ui",
-            "--backend-store-uri",
-            uri,
-            "--host",
-            args.host,
-            "--port",
-            str(args.port),
-        ]
-    )
+    ui = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    return _run_server(ui)
+
+
+def _run_server(command: list[str]) -> int:
+    """Run a server and everything it starts (MLflow's UI forks workers) as one process group,
+    which Ctrl-C or SIGTERM here stops whole: nothing is left holding the port."""
+    import os
+    import signal
+    import subprocess
+
+    server = subprocess.Popen(command, start_new_session=True)
+    stopped = []
+
+    def stop(signum=None, frame=None) -> None:
+        stopped.append(signum)
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        code = server.wait()
+        return 0 if stopped else code
+    except KeyboardInterrupt:
+        stop()
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server.poll() is None:
+            stop()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
 
 
 def _export_llamafactory_args(p: argparse.ArgumentParser) -> None:
@@ -1015,6 +1059,44 @@ def cmd_export_llamafactory(args, settings: Settings) -> int:
     config = api.export_llamafactory(args.data, model=args.model)
     print(f"Wrote {config} and {args.data}/dataset_info.json (dataset 'search_sft'). Train with:")
     print(f"  cd LLaMA-Factory && llamafactory-cli train {config.resolve()}")
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "data", type=Path, metavar="RUN", help="a synthesis folder (autodata synthesize --out DIR), finished or not"
+    )
+    p.add_argument("--out", type=Path, metavar="FILE", help="where to write the page (default RUN/report.html)")
+
+
+@command("report", _report_args, help="one self-contained HTML page about a synthesis run (opens offline)")
+def cmd_report(args, settings: Settings) -> int:
+    from autodata.report import run_report
+
+    page = run_report(args.data, args.out)
+    print(f"Wrote {page}; open it in a browser (it needs no network).")
+    return 0
+
+
+def _export_hf_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help="a finished synthesis folder (holding manifest.json and sft_dataset.json)")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="the dataset folder to write (replaced whole)"
+    )
+
+
+@command(
+    "export hf",
+    _export_hf_args,
+    reads_world=True,
+    help="a Hugging Face dataset folder: Parquet shards, a dataset card, LLaMA-Factory's dataset_info.json",
+)
+def cmd_export_hf(args, settings: Settings) -> int:
+    summary = api.export_hf(args.data, args.out, settings=settings)
+    print(
+        f"Wrote {summary['rows']} rows in {summary['shards']} Parquet file(s), {summary['card']} and dataset_info.json."
+    )
+    print(f"Pushing it to the Hub is your step: {summary['push_command']}")
     return 0
 
 

@@ -155,6 +155,15 @@ class QualityGates(_Model):
     max_turns: int
 
 
+class TargetOutcome(_Model):
+    """A run with `--target-accepted`: the target, whether the accepted items reached it, and the
+    seeds it took (seeds in flight when it was reached also finish, so it may be passed)."""
+
+    accepted: int
+    met: bool
+    seeds_used: int
+
+
 class RunManifest(_Model):
     """manifest.json of a finished run (`autodata.synthesis.finalize`)."""
 
@@ -179,7 +188,12 @@ class RunManifest(_Model):
     quality_gates: QualityGates
     files: list[str]
     autodata_version: str
+    target: TargetOutcome | None = None  # only runs given a target carry the key
 
     @classmethod
     def read(cls, path: Path) -> RunManifest:
         return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+    def record(self) -> dict:
+        """What manifest.json holds."""
+        return self.model_dump(exclude={"target"} if self.target is None else None)

@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -29,10 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from autodata import api
 from autodata._version import __version__
-from autodata.errors import AutodataError, ConfigError
+from autodata.errors import AutodataError, BudgetExceeded, ConfigError
+from autodata.llm import Budget
 from autodata.settings import Settings
 from autodata.synthesis import run_totals
-from autodata.workqueue import State, Work, WorkQueue
+from autodata.workqueue import LeaseLost, State, Work, WorkQueue
 from optimizers.promotion import PromotionRefused
 from optimizers.study import TrialRow
 
@@ -77,6 +79,7 @@ class SynthesizeRequest(_Request):
     world: str | None = None
     seeds: str | None = None  # a seed file as the workers see it; None: the world's train split
     limit: int | None = Field(None, ge=1)
+    target_accepted: int | None = Field(None, ge=1)  # draw seeds only until this many items are accepted
 
     def paths(self) -> dict[str, str]:
         """The fields that name files on the workers' machines (a recipe not from the registry is a file)."""
@@ -406,56 +409,123 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> N
 
 
 def run_worker(
-    settings: Settings, *, name: str | None = None, poll_s: float = 2.0, once: bool = False, beat_s: float = 10.0
+    settings: Settings,
+    *,
+    name: str | None = None,
+    poll_s: float = 2.0,
+    once: bool = False,
+    beat_s: float = 10.0,
+    drain_s: float = 30.0,
 ) -> int:
-    """Take queued work from the study storage database and do it until stopped (Ctrl-C).
+    """Take queued work from the study storage database and do it until stopped (Ctrl-C, SIGTERM).
 
     With `once`, stop when nothing is queued; returns how many pieces of work were done.
+    SIGTERM drains the worker: it takes no new work and ends what it holds within `drain_s`
+    (a synthesis job then stops at its next LLM call and is queued again, its folder keeping
+    every finished seed; a study trial still running then is left to Optuna's heartbeats,
+    which retry it elsewhere with its parameters, as after a kill).
     """
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     queue = WorkQueue(settings.effective_optuna_storage)
+    stop_job = threading.Event()  # the job in hand stops at its next LLM call
+    draining = _drain_on_sigterm(stop_job, drain_s)
     done = 0
-    while True:
+    while not draining.is_set():
         work = queue.claim(name)
         if work is None:
             if once:
-                return done
-            time.sleep(poll_s)
+                break
+            draining.wait(poll_s)
             continue
         logger.info("worker %s: %s %s", name, work.kind, work.id)
-        stop = threading.Event()
-        out = _job_folder(work, settings)
-        beating = threading.Thread(target=_beat, args=(queue, work.id, name, stop, beat_s, out), daemon=True)
-        beating.start()
-        try:
-            result = _do(work, settings)
-            if out is not None:
-                queue.beat(work.id, name, run_totals(out))
-            queue.finish(work.id, result)
-        except AutodataError as err:
-            queue.fail(work.id, str(err))
-        except Exception as err:  # noqa: BLE001 - a failed job is recorded; the worker goes on
-            logger.error("work %s failed: %s", work.id, traceback.format_exc())
-            queue.fail(work.id, f"{type(err).__name__}: {err}")
-        finally:
-            stop.set()
+        stop_job.clear()
+        _work_on(queue, work, settings, beat_s=beat_s, stop_job=stop_job, draining=draining)
         done += 1
+    return done
 
 
-def _beat(queue: WorkQueue, work_id: str, worker: str, stop: threading.Event, every_s: float, out: Path | None) -> None:
-    while not stop.wait(every_s):
+def _drain_on_sigterm(stop_job: threading.Event, drain_s: float) -> threading.Event:
+    """An event SIGTERM sets (where this runs in the main thread); `drain_s` later, the job in hand
+    is stopped, and a study's process exits as a killed one would."""
+    draining = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return draining
+
+    def bound() -> None:
+        stop_job.set()
+        time.sleep(5)  # a synthesis job hands itself back in moments; a study's trial cannot be cut short
+        os._exit(143)
+
+    def on_sigterm(signum, frame) -> None:
+        logger.warning("SIGTERM: taking no new work; ending the work in hand within %.0f s", drain_s)
+        draining.set()
+        deadline = threading.Timer(drain_s, bound)
+        deadline.daemon = True  # a worker that drained in time exits without waiting for it
+        deadline.start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return draining
+
+
+def _work_on(
+    queue: WorkQueue, work: Work, settings: Settings, *, beat_s: float, stop_job: threading.Event, draining
+) -> None:
+    out = _job_folder(work, settings)
+    lease_lost = threading.Event()
+    ended = threading.Event()
+    beating = threading.Thread(target=_beat, args=(queue, work, ended, beat_s, out, lease_lost, stop_job), daemon=True)
+    beating.start()
+    try:
+        result = _do(work, settings, stop_job)
+        if out is not None:
+            queue.beat(work, run_totals(out))
+        if result is not None:
+            queue.finish(work, result)
+    except LeaseLost as err:
+        logger.warning("%s", err)
+    except BudgetExceeded as err:
+        if lease_lost.is_set():
+            logger.warning("work %s was taken over by another worker; this worker stopped its copy", work.id)
+        elif draining.is_set():
+            queue.hand_back(work)
+        else:
+            queue.fail(work, str(err))
+    except AutodataError as err:
+        queue.fail(work, str(err))
+    except Exception as err:  # noqa: BLE001 - a failed job is recorded; the worker goes on
+        logger.error("work %s failed: %s", work.id, traceback.format_exc())
+        queue.fail(work, f"{type(err).__name__}: {err}")
+    finally:
+        ended.set()
+
+
+def _beat(
+    queue: WorkQueue,
+    work: Work,
+    ended: threading.Event,
+    every_s: float,
+    out: Path | None,
+    lease_lost: threading.Event,
+    stop_job: threading.Event,
+) -> None:
+    while not ended.wait(every_s):
         try:
-            queue.beat(work_id, worker, run_totals(out) if out else None)
+            queue.beat(work, run_totals(out) if out else None)
+        except LeaseLost:  # another worker owns the job now: stop writing its folder
+            lease_lost.set()
+            stop_job.set()
+            return
         except Exception as err:  # noqa: BLE001 - a missed beat is retried at the next one
-            logger.warning("heartbeat of %s failed: %s", work_id, err)
+            logger.warning("heartbeat of %s failed: %s", work.id, err)
 
 
 def _job_folder(work: Work, settings: Settings) -> Path | None:
-    """Where a synthesis job writes (named by its id, so a worker taking it over resumes it)."""
-    return settings.home_dir / "jobs" / work.id if work.kind == "synthesize" else None
+    """Where a synthesis job writes: named by its id under the jobs folder every worker shares, so a
+    worker taking it over, on any machine, resumes it."""
+    return settings.effective_jobs_dir / work.id if work.kind == "synthesize" else None
 
 
-def _do(work: Work, settings: Settings) -> dict:
+def _do(work: Work, settings: Settings, stop_job: threading.Event) -> dict | None:
     spec = dict(work.spec)
     world = spec.pop("world", None)
     if world:
@@ -467,7 +537,16 @@ def _do(work: Work, settings: Settings) -> dict:
         if spec.get("rewrite_val_seeds") == 0:
             spec["rewrite_prompts"] = False
         study = api.run_study(name, trials, settings=settings, **spec)
-        return {"trials": len(study.trials)}
+        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+        if finished < trials and any(t.state.name == "RUNNING" for t in study.trials):
+            return None  # other workers are on its last trials; the study stays open for them
+        if finished < trials:
+            failed = [t for t in study.trials if t.state.name == "FAIL"]
+            raise AutodataError(
+                f"Study {name!r} has {finished} of {trials} finished trials ({len(failed)} failed; their errors "
+                "are in their MLflow runs and the worker's log)."
+            )
+        return {"trials": len(study.trials), "finished": finished}
     out = _job_folder(work, settings)
     recipe, source = api.resolve_recipe(spec.get("recipe", "production"), settings)
     report, usage = api.synthesize(
@@ -475,6 +554,8 @@ def _do(work: Work, settings: Settings) -> dict:
         recipe=recipe,
         seeds=Path(spec["seeds"]) if spec.get("seeds") else None,
         limit=spec.get("limit"),
+        target_accepted=spec.get("target_accepted"),
+        budget=Budget(stop=stop_job),
         settings=settings,
         show_progress=False,
         recipe_source=source,

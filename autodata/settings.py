@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # Folders whose files service requests may name (world, seeds, recipe files), as the workers
     # see them; empty: the home folder only. AUTODATA_SERVICE_ROOTS='["/data/worlds", "/data/seeds"]'
     service_roots: list[Path] = []
+    # Where the service's synthesis jobs write, one folder per job: storage every worker shares
+    # (NFS, a mounted bucket), so a job taken over on another machine resumes. None: <home>/jobs
+    jobs_dir: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -119,6 +122,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return (self.retriever.index_dir or self.world_dir / "index").expanduser()
+
+    @property
+    def effective_jobs_dir(self) -> Path:
+        return self.jobs_dir.expanduser().resolve() if self.jobs_dir else self.home_dir / "jobs"
 
     @property
     def effective_service_roots(self) -> list[Path]:

@@ -46,6 +46,7 @@ from autodata.items import (
     Rejection,
     RunManifest,
     SeedCounts,
+    TargetOutcome,
 )
 from autodata.llm import LLMSession
 from autodata.pipeline import SYNTHESIS_ROLES, SeedProcessor, SeedResult
@@ -66,7 +67,7 @@ RECORDS: dict[str, type[Record]] = {
 @dataclass(frozen=True)
 class SynthesisReport:
     out_dir: Path
-    manifest: dict  # `run_manifest.model_dump()`: what manifest.json holds
+    manifest: dict  # `run_manifest.record()`: what manifest.json holds
     seeds_run_now: int  # seeds processed in this invocation (the rest were already done)
     run_manifest: RunManifest | None = None
 
@@ -135,8 +136,12 @@ def synthesize(
     show_progress: bool = True,
     recipe_source: str = "default",
     executor: Callable[..., SeedExecutor] | None = None,
+    target_accepted: int | None = None,
 ) -> SynthesisReport:
     """Run the inner loop over `seeds_file` into `out` (see the module docstring).
+
+    With `target_accepted`, seeds are drawn (in file order, up to `limit`) only until that many
+    items are accepted; a resumed run counts what the folder holds, so a larger target continues.
 
     Bad seeds, an unreachable retriever and a mismatched existing run fail before
     anything is written. `held_out` questions (the world's dev/test) gate contamination
@@ -161,6 +166,8 @@ def synthesize(
     def todo():
         nonlocal run_now
         for seed in islice(iter_seeds(seeds_file), total):
+            if target_accepted is not None and progress.accepted >= target_accepted:
+                return
             if seed.id not in done:
                 run_now += 1
                 yield seed
@@ -172,8 +179,8 @@ def synthesize(
                 progress.record(output, result)
         finally:
             progress.close()
-    manifest = finalize(output.out, recipe, total, gate)
-    return SynthesisReport(output.out, manifest.model_dump(), seeds_run_now=run_now, run_manifest=manifest)
+    manifest = finalize(output.out, recipe, total, gate, target_accepted=target_accepted)
+    return SynthesisReport(output.out, manifest.record(), seeds_run_now=run_now, run_manifest=manifest)
 
 
 class SeedExecutor(Protocol):
@@ -262,7 +269,14 @@ def run_totals(out: Path) -> dict[str, int]:
     return dict(totals)
 
 
-def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuestions | None) -> RunManifest:
+def finalize(
+    out: Path,
+    recipe: Recipe,
+    total_seeds: int,
+    held_out: HeldOutQuestions | None,
+    *,
+    target_accepted: int | None = None,
+) -> RunManifest:
     """Datasets and manifest from the run folder's records (idempotent)."""
     accepted = list(AcceptedItem.read(out / "trajectories.jsonl"))  # the datasets are written whole (ShareGPT)
     tally = _Tally.of(out)
@@ -281,7 +295,12 @@ def finalize(out: Path, recipe: Recipe, total_seeds: int, held_out: HeldOutQuest
         max_turns=max((len(item.trajectory.steps) for item in kept), default=0),
     )
     manifest = _manifest(out, recipe, total_seeds, accepted, kept, tally, gates)
-    atomic_write_json(out / "manifest.json", manifest.model_dump())
+    if target_accepted is not None:
+        target = TargetOutcome(
+            accepted=target_accepted, met=len(accepted) >= target_accepted, seeds_used=tally.seeds_done
+        )
+        manifest = manifest.model_copy(update={"target": target})
+    atomic_write_json(out / "manifest.json", manifest.record())
     return manifest
 
 

@@ -9,9 +9,12 @@ repeating work.
 - A *study* row is shared: every free worker joins it, since Optuna coordinates trials on
   the same storage (a dead worker's trial is retried by another through Optuna's
   heartbeats). It is done when a worker finds the study has its trials.
-- A *synthesize* row has one owner at a time. An owner that stops beating for
-  `stale_after_s` (a killed worker, a lost machine) loses it to the next worker, which
-  resumes the job's output folder.
+- A *synthesize* row has one owner at a time, holding a lease: each claim numbers it anew
+  (a fencing token). An owner that stops beating for `stale_after_s` (a killed worker, a
+  lost machine, a long pause) loses it to the next worker, which resumes the job's output
+  folder; the old owner's later beats, results and failures carry a superseded lease and
+  raise `LeaseLost` instead of writing the row.
+- `attempts` counts failures: work is queued again after a failure until its third.
 """
 
 from __future__ import annotations
@@ -22,9 +25,25 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, or_, select, update
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    case,
+    create_engine,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from autodata._io import ensure_sqlite_folder, serialize_sqlite_transactions
+from autodata.errors import AutodataError
 
 Kind = Literal["study", "synthesize"]
 State = Literal["queued", "running", "done", "failed"]
@@ -38,7 +57,8 @@ WORK = Table(
     Column("spec", Text, nullable=False),
     Column("state", String(16), nullable=False),
     Column("owner", String(128)),
-    Column("attempts", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),  # failures so far
+    Column("lease", Integer, nullable=False, default=0, server_default="0"),  # the current claim's fencing token
     Column("heartbeat", Float),
     Column("progress", Text),
     Column("result", Text),
@@ -56,6 +76,7 @@ class Work:
     state: State
     owner: str | None
     attempts: int
+    lease: int
     heartbeat: float | None
     progress: dict[str, Any] | None
     result: dict[str, Any] | None
@@ -74,6 +95,7 @@ class Work:
             m["state"],
             m["owner"],
             m["attempts"],
+            m["lease"],
             m["heartbeat"],
             loaded["progress"],
             loaded["result"],
@@ -81,6 +103,10 @@ class Work:
             m["created"],
             m["updated"],
         )
+
+
+class LeaseLost(AutodataError):
+    """Another worker took this work over; this worker must not write it."""
 
 
 class WorkQueue:
@@ -93,6 +119,9 @@ class WorkQueue:
         if sqlite:  # a claim must take the write lock first, or two workers could take the same row
             serialize_sqlite_transactions(self.engine)
         _metadata.create_all(self.engine)
+        if "lease" not in {c["name"] for c in inspect(self.engine).get_columns("autodata_work")}:
+            with self.engine.begin() as db:  # a queue made before leases were numbered
+                db.execute(text("ALTER TABLE autodata_work ADD COLUMN lease INTEGER NOT NULL DEFAULT 0"))
 
     def submit(self, kind: Kind, spec: dict[str, Any], *, work_id: str | None = None) -> str:
         now = time.time()
@@ -127,38 +156,46 @@ class WorkQueue:
             ).first()
             if row is None:
                 return None
+            # A study is shared: joining it takes no lease from the workers already in it.
+            lease = WORK.c.lease + 1 if row.kind == "synthesize" else WORK.c.lease
             db.execute(
                 update(WORK)
                 .where(WORK.c.id == row.id)
-                .values(state="running", owner=worker, heartbeat=now, updated=now, attempts=WORK.c.attempts + 1)
+                .values(state="running", owner=worker, heartbeat=now, updated=now, lease=lease)
             )
         return self.get(row.id)
 
-    def beat(self, work_id: str, worker: str, progress: dict[str, Any] | None = None) -> None:
+    def beat(self, work: Work, progress: dict[str, Any] | None = None) -> None:
         """The owner is alive (and, for a job, how far it got)."""
         values = {"heartbeat": time.time(), **({"progress": json.dumps(progress)} if progress is not None else {})}
-        with self.engine.begin() as db:
-            db.execute(update(WORK).where((WORK.c.id == work_id) & (WORK.c.owner == worker)).values(**values))
+        self._write(work, **values)
 
-    def finish(self, work_id: str, result: dict[str, Any]) -> None:
-        self._end(work_id, state="done", result=json.dumps(result, default=str), error=None)
+    def finish(self, work: Work, result: dict[str, Any]) -> None:
+        self._write(work, state="done", result=json.dumps(result, default=str), error=None, updated=time.time())
 
-    def fail(self, work_id: str, error: str, *, max_attempts: int = 3) -> None:
+    def fail(self, work: Work, error: str, *, max_attempts: int = 3) -> None:
         """Record the error; the work is queued again until it has failed `max_attempts` times
         (a study's trials and a job's folder keep what was done)."""
-        with self.engine.begin() as db:
-            attempts = db.execute(select(WORK.c.attempts).where(WORK.c.id == work_id)).scalar_one()
-            db.execute(
-                update(WORK)
-                .where(WORK.c.id == work_id)
-                .values(
-                    state="failed" if attempts >= max_attempts else "queued", error=error[:4000], updated=time.time()
-                )
-            )
+        failures = WORK.c.attempts + 1
+        state = case((failures >= max_attempts, "failed"), else_="queued")
+        self._write(work, state=state, attempts=failures, error=error[:4000], updated=time.time())
 
-    def _end(self, work_id: str, **values) -> None:
+    def hand_back(self, work: Work) -> None:
+        """Queue a job again now (its folder keeps what was done), as a draining worker does."""
+        if work.kind == "synthesize":
+            self._write(work, state="queued", owner=None, heartbeat=None, updated=time.time())
+
+    def _write(self, work: Work, **values) -> None:
+        """Update the row only while `work`'s lease is the current one (the fence)."""
         with self.engine.begin() as db:
-            db.execute(update(WORK).where(WORK.c.id == work_id).values(updated=time.time(), **values))
+            written = db.execute(
+                update(WORK).where((WORK.c.id == work.id) & (WORK.c.lease == work.lease)).values(**values)
+            ).rowcount
+        if not written:
+            raise LeaseLost(
+                f"work {work.id} was taken over by another worker (lease {work.lease} is superseded); "
+                "this worker's write was dropped."
+            )
 
     def get(self, work_id: str) -> Work | None:
         with self.engine.connect() as db:

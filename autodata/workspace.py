@@ -134,6 +134,7 @@ class Workspace:
         show_progress: bool | None = None,
         recipe_source: str = "default",
         executor: Callable[..., SeedExecutor] | None = None,
+        target_accepted: int | None = None,
     ) -> SynthesisReport:
         """The inner loop from `seeds` (default: the world's train split) into `out`, resumable.
 
@@ -152,4 +153,5 @@ class Workspace:
             show_progress=self.show_progress if show_progress is None else show_progress,
             recipe_source=recipe_source,
             executor=executor,
+            target_accepted=target_accepted,
         )

@@ -44,6 +44,7 @@ from pydantic import AliasChoices, BaseModel, Field
 from autodata._io import atomic_write_jsonl, ensure_sqlite_folder, iter_jsonl, serialize_sqlite_transactions
 from autodata.errors import AutodataError, EndpointError
 from autodata.recipe import Recipe
+from autodata.report import run_report
 from autodata.seeds import iter_seeds
 from autodata.synthesis import run_totals
 from autodata.workspace import Workspace
@@ -436,6 +437,7 @@ def _log_artifacts(run_dir: Path, recipe: Recipe) -> None:
     predictions = run_dir / "proxy" / "eval-tuned" / "predictions.json"
     if predictions.is_file():
         mlflow.log_artifact(str(predictions))
+    mlflow.log_artifact(str(run_report(run_dir, folder / "report.html")))  # the trial's data, to look at
 
 
 # --- reading studies -------------------------------------------------------------------------

@@ -201,3 +201,37 @@ def test_bad_numbers_fail_in_one_line_before_anything_runs(tmp_path, monkeypatch
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"error: argument {option}: " in error and ("or more" in error or "not a whole number" in error)
     assert list(tmp_path.iterdir()) == []  # no home, no output folder
+
+
+@pytest.mark.slow  # the UI's server takes most of a minute to start on 2 cores
+def test_sigterm_stops_the_mlflow_ui_and_every_process_it_started(tmp_path):
+    import signal
+    import socket
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODATA_")} | {"AUTODATA_HOME": str(tmp_path)}
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "autodata.cli", "mlflow", "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the MLflow UI did not answer within 120 s")
+        ui.send_signal(signal.SIGTERM)  # to autodata alone, as a process manager sends it
+        assert ui.wait(timeout=60) == 0
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+    time.sleep(1)
+    with socket.socket() as probe:  # nothing the UI started still holds the port
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))

@@ -19,6 +19,7 @@ WORLD_COMMANDS = {
     "proxy",
     "study run",
     "prompts optimize",
+    "export hf",
 }
 
 
@@ -34,7 +35,7 @@ def leaves(parser: argparse.ArgumentParser, prefix: str = ""):
 
 def test_every_command_has_a_handler_and_only_world_readers_take_world():
     found = dict(leaves(cli.build_parser()))
-    assert set(found) == {c.name for c in cli.COMMANDS} and len(found) == len(cli.COMMANDS) == 23
+    assert set(found) == {c.name for c in cli.COMMANDS} and len(found) == len(cli.COMMANDS) == 25
     for name, parser in found.items():
         assert parser.get_default("run") is not None, name
         options = {o for a in parser._actions for o in a.option_strings}

@@ -217,6 +217,6 @@ def test_a_job_shows_its_manifest_and_usage_once_done(tmp_path):
         assert queued["worker"] is None and queued["error"] is None and "manifest" not in queued
         queue = WorkQueue(settings.effective_optuna_storage)
         work = queue.claim("w")
-        queue.finish(work.id, {"manifest": {"recipe_source": "default"}, "usage": {}})
+        queue.finish(work, {"manifest": {"recipe_source": "default"}, "usage": {}})
         done = client.get(url).json()
         assert done["manifest"] == {"recipe_source": "default"} and done["usage"] == {} and done["worker"] == "w"

@@ -154,12 +154,16 @@ def test_no_request_body_makes_the_service_answer_5xx(study_world):
     from hypothesis import strategies as st
 
     json_values = st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=20),
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
         max_leaves=8,
     )
     fields = ["name", "trials", "world", "jobs", "score_metric", "scorer", "repeats", "seeds_per_trial", "stages"]
-    fields += ["pruner", "objectives", "recipe", "seeds", "limit", "trial", "force", "grace_period"]
+    fields += ["pruner", "objectives", "recipe", "seeds", "limit", "target_accepted", "trial", "force", "grace_period"]
     bodies = json_values | st.dictionaries(st.sampled_from(fields), json_values, max_size=5)
     paths = st.sampled_from(["/studies", "/jobs/synthesize", "/studies/s/promote", "/studies/s/rollback"])
 

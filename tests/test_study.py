@@ -46,7 +46,7 @@ def test_study_trials_runs_prompts_and_promotion(study_world, scripted_roles, ca
         assert {"acceptance_rate", "score", "llm_calls_per_accepted_item"} <= set(child.data.metrics)
         assert child.data.params["prompt.challenger"].startswith("prompts:/autodata.challenger/")
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"recipe", "manifest.json", "sample_trajectories.jsonl"} <= artifacts
+        assert {"recipe", "manifest.json", "sample_trajectories.jsonl", "report.html"} <= artifacts
     assert tracking.latest_prompt_version("challenger") >= 2  # a rewrite beat the seed prompt on validation
     winner = MlflowClient().get_prompt_version("autodata.challenger", 2)
     assert (

@@ -132,6 +132,19 @@ def test_a_damaged_middle_line_stops_the_resume_and_changes_nothing(tmp_path, mo
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
 
 
+def test_target_accepted_stops_at_n_and_a_larger_target_continues(tmp_path, monkeypatch, seeds_file, bm25_index):
+    with ScriptedOpenAI(reply=ScriptedAgents()) as fake:
+        first = run(fake, monkeypatch, seeds_file, tmp_path / "out", bm25_index, target_accepted=2).manifest
+        assert first["items"]["accepted"] == 2 and first["seeds"]["done"] < len(SEEDS)
+        assert first["target"] == {"accepted": 2, "met": True, "seeds_used": first["seeds"]["done"]}
+        more = run(fake, monkeypatch, seeds_file, tmp_path / "out", bm25_index, target_accepted=3)
+        assert more.manifest["items"]["accepted"] == 3 and more.seeds_run_now >= 1
+        assert more.manifest["seeds"]["done"] == first["seeds"]["done"] + more.seeds_run_now
+        unmet = run(fake, monkeypatch, seeds_file, tmp_path / "out", bm25_index, target_accepted=100).manifest
+    assert unmet["target"] == {"accepted": 100, "met": False, "seeds_used": len(SEEDS)}
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["target"] == unmet["target"]
+
+
 def test_rerunning_a_finished_run_does_nothing_and_another_recipe_is_refused(
     tmp_path, monkeypatch, seeds_file, bm25_index
 ):

@@ -33,6 +33,9 @@ class Budget:
 
     max_calls: int | None = None
     max_tokens: int | None = None
+    # Set by another thread to stop the job cleanly at its next LLM call, as a spent budget
+    # does (a service worker that lost its job's lease, or is draining after SIGTERM).
+    stop: threading.Event | None = field(default=None, compare=False)
 
 
 _item_ledger: ContextVar[UsageLedger | None] = ContextVar("autodata_item_ledger", default=None)
@@ -64,6 +67,8 @@ class UsageLedger:
         return self._roles.setdefault(role, RoleUsage())
 
     def check_budget(self) -> None:
+        if self.budget.stop is not None and self.budget.stop.is_set():
+            raise BudgetExceeded("The job was stopped (its worker lost the job's lease, or is shutting down).")
         with self._lock:
             calls = sum(u.calls + u.errors for u in self._roles.values())
             tokens = sum(u.prompt_tokens + u.completion_tokens for u in self._roles.values())
