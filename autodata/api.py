@@ -455,12 +455,20 @@ def run_study(
 
     settings = settings or load_settings()
     storage = storage or settings.effective_optuna_storage
-    with Workspace(settings, prepare_demo=True, show_progress=False) as workspace:
+    with Workspace(settings, prepare_demo=True, show_progress=progress) as workspace:  # trials' synthesis bars
         # a clear error now if options clash with the study's, or the world is not the study's
         study = settings_for(name, storage, {**options, "world": workspace.world.fingerprint})
         if prompt_budget:
             _optimize_prompt_in(workspace, "challenger", budget=prompt_budget)
-        return _run_study(name, trials, workspace=workspace, study=study, storage=storage, progress=progress)
+        import optuna
+
+        verbosity = optuna.logging.get_verbosity()
+        if progress:  # the study's own lines say what Optuna's long INFO lines would; its warnings stay
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            return _run_study(name, trials, workspace=workspace, study=study, storage=storage, progress=progress)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
 
 
 def optimize_prompt(

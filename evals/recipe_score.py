@@ -34,11 +34,12 @@ def score_recipe(
     recipe: Recipe, workspace: Workspace, run_dir: Path, *, seeds: int, scorer: Scorer, out_name: str = "proxy"
 ) -> RecipeScore:
     """Synthesize from the first `seeds` train seeds of the workspace's world into `run_dir`
-    (resuming what is there), then score the data with `scorer` into `run_dir/out_name`.
+    (resuming what is there; a progress bar where the workspace shows them), then score the data
+    with `scorer` into `run_dir/out_name`.
 
     An empty dataset scores 0 without calling the scorer (nothing to train on).
     """
-    report = workspace.synthesize(run_dir, recipe=recipe, limit=seeds, show_progress=False)
+    report = workspace.synthesize(run_dir, recipe=recipe, limit=seeds)
     manifest = report.manifest
     accepted = manifest["items"]["accepted"]
     calls = sum(c["calls"] for c in manifest["llm_totals"].values())

@@ -281,6 +281,14 @@ def run_study(
     runs = runs_dir(settings, name)
     say = functools.partial(print, file=sys.stderr, flush=True) if progress else lambda *_: None
 
+    def standing() -> str:
+        """How far the study is: finished trials of the target, and the time left at their mean pace."""
+        done = optuna_study.get_trials(deepcopy=False, states=FINISHED)
+        seconds = [t.duration.total_seconds() for t in done if t.duration]
+        left = trials - len(done)
+        pace = f"; about {left * sum(seconds) / len(seconds) / 60:.0f} min left" if seconds and left > 0 else ""
+        return f"{len(done)} of {trials} finished{pace}"
+
     @functools.cache
     def validation() -> list:
         """The fixed seeds every rewrite of this study is validated on (found once, on first use)."""
@@ -313,8 +321,8 @@ def run_study(
             )
             run_dir = runs / recipe.content_hash
             say(
-                f"trial {trial.number}: synthesis from {study.seeds_per_trial} seeds, then the proxy "
-                f"({study.score_metric}, {study.repeats} repeat(s)); recipe {recipe.content_hash}"
+                f"trial {trial.number} ({standing()}): synthesis from {study.seeds_per_trial} seeds, then the "
+                f"proxy ({study.score_metric}, {study.repeats} repeat(s)); recipe {recipe.content_hash}"
             )
             with _exclusive(run_dir):  # trials that drew the same recipe share its folder, one at a time
                 # > 0 when an earlier trial with this recipe (or this one before a crash) left seeds done

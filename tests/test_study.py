@@ -1,6 +1,7 @@
 """Studies, MLflow logging, prompt versions and promotion, against the scripted endpoint."""
 
 import json
+import re
 from dataclasses import replace
 
 import optuna
@@ -256,3 +257,17 @@ def test_a_dead_optimizer_endpoint_costs_the_rewrite_not_the_trial(study_world, 
     run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
     assert run.data.tags["autodata.prompt_rewrite_error"] == trial.user_attrs["prompt_rewrite_error"]
     assert tracking.latest_prompt_version("challenger") == 1  # nothing registered
+
+
+def test_a_study_says_how_far_it_is_and_shows_synthesis(study_world, capsys):
+    from autodata import api
+
+    before = optuna.logging.get_verbosity()
+    api.run_study(
+        "shown", 2, progress=True, scorer="acceptance", seeds_per_trial=2, stages=(1.0,), rewrite_prompts=False
+    )
+    said = capsys.readouterr().err
+    assert "trial 0 (0 of 2 finished): synthesis from 2 seeds" in said
+    assert re.search(r"trial 1 \(1 of 2 finished; about \d+ min left\): synthesis", said), said
+    assert "synthesizing" in said and "accepted=" in said  # each trial's synthesis bar
+    assert optuna.logging.get_verbosity() == before  # Optuna's own INFO lines were off only for the study
