@@ -62,8 +62,13 @@ class Trajectory(BaseModel):
 
 
 def inference_prompt(question: str) -> str:
-    """The user turn a search agent gets: Search-R1's prompt, verbatim."""
-    return load_prompt("search_agent").format(question=question.strip())
+    """The user turn a search agent gets, byte for byte as Search-R1's data processing makes it
+    (`make_prefix` in scripts/data_process/nq_search.py): the question stripped and ending in "?",
+    then a newline."""
+    question = question.strip()
+    if not question.endswith("?"):
+        question += "?"
+    return load_prompt("search_agent").format(question=question) + "\n"
 
 
 def render_search(think: str, query: str) -> str:

@@ -750,4 +750,5 @@ def run_proxy_in(
     )
 
 
-PROBE_VERSION = 1  # bump when the probe's rendering changes: cached untuned numbers are then recomputed
+PROBE_VERSION = 2  # bump when the probe's rendering changes: cached untuned numbers are then recomputed (2: the
+# first user turn became Search-R1's make_prefix byte for byte, and search results lost their zero-score filler)

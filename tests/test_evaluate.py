@@ -25,7 +25,7 @@ def student(request: dict) -> str:
     """Searches once with the question, then answers with the first passage's title."""
     messages = request["messages"]
     if len(messages) == 1:
-        question = messages[0]["content"].split("Question: ")[-1]
+        question = messages[0]["content"].split("Question: ")[-1].strip().rstrip("?")
         if "penicillin" in question:
             return "I think it is Fleming."  # no tags at all: invalid format
         return f"<think> I need to look this up. </think>\n<search> {question} </search> trailing text"

@@ -34,16 +34,17 @@ def test_known_questions_return_passages_with_their_answers(retriever):
     results = retriever.search([q for q, _, _ in KNOWN], topk=3)
     assert len(results) == len(KNOWN)  # batch_size=2 over HTTP: three requests, order kept
     for (query, title, answer), hits in zip(KNOWN, results):
-        assert len(hits) == 3
+        assert 1 <= len(hits) <= 3
         assert hits[0].title == f'"{title}"', query
         assert answer in hits[0].contents
-        assert hits[0].score >= hits[1].score >= hits[2].score
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-def test_topk_is_capped_by_corpus_size_and_scores_come_back(retriever):
+def test_only_matching_passages_come_back_fewer_than_topk_when_few_match(retriever):
+    """As Search-R1's BM25 server: no unrelated zero-score passages pad a short result list."""
     hits = retriever.search(["river"], topk=50)[0]
-    assert len(hits) == len(FACTS)
-    assert all(isinstance(h.score, float) for h in hits)
+    assert sorted(h.title for h in hits) == ['"Amazon River"', '"Paris"'] and all(h.score > 0 for h in hits)
+    assert [h.title for h in retriever.search(["whaling"], topk=5)[0]] == ['"Moby-Dick"']
 
 
 def test_queries_without_a_known_word_get_no_hits(retriever):
@@ -86,7 +87,7 @@ def test_wire_with_scores(retriever_server):
 def test_wire_without_scores_is_the_plain_form(retriever_server):
     response = post(retriever_server, {"queries": ["capital of France"], "topk": 1, "return_scores": False})
     assert response.json() == {"result": [[{"id": "1", "contents": '"Paris"\n' + FACTS[1][1]}]]}
-    default = post(retriever_server, {"queries": ["capital of France"]}).json()  # Search-R1 defaults
+    default = post(retriever_server, {"queries": ["the largest capital"]}).json()  # Search-R1 defaults
     assert len(default["result"][0]) == 3 and "id" in default["result"][0][0]
 
 
@@ -198,7 +199,7 @@ def test_missing_corpus_and_missing_index_are_clear(tmp_path):
         BM25Index.load(tmp_path)
 
 
-def test_rank_breaks_ties_by_row_and_fills_with_zero_score_rows():
+def test_rank_breaks_ties_by_row_and_ranks_only_matching_rows():
     import numpy as np
 
     from autodata.search.bm25 import rank
@@ -208,8 +209,8 @@ def test_rank_breaks_ties_by_row_and_fills_with_zero_score_rows():
     rows = np.array([7, 3, 9, 5, 3])  # row 3 holds two query tokens
     assert rank(rows, scores, 2, max_repeats=2) == [(3, 2.0), (5, 1.0)]  # 5 beats 7 and 9 on the tie
     assert rank(rows, scores, 1, max_repeats=2) == [(3, 2.0)]
-    assert rank(rows, scores, 6, max_repeats=2) == [(3, 2.0), (5, 1.0), (7, 1.0), (9, 1.0), (0, 0.0), (1, 0.0)]
-    assert rank(np.array([], dtype=int), np.zeros(10), 2, max_repeats=1) == [(0, 0.0), (1, 0.0)]
+    assert rank(rows, scores, 6, max_repeats=2) == [(3, 2.0), (5, 1.0), (7, 1.0), (9, 1.0)]
+    assert rank(np.array([], dtype=int), np.zeros(10), 2, max_repeats=1) == []
 
 
 @pytest.mark.parametrize("shard_docs", [100_000, 3])
@@ -227,6 +228,6 @@ def test_sharded_index_agrees_with_bm25s_built_over_the_whole_corpus(corpus_file
     queries = [q for q, _, _ in KNOWN] + ["the largest", "Nobel prize physics chemistry", "in 1969 the"]
     rows, dense_scores = dense.retrieve(tokenize(queries), k=5, show_progress=False)
     for hits, expected_rows, expected in zip(ours.search(queries, topk=5), rows, dense_scores, strict=True):
-        assert [round(h.score, 4) for h in hits] == [round(float(s), 4) for s in expected]
-        scored = [(h.id, round(h.score, 4)) for h in hits if h.score > 0]
+        # bm25s pads with zero-score rows; we return only the passages that match
+        scored = [(h.id, round(h.score, 4)) for h in hits]
         assert scored == [(passages[r].id, round(float(s), 4)) for r, s in zip(expected_rows, expected) if s > 0]

@@ -7,6 +7,8 @@ check, `response.json()['result']` read unconditionally, passages rendered as
 `Doc {i}(Title: {title}) {text}` and wrapped in `<information>`.
 """
 
+import re
+
 import httpx
 import pytest
 
@@ -46,6 +48,32 @@ class SearchR1Loop:
         ]
 
 
+def search_r1_prompt(question: str) -> str:
+    """Search-R1's first user turn: `process_fn` and `make_prefix` of scripts/data_process/nq_search.py
+    (template 'base'), copied verbatim from its repository (the same text is in its infer.py)."""
+    example = {"question": question}
+    example["question"] = example["question"].strip()
+    if example["question"][-1] != "?":
+        example["question"] += "?"
+    question = example["question"]
+    prefix = f"""Answer the given question. \
+You must conduct reasoning inside <think> and </think> first every time you get new information. \
+After reasoning, if you find you lack some knowledge, you can call a search engine by <search> query </search> and it will return the top searched results between <information> and </information>. \
+You can search as many times as your want. \
+If you find no further external knowledge needed, you can directly provide the answer inside <answer> and </answer>, without detailed illustrations. For example, <answer> Beijing </answer>. Question: {question}\n"""
+    return prefix
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["who wrote hamlet", "Who wrote Hamlet?", "  when did the titanic sink \n", "what is 2+2 ?", "naïve café — où?"],
+)
+def test_the_first_user_turn_is_search_r1s_byte_for_byte(question):
+    from autodata.trajectory import inference_prompt
+
+    assert inference_prompt(question) == search_r1_prompt(question)
+
+
 @pytest.fixture
 def loop(retriever_server):
     return SearchR1Loop(retriever_server.url + "/retrieve")
@@ -81,17 +109,21 @@ def test_too_many_queries_get_a_clear_413(retriever_server):
     assert alive(retriever_server)
 
 
-@pytest.mark.parametrize("topk, expected", [(None, 3), (0, 3), (-1, 3), (5, 5), (10_000, len(FACTS))])
+BROAD = "the largest river in the world first capital"  # topk 10,000 returns just the passages it matches
+MATCHING = sum(bool(re.search(r"\b(largest|river|world|first|capital)\b", f"{t} {x}".lower())) for t, x in FACTS)
+
+
+@pytest.mark.parametrize("topk, expected", [(None, 3), (0, 3), (-1, 3), (5, 5), (10_000, MATCHING)])
 def test_topk_as_search_r1_reads_it(retriever_server, topk, expected):
     loop = SearchR1Loop(retriever_server.url + "/retrieve", topk=topk)
-    assert len(loop._batch_search(["river ocean water"])["result"][0]) == expected
-    body = {"queries": ["river ocean water"], "return_scores": True}  # topk left out entirely
+    assert len(loop._batch_search([BROAD])["result"][0]) == expected
+    body = {"queries": [BROAD], "return_scores": True}  # topk left out entirely
     assert len(httpx.post(retriever_server.url + "/retrieve", json=body).json()["result"][0]) == 3
 
 
 def test_unknown_fields_are_ignored_and_empty_queries_find_nothing(loop, retriever_server):
     result = loop._batch_search(["who wrote hamlet", "", "the of"], docs=[], rerank=True)["result"]
-    assert len(result[0]) == 3 and result[1] == [] and result[2] == []
+    assert result[0][0]["document"]["contents"].startswith('"Hamlet"') and result[1] == [] and result[2] == []
     assert loop.execute_predictions(["<search>  </search>"]) == ["\n\n<information></information>\n\n"]
     assert alive(retriever_server)
 

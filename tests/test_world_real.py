@@ -46,8 +46,8 @@ def test_demo_observations_equal_search_r1s_passages2string(tmp_path, monkeypatc
     from autodata.search import BM25Index
     from autodata.search.server import BackgroundServer, create_app
     from autodata.settings import load_settings
-    from autodata.trajectory import observation_text
-    from tests.test_search_r1_client import SearchR1Loop
+    from autodata.trajectory import inference_prompt, observation_text
+    from tests.test_search_r1_client import SearchR1Loop, search_r1_prompt
 
     monkeypatch.setenv("AUTODATA_HOME", str(tmp_path / "home"))
     settings = load_settings()
@@ -58,3 +58,5 @@ def test_demo_observations_equal_search_r1s_passages2string(tmp_path, monkeypatc
         theirs = SearchR1Loop(server.url + "/retrieve", topk=5).batch_search(questions)
     ours = [observation_text(hits) for hits in index.search(questions, topk=5)]
     assert len(ours) == 300 and sum(a == b for a, b in zip(ours, theirs)) == 300
+    every = [item.question for split in ("train", "dev") for item in load_seeds(world / f"{split}.json")]
+    assert all(inference_prompt(q) == search_r1_prompt(q) for q in every), "a prompt differs from Search-R1's"

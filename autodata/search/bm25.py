@@ -6,7 +6,6 @@ the same corpus can be skipped and a stale or foreign folder is detected.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import mmap
@@ -138,11 +137,10 @@ class BM25Index:
 def rank(rows: np.ndarray, scores: np.ndarray, k: int, *, max_repeats: int) -> list[tuple[int, float]]:
     """The `k` best `(row, score)` pairs among `rows`, best first, ties broken by the lower row.
 
-    `rows` may repeat a row up to `max_repeats` times (once per query token it holds).
-    Rows outside `rows` score 0: when fewer than `k` rows score, the lowest-numbered
-    others fill up, exactly as a ranking over the whole dense array would. Most rows
-    score exactly 0, and numpy's partition slows down ~15x on such arrays, so only the
-    posting rows are partitioned.
+    `rows` may repeat a row up to `max_repeats` times (once per query token it holds). Only
+    rows that hold a query token are ranked: fewer than `k` match, fewer come back, as from
+    Search-R1's BM25 server (no unrelated zero-score filler). Most rows score exactly 0, and
+    numpy's partition slows down ~15x on such arrays, so only the posting rows are partitioned.
     """
     if len(rows) > k * max_repeats:
         # The (k * max_repeats)-th best entry bounds the k-th best distinct row from below.
@@ -151,9 +149,4 @@ def rank(rows: np.ndarray, scores: np.ndarray, k: int, *, max_repeats: int) -> l
         rows = rows[row_scores >= threshold]
     rows = np.unique(rows)
     order = np.lexsort((rows, -scores[rows]))[:k]
-    ranked = [(int(rows[i]), float(scores[rows[i]])) for i in order]
-    if len(ranked) < k:
-        taken = set(rows.tolist())
-        fill = (row for row in range(len(scores)) if row not in taken)
-        ranked += [(row, 0.0) for row in itertools.islice(fill, k - len(ranked))]
-    return ranked
+    return [(int(rows[i]), float(scores[rows[i]])) for i in order]
