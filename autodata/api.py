@@ -345,6 +345,22 @@ def evaluate_split(
     return results
 
 
+def study_report(
+    name: str, *, out: Path | None = None, storage: str | None = None, settings: Settings | None = None
+) -> Path:
+    """The study's HTML page (`optimizers.study_report`), by default `<home>/studies/NAME/report.html`."""
+    from optimizers import tracking
+    from optimizers.study import runs_dir
+    from optimizers.study_report import study_report as write_page
+
+    settings = settings or load_settings()
+    tracking.setup(settings)  # the prompt texts come from MLflow's prompt registry
+    runs = runs_dir(settings, name)
+    return write_page(
+        name, storage or settings.effective_optuna_storage, out or runs.parent / "report.html", runs_dir=runs
+    )
+
+
 def export_hf(data_dir: Path, out: Path, *, settings: Settings | None = None) -> dict:
     """A Hugging Face dataset folder from a finished synthesis run: Parquet shards, a dataset card
     and LLaMA-Factory's `dataset_info.json` (see `autodata.export_hf`). The card's world and

@@ -1064,16 +1064,28 @@ def cmd_export_llamafactory(args, settings: Settings) -> int:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "data", type=Path, metavar="RUN", help="a synthesis folder (autodata synthesize --out DIR), finished or not"
+        "data", type=Path, metavar="RUN", nargs="?", help="a synthesis folder (finished or not); or use --study"
     )
-    p.add_argument("--out", type=Path, metavar="FILE", help="where to write the page (default RUN/report.html)")
+    p.add_argument("--study", metavar="NAME", help="a page about recipe-optimization study NAME instead of a run")
+    p.add_argument("--storage", help="with --study: Optuna storage URL (default: SQLite under home)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="where to write the page (default RUN/report.html; --study: <home>/studies/NAME/report.html)",
+    )
 
 
-@command("report", _report_args, help="one self-contained HTML page about a synthesis run (opens offline)")
+@command("report", _report_args, help="one self-contained HTML page about a synthesis run or a study (opens offline)")
 def cmd_report(args, settings: Settings) -> int:
-    from autodata.report import run_report
+    if (args.data is None) == (args.study is None):
+        raise AutodataError("Name a run folder (`autodata report RUN`) or a study (`autodata report --study NAME`).")
+    if args.study:
+        page = api.study_report(args.study, out=args.out, storage=args.storage, settings=settings)
+    else:
+        from autodata.report import run_report
 
-    page = run_report(args.data, args.out)
+        page = run_report(args.data, args.out)
     print(f"Wrote {page}; open it in a browser (it needs no network).")
     return 0
 

@@ -368,6 +368,10 @@ def run_study(
                 functools.partial(_log_trial_table, parent),
             ],
         )
+    from optimizers.study_report import study_report  # it reads this module's trial table
+
+    page = study_report(name, storage or settings.effective_optuna_storage, runs.parent / "report.html", runs_dir=runs)
+    mlflow.MlflowClient().log_artifact(parent, str(page))  # the study's page beside its trial table
     return optuna_study
 
 

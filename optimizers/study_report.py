@@ -2,7 +2,7 @@
 
 Like the run report (`autodata/report.py`) it needs no network to view: inline CSS, charts drawn here
 as inline SVG, no JavaScript. Each trial's row sits in an element with `data-trial="N"`, its score
-cell has `data-score` (the row's score, or empty).
+cell has `data-score` (the row's score as Python writes it, or "-").
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from autodata._io import atomic_write_text
 from optimizers import tracking
 from optimizers.study import BASELINE_PARAMS, TrialRow, open_storage, study_table
 
-CSS = """body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ddd; margin-top: 2em; }
+CSS = """body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; }
+h1 { font-size: 1.5em; color: #222; } h2 { font-size: 1.2em; border-bottom: 1px solid #ddd; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: 2px 10px; text-align: left; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; } tr.best { background: #e6f4e1; }
 .bar { background: #4a7bd0; height: 14px; min-width: 1px; } .track { width: 420px; }
@@ -63,7 +63,8 @@ def study_report(
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
-    return "-" if value is None else format(value, fmt)
+    """`value` formatted ("r": its repr, exact), or "-" where there is none."""
+    return "-" if value is None else repr(value) if fmt == "r" else format(value, fmt)
 
 
 def _trials(rows: list[TrialRow], best: TrialRow | None, runs_dir: Path | None, here: Path) -> str:
@@ -90,7 +91,7 @@ def _trials(rows: list[TrialRow], best: TrialRow | None, runs_dir: Path | None, 
         best_class = ' class="best"' if mark == "best" else ""
         lines.append(
             f'<tr data-trial="{r.trial}"{best_class}><td class="n">{r.trial}</td>'
-            f'<td>{escape(r.state)}</td><td class="n" data-score="{"" if r.score is None else repr(r.score)}">{score}</td>'
+            f'<td>{escape(r.state)}</td><td class="n" data-score="{_num(r.score, "r")}">{score}</td>'
             f'<td class="n">{delta}</td><td><code>{escape(r.recipe_hash or "-")}</code></td>'
             f'<td class="n">{_num(r.accepted, "d")}</td><td class="n">{_num(r.calls_per_item, ".1f")}</td>'
             f"<td>{escape(changes)}</td><td>{_report_link(r, runs_dir, here)}</td><td><b>{mark}</b></td></tr>"
@@ -147,7 +148,8 @@ def _history(rows: list[TrialRow]) -> str:
             f'<circle cx="{x(r.trial):.1f}" cy="{y(r.score):.1f}" r="4" fill="#4a7bd0">'
             f"<title>trial {r.trial}: {r.score:.3f}</title></circle>"
         )
-        if r.state == "COMPLETE":
+        if r.state == "COMPLETE":  # the step: across at the best so far, then up to a new best
+            steps += [] if top is None else [f"{x(r.trial):.1f},{y(top):.1f}"]
             top = r.score if top is None else max(top, r.score)
             steps.append(f"{x(r.trial):.1f},{y(top):.1f}")
     axes = (
@@ -173,7 +175,10 @@ def _importances(study: optuna.Study) -> str:
     names = {k for t in complete for k in t.params}
     varying = any(len({repr(t.params.get(k)) for t in complete}) > 1 for k in names)
     if len(complete) < 2 or not varying:
-        return "<h2>Parameter importances</h2><p>Not enough trials: importances need at least 2 complete trials whose parameters differ.</p>"
+        return (
+            "<h2>Parameter importances</h2><p>Not enough trials: importances need at least 2 complete trials "
+            "whose parameters differ.</p>"
+        )
     with warnings.catch_warnings():  # "computes the importances ... low target values": hence the minus
         warnings.simplefilter("ignore", UserWarning)
         target = (lambda t: -t.values[0]) if len(study.directions) > 1 else None
@@ -183,7 +188,9 @@ def _importances(study: optuna.Study) -> str:
         f'<td class="track"><div class="bar" style="width:{100 * v:.1f}%"></div></td></tr>'
         for k, v in sorted(importances.items(), key=lambda kv: -kv[1])
     )
-    note = f'<p class="small">Optuna\'s estimate from {len(complete)} complete trials (shares of 1); few trials, rough numbers.</p>'
+    note = (
+        f'<p class="small">Optuna\'s estimate from {len(complete)} complete trials (shares of 1; rough when few).</p>'
+    )
     return f"<h2>Parameter importances</h2><table>{bars}</table>{note}"
 
 

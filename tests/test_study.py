@@ -43,6 +43,12 @@ def test_study_trials_runs_prompts_and_promotion(study_world, scripted_roles, ca
     parent = client.search_runs([experiment.experiment_id], "tags.`autodata.kind` = 'study'")[0]
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 2
+    assert {"trials.json", "report.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    page = (settings.home_dir / "studies" / "demo" / "report.html").read_text()
+    assert 'data-trial="0"' in page and 'data-trial="1"' in page
+    assert main(["report", "--study", "demo", "--out", str(settings.home_dir / "again.html")]) == 0
+    assert (settings.home_dir / "again.html").is_file()
+    assert main(["report"]) == 1 and "Name a run folder" in capsys.readouterr().err
     for child in children:
         assert {"acceptance_rate", "score", "llm_calls_per_accepted_item"} <= set(child.data.metrics)
         assert child.data.params["prompt.challenger"].startswith("prompts:/autodata.challenger/")
