@@ -172,7 +172,8 @@ def test_thought_rules_on_hand_made_trajectories(bm25_index):
 
 
 def test_tags_describe_the_accepted_question_and_multi_hop_is_not_a_simple_fact(bridge_world, scripted_roles, tmp_path):
-    scripted_roles.strong_query = "Danish castle tragedy"  # an honest search: it finds Kronborg and the answer's article
+    # an honest search: it finds Kronborg and the answer's article
+    scripted_roles.strong_query = "Danish castle tragedy"
     scripted_roles.challenger_question = "Which playwright wrote the tragedy set at a Danish castle?"
     result = synthesize(tmp_path, MULTI_HOP)
     manifest = result["manifest"]
