@@ -166,3 +166,24 @@ def test_a_run_report_is_linked_only_once_it_exists(tmp_path, storage):
     for trial in ("0", "2"):
         assert not [a for tag, a, _ in page.within(data_trial=trial) if tag == "a"]
         assert "no report yet" in page.find(data_trial=trial)[0][2]
+
+
+@pytest.mark.slow
+def test_the_study_page_renders_in_headless_chromium(tmp_path, storage):
+    import shutil
+    import subprocess
+
+    from tests.test_report import CHROMIUM_FLAGS
+
+    a_study(storage, "s")
+    page = study_report("s", storage, tmp_path / "page.html", prompt_text=fake_prompt)
+    chromium = shutil.which("chromium") or pytest.fail("Debian's chromium is not installed: apt-get install chromium")
+    flags = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180, check=True)
+    rendered = Page(dom.stdout)
+    rows, _ = study_table("s", storage)
+    assert [a["data-trial"] for _, a, _ in rendered.find(data_trial=None)] == [str(r.trial) for r in rows]
+    assert "<svg" in dom.stdout  # the history chart survived the browser's parser
+    shot = tmp_path / "study.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()], timeout=180, check=True)
+    assert shot.read_bytes().startswith(b"\x89PNG")
