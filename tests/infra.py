@@ -18,6 +18,19 @@ import pytest
 
 from autodata.search.server import free_port
 
+# Debian's headless Chromium: without the networking flags it keeps calling Google's hosts, which this closed
+# network refuses.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def wait_for(url: str, what: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s

@@ -208,6 +208,8 @@ def test_sigterm_stops_the_mlflow_ui_and_every_process_it_started(tmp_path):
     import signal
     import socket
 
+    from tests.infra import wait_for
+
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODATA_")} | {"AUTODATA_HOME": str(tmp_path)}
     ui = subprocess.Popen(
@@ -217,15 +219,7 @@ def test_sigterm_stops_the_mlflow_ui_and_every_process_it_started(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the MLflow UI did not answer within 120 s")
+        wait_for(f"http://127.0.0.1:{port}/health", "the MLflow UI")
         ui.send_signal(signal.SIGTERM)  # to autodata alone, as a process manager sends it
         assert ui.wait(timeout=60) == 0
     finally:

@@ -10,9 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 from mlflow import MlflowClient
 
@@ -22,20 +20,9 @@ from autodata.workspace import Workspace
 from optimizers import tracking
 from optimizers.study import StudySettings, run_study
 from tests.conftest import acceptance_scorer
+from tests.infra import CHROMIUM_FLAGS, wait_for
 
 pytestmark = pytest.mark.slow
-
-# Without the networking flags Chromium keeps calling Google's hosts, which this closed network refuses.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def page_text(url: str, profile) -> str:
@@ -63,15 +50,7 @@ def mlflow_ui(study_world, tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the MLflow UI did not answer within 120 s")
+        wait_for(f"{base}/health", "the MLflow UI")
         yield base
     finally:
         os.killpg(ui.pid, signal.SIGTERM)

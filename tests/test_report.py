@@ -12,20 +12,10 @@ import pytest
 
 from autodata.errors import AutodataError
 from autodata.report import run_report
+from tests.infra import CHROMIUM_FLAGS
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_run"
 RUNS = ("default", "rephrase", "multi_hop")
-# As tests/test_mlflow_ui.py: without the networking flags Chromium calls Google's hosts, which a closed network refuses.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "embed", "source", "track", "wbr"}
 
 

@@ -173,7 +173,7 @@ def test_the_study_page_renders_in_headless_chromium(tmp_path, storage):
     import shutil
     import subprocess
 
-    from tests.test_report import CHROMIUM_FLAGS
+    from tests.infra import CHROMIUM_FLAGS
 
     a_study(storage, "s")
     page = study_report("s", storage, tmp_path / "page.html", prompt_text=fake_prompt)
