@@ -131,9 +131,14 @@ class Recipe(_Frozen):
         return parse_recipe(data, source="recipe changes")
 
     def to_yaml(self) -> str:
-        return yaml.dump(
-            self.model_dump(mode="json"), Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100
-        )
+        data = self.model_dump(mode="json")
+        text = yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100)
+        if any(ch in text for ch in YAML_LINE_BREAKS):  # written raw, YAML would read them back as line breaks
+            text = yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=False, width=100)
+        return text
+
+
+YAML_LINE_BREAKS = "\x85\u2028\u2029"
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -162,9 +167,15 @@ def load_recipe(path: Path) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"Recipe file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"Recipe file {path} is not UTF-8 text ({err.reason} at byte {err.start}).") from err
     except yaml.YAMLError as err:
         raise RecipeError(f"Recipe file {path} is not valid YAML: {err}") from err
+    except (ValueError, RecursionError) as err:  # a number of over 4,300 digits, nesting too deep to parse
+        problem = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+        raise RecipeError(f"Recipe file {path} cannot be read as a recipe ({problem}).") from None
+    data = {} if data is None else data  # an empty file: every field takes its default
     if not isinstance(data, dict):
         raise RecipeError(f"Recipe file {path}: the top level must be a mapping of recipe fields.")
     return parse_recipe(data, source=str(path))

@@ -7,13 +7,14 @@ may leave out `golden_answers`. Files are JSON (a list) or JSONL (one object a l
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from math import ceil
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autodata._io import atomic_write_json, atomic_write_jsonl
 from autodata.answers import normalize_answer
@@ -43,6 +44,15 @@ class SeedItem(BaseModel):
             raise ValueError("question is blank")
         return value
 
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> SeedItem:
+        """JSON escapes can spell lone surrogates ("\\ud800"), which no UTF-8 file can hold."""
+        try:
+            json.dumps(self.model_dump(), ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"holds a lone surrogate ({err.object[err.start : err.end]!a}), not valid text") from None
+        return self
+
     @field_validator("golden_answers")
     @classmethod
     def _answers_not_empty(cls, value: list[str] | None) -> list[str] | None:
@@ -71,26 +81,35 @@ def _raw_records(path: Path) -> Iterator[tuple[str, Any]]:
     """
     if not path.is_file():
         raise SeedDataError(f"Seed file {path} does not exist.")
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         head = f.read(4096).lstrip()
         if not head and not f.read(1):
             raise SeedDataError(f"{path}: the file is empty.")
         f.seek(0)
-        if path.suffix != ".jsonl" and head.startswith("["):
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as err:
-                raise SeedDataError(f"{path}, line {err.lineno}: not JSON ({err.msg}).") from err
+        if path.suffix != ".jsonl" and head.startswith(b"["):
+            data = _parsed(f.read(), path, first_line=1)
             yield from ((f"record {i}", record) for i, record in enumerate(data))
             return
         for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SeedDataError(f"{path}, line {line_no}: not JSON ({err.msg}).") from err
-            yield f"line {line_no}", record
+            if line.strip():
+                yield f"line {line_no}", _parsed(line.rstrip(b"\r\n"), path, first_line=line_no)
+
+
+def _parsed(raw: bytes, path: Path, *, first_line: int) -> Any:
+    """JSON from `raw` (the file's bytes from `first_line` on); any way it cannot be read is a
+    `SeedDataError` naming the file and line, never another exception."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line = first_line + raw.count(b"\n", 0, err.start)
+        raise SeedDataError(f"{path}, line {line}: not UTF-8 text ({err.reason}).") from err
+    except json.JSONDecodeError as err:
+        raise SeedDataError(f"{path}, line {first_line + err.lineno - 1}: not JSON ({err.msg}).") from err
+    except (ValueError, RecursionError) as err:  # a number of over 4,300 digits, nesting too deep to parse
+        problem = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+        too_long = re.search(rb"\d{4301}", raw)  # where Python's integer limit was met
+        line = first_line + (raw.count(b"\n", 0, too_long.start()) if too_long else 0)
+        raise SeedDataError(f"{path}, line {line}: not a record autodata can read ({problem}).") from None
 
 
 def _checked(path: Path, require_answers: bool) -> Iterator[tuple[SeedItem | None, str | None]]:

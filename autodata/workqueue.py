@@ -42,7 +42,7 @@ from sqlalchemy import (
     update,
 )
 
-from autodata._io import ensure_sqlite_folder, serialize_sqlite_transactions
+from autodata._io import serialize_sqlite_transactions, sqlite_created_whole
 from autodata.errors import AutodataError
 
 Kind = Literal["study", "synthesize"]
@@ -105,6 +105,17 @@ class Work:
         )
 
 
+def create_study_database(url: str) -> None:
+    """Optuna's tables and the queue's in a new database: what `sqlite_created_whole` builds beside
+    a fresh home's study database before linking it in (a kill midway leaves no half-made schema)."""
+    import optuna
+
+    optuna.storages.RDBStorage(url).engine.dispose()
+    engine = create_engine(url)
+    _metadata.create_all(engine)
+    engine.dispose()
+
+
 class LeaseLost(AutodataError):
     """Another worker took this work over; this worker must not write it."""
 
@@ -115,7 +126,8 @@ class WorkQueue:
     def __init__(self, url: str, *, stale_after_s: float = 60.0):
         self.stale_after_s = stale_after_s
         sqlite = url.startswith("sqlite")
-        self.engine = create_engine(ensure_sqlite_folder(url), connect_args={"timeout": 60} if sqlite else {})
+        url = sqlite_created_whole(url, create_study_database)
+        self.engine = create_engine(url, connect_args={"timeout": 60} if sqlite else {})
         if sqlite:  # a claim must take the write lock first, or two workers could take the same row
             serialize_sqlite_transactions(self.engine)
         _metadata.create_all(self.engine)

@@ -41,12 +41,13 @@ import mlflow
 import optuna
 from pydantic import AliasChoices, BaseModel, Field
 
-from autodata._io import atomic_write_jsonl, ensure_sqlite_folder, iter_jsonl, serialize_sqlite_transactions
+from autodata._io import atomic_write_jsonl, iter_jsonl, serialize_sqlite_transactions, sqlite_created_whole
 from autodata.errors import AutodataError, EndpointError
 from autodata.recipe import Recipe
 from autodata.report import run_report
 from autodata.seeds import iter_seeds
 from autodata.synthesis import run_totals
+from autodata.workqueue import create_study_database
 from autodata.workspace import Workspace
 from evals.intervals import Estimate, Interval, mean_interval, paired_difference
 from evals.recipe_score import RecipeScore, Scorer, acceptance_scorer, proxy_scorer, score_recipe
@@ -105,7 +106,7 @@ def open_storage(url: str, study: StudySettings = StudySettings()) -> optuna.sto
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; users need not hear it each run
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
-            ensure_sqlite_folder(url),
+            sqlite_created_whole(url, create_study_database),
             heartbeat_interval=study.heartbeat_interval,
             grace_period=study.grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),

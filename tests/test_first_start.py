@@ -61,3 +61,41 @@ def test_a_database_half_created_in_place_is_explained_in_one_line(tmp_path):
     out, _ = start(home).communicate(timeout=300)
     assert out.startswith("error MLflow's database sqlite:///") and "half-created by an interrupted first start" in out
     assert len(out.strip().splitlines()) == 1
+
+
+def test_a_creation_that_fails_midway_leaves_no_database(tmp_path):
+    from autodata._io import sqlite_created_whole
+
+    path = tmp_path / "home" / "optuna.db"
+
+    def dies_midway(url: str) -> None:
+        sqlite3.connect(url.removeprefix("sqlite:///")).execute("CREATE TABLE half (x)")
+        raise KeyboardInterrupt  # Ctrl-C in the first seconds
+
+    try:
+        sqlite_created_whole(f"sqlite:///{path}", dies_midway)
+    except KeyboardInterrupt:
+        pass
+    assert list(path.parent.iterdir()) == []  # neither a database nor its temporary file
+
+
+STUDY_START = (
+    "import sys\n"
+    "from autodata.workqueue import WorkQueue\n"
+    "from optimizers.study import open_storage\n"
+    "url = sys.argv[1]\n"
+    "WorkQueue(url) if sys.argv[2] == 'queue' else open_storage(url)\n"
+)
+
+
+def test_study_database_first_starts_together_share_one_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'home' / 'optuna.db'}"
+    starts = [
+        subprocess.Popen([sys.executable, "-c", STUDY_START, url, kind], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for kind in ("queue", "study", "queue", "study")
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in starts]
+    assert [p.returncode for p in starts] == [0, 0, 0, 0], errors
+    with sqlite3.connect(tmp_path / "home" / "optuna.db") as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"studies", "trials", "version_info", "autodata_work"} <= tables
