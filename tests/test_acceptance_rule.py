@@ -106,7 +106,7 @@ def test_an_unparseable_strong_reply_keeps_trajectories_and_scores_aligned():
         i = int(config["rollout_id"].rsplit(":", 1)[1])
         return SimpleNamespace(trajectory=solved[i]) if i in solved else None  # None: what `_as` gives when unparseable
 
-    def verifier(question, answer, trajectories, config, bridge):
+    def verifier(question, answer, trajectories, config, bridge, hinted_titles):
         shown.extend(trajectories)
         return SimpleNamespace(trajectory=None, reason="unverified", detail="scripted")
 

@@ -67,6 +67,22 @@ def test_a_query_holding_the_answer_is_a_hint_leak(scripted_roles, tmp_path):
     assert "step 1's query holds the answer" in result["rejected"][0]["detail"]
 
 
+REPHRASE = {"strategies": {"keep": 0, "rephrase": 1, "multi_hop": 0}, "max_rounds": 1}
+
+
+@pytest.mark.parametrize("strategy, leaks", [(REPHRASE, True), (KEEP, False)])
+def test_a_query_naming_a_hinted_title_the_question_does_not_is_a_hint_leak(scripted_roles, tmp_path, strategy, leaks):
+    """The hint names the answer's article, 'Hamlet'. The rephrased question never does, so searching it
+    first betrays the hint; the kept seed question ('who wrote the tragedy hamlet') names it itself."""
+    scripted_roles.strong_query = "Hamlet tragedy"
+    result = synthesize(tmp_path, strategy)
+    if leaks:
+        assert result["manifest"]["rejections"] == {"hint_leak": 1}
+        assert "step 1's query holds the hinted article title 'Hamlet'" in result["rejected"][0]["detail"]
+    else:
+        assert result["manifest"]["items"]["accepted"] == 1
+
+
 @pytest.fixture
 def bridge_world(tmp_path, monkeypatch, scripted_roles):
     """A corpus where another article mentions Hamlet, so 'Hamlet' can be a hidden bridge entity."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Literal, NamedTuple
 
@@ -62,12 +63,19 @@ _WILL_SEARCH = re.compile(r"\b(i (need|should|will|must) (to )?search|let me sea
 
 
 def check_trajectory(
-    trajectory: Trajectory, answer: str, retriever: Retriever, search: SearchRecipe, *, bridge: str | None = None
+    trajectory: Trajectory,
+    answer: str,
+    retriever: Retriever,
+    search: SearchRecipe,
+    *,
+    bridge: str | None = None,
+    hinted_titles: Sequence[str] = (),
 ) -> Problem | None:
     """None if the trajectory may be kept, else the `Problem` (see the README's verification rules).
 
-    `bridge`: a multi-hop question's hidden entity, which like the answer may appear in a
-    thought or query only after an observation showed it.
+    `bridge`: a multi-hop question's hidden entity, and `hinted_titles`: the articles the strong
+    solver's hint named; like the answer, they may appear in a thought or query only after an
+    observation showed them (a title the question itself names is no secret).
     """
     searches = trajectory.searches
     if not searches:
@@ -82,7 +90,7 @@ def check_trajectory(
             return Problem("unverified", f"fabricated observation for query {step.query!r}")
     if not any(sub_exact_match(s.observation, [answer]) for s in searches):
         return Problem("unverified", "answer not supported by any observation")
-    if problem := _knowledge_before_evidence(trajectory, answer, bridge):
+    if problem := _knowledge_before_evidence(trajectory, answer, bridge, hinted_titles):
         return problem
     if problem := _thought_problem(trajectory):
         return problem
@@ -97,17 +105,23 @@ def check_trajectory(
     return None
 
 
-def _knowledge_before_evidence(trajectory: Trajectory, answer: str, bridge: str | None) -> Problem | None:
-    """`hint_leak`: a thought or query holds the answer (or the hidden bridge) before an observation
-    showed it, or a thought speaks of being told."""
-    secrets = {"the answer": answer, **({"the bridge entity": bridge} if bridge else {})}
+def _knowledge_before_evidence(
+    trajectory: Trajectory, answer: str, bridge: str | None, hinted_titles: Sequence[str]
+) -> Problem | None:
+    """`hint_leak`: a thought or query holds the answer, the hidden bridge or a hinted article's title
+    before an observation showed it, or a thought speaks of being told."""
+    secrets = [("the answer", answer), *([("the bridge entity", bridge)] if bridge else [])]
+    for title in hinted_titles:
+        name = re.sub(r"\s*\([^)]*\)$", "", title)  # "Python (programming language)": Python
+        if normalize_answer(name) and not sub_exact_match(trajectory.question, [name]):
+            secrets.append(("the hinted article title", name))
     observed = ""
     for number, step in enumerate(trajectory.steps, start=1):
         texts = {"thought": step.think, **({"query": step.query} if isinstance(step, SearchStep) else {})}
         for what, text in texts.items():
             if _TOLD.search(text):
                 return Problem("hint_leak", f"step {number}'s thought speaks of being told: {text[:80]!r}")
-            for name, secret in secrets.items():
+            for name, secret in secrets:
                 if sub_exact_match(text, [secret]) and not sub_exact_match(observed, [secret]):
                     return Problem(
                         "hint_leak", f"step {number}'s {what} holds {name} {secret!r} before any observation showed it"
@@ -144,11 +158,19 @@ class Verifier(dspy.Module):
         self.judge = dspy.Predict(JudgeTrajectory.with_instructions(instructions))
 
     def forward(
-        self, question: str, answer: str, trajectories: list[Trajectory], config: dict, bridge: str | None = None
+        self,
+        question: str,
+        answer: str,
+        trajectories: list[Trajectory],
+        config: dict,
+        bridge: str | None = None,
+        hinted_titles: Sequence[str] = (),
     ) -> dspy.Prediction:
         problems, valid = [], []
         for trajectory in trajectories:
-            problem = check_trajectory(trajectory, answer, self.retriever, self.search, bridge=bridge)
+            problem = check_trajectory(
+                trajectory, answer, self.retriever, self.search, bridge=bridge, hinted_titles=hinted_titles
+            )
             (problems.append(problem) if problem else valid.append(trajectory))
         if not valid:
             first = problems[0] if problems else Problem("unverified", "no correct trajectory")

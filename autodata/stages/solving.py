@@ -93,16 +93,23 @@ def strong_hint(recipe: Recipe, c: Candidate) -> str:
     """What the strong solver is told privately. A multi-hop hint names only the first hop's
     article: the answer's article is the bridge entity the question hides. The verifier
     rejects any trajectory that shows the hint (`hint_leak`)."""
+    titles = hinted_titles(recipe, c)
     if recipe.hint_mode == "answer":
         if c.hops == 2:
             return (
-                f"The answer is {c.answer!r}. Start from the article {title_of(c.passages[0])!r}, find what "
+                f"The answer is {c.answer!r}. Start from the article {titles[0]!r}, find what "
                 "the question describes, then search for that."
             )
-        return (
-            f"The answer is {c.answer!r}. The article {title_of(c.passages[-1])!r} states it: "
-            "search for that article, then answer."
-        )
+        return f"The answer is {c.answer!r}. The article {titles[0]!r} states it: search for that article, then answer."
     if recipe.hint_mode == "titles":
-        return "Useful articles: " + "; ".join(title_of(h) for h in (c.passages[:1] if c.hops == 2 else c.passages))
+        return "Useful articles: " + "; ".join(titles)
     return ""
+
+
+def hinted_titles(recipe: Recipe, c: Candidate) -> list[str]:
+    """The article titles the hint names: secrets, like the answer, until an observation shows them."""
+    if recipe.hint_mode == "answer":
+        return [title_of(c.passages[0] if c.hops == 2 else c.passages[-1])]
+    if recipe.hint_mode == "titles":
+        return [title_of(h) for h in (c.passages[:1] if c.hops == 2 else c.passages)]
+    return []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from autodata.stages.base import Candidate, Problem, Roles, rollout
+from autodata.stages.solving import hinted_titles
 from autodata.trajectory import Trajectory
 
 
@@ -19,7 +20,12 @@ def verify(roles: Roles, c: Candidate, trajectories: list[Trajectory]) -> Trajec
     result = roles.ask(
         "judge",
         lambda: roles.verifier(
-            question=c.question, answer=c.answer, trajectories=trajectories, config=config, bridge=c.bridge
+            question=c.question,
+            answer=c.answer,
+            trajectories=trajectories,
+            config=config,
+            bridge=c.bridge,
+            hinted_titles=hinted_titles(roles.recipe, c),
         ),
     )
     if result is None:
