@@ -7,6 +7,12 @@ Every message says what was wrong and what to do about it. The CLI turns any
 from __future__ import annotations
 
 
+def parser_limit(err: ValueError | RecursionError) -> str:
+    """In a few words, the limit a JSON or YAML parser met: nesting too deep for Python's stack, or a
+    number of more than 4,300 digits (Python's integer conversion limit)."""
+    return "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+
+
 class AutodataError(Exception):
     """Base class of every error autodata raises on purpose."""
 

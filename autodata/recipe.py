@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from autodata.errors import RecipeError
+from autodata.errors import RecipeError, parser_limit
 from prompts import load_prompt
 
 OptimizableRole = Literal["challenger", "tagger", "verifier"]
@@ -173,8 +173,7 @@ def load_recipe(path: Path) -> Recipe:
     except yaml.YAMLError as err:
         raise RecipeError(f"Recipe file {path} is not valid YAML: {err}") from err
     except (ValueError, RecursionError) as err:  # a number of over 4,300 digits, nesting too deep to parse
-        problem = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
-        raise RecipeError(f"Recipe file {path} cannot be read as a recipe ({problem}).") from None
+        raise RecipeError(f"Recipe file {path} cannot be read as a recipe ({parser_limit(err)}).") from None
     data = {} if data is None else data  # an empty file: every field takes its default
     if not isinstance(data, dict):
         raise RecipeError(f"Recipe file {path}: the top level must be a mapping of recipe fields.")

@@ -13,34 +13,38 @@ from collections import Counter
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from string import Template
 
 from autodata._io import atomic_write_text
 from autodata.errors import AutodataError
 from autodata.items import AcceptedItem, ProgressLine, Rejection, RunManifest
-from autodata.synthesis import NOT_CANDIDATES
+from autodata.synthesis import NOT_CANDIDATES, count_candidates
 from autodata.trajectory import to_sharegpt
 
 SAMPLES = 5
 RUN_FILES = ("manifest.json", "progress.jsonl", "trajectories.jsonl", "rejected.jsonl")
 
-PAGE = Template("""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>autodata run $title</title>
-<style>
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+# The look both pages share (this one and the study's, `optimizers.study_report`); each adds its own rules.
+CSS = """body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ddd; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: 2px 10px; text-align: left; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 .bar { background: #4a7bd0; height: 14px; min-width: 1px; } .track { width: 420px; }
-.note { background: #fff4d6; border: 1px solid #e0b84a; padding: .6em 1em; }
-.hists { display: flex; flex-wrap: wrap; gap: 2em; } .small { color: #666; font-size: .9em; }
+.small { color: #666; font-size: .9em; }"""
+RUN_CSS = """.note { background: #fff4d6; border: 1px solid #e0b84a; padding: .6em 1em; }
+.hists { display: flex; flex-wrap: wrap; gap: 2em; }
 .turn { border-left: 4px solid #bbb; margin: .4em 0; padding: .2em .8em; white-space: pre-wrap; }
-.gpt { border-color: #4a7bd0; background: #f3f7fd; } .sample { margin: 1.2em 0; }
-</style></head><body>
-<h1>Synthesis run <code>$title</code></h1>
-$body
-</body></html>
-""")
+.gpt { border-color: #4a7bd0; background: #f3f7fd; } .sample { margin: 1.2em 0; }"""
+
+
+def html_page(kind: str, heading: str, name: str, sections: list[str], css: str = "") -> str:
+    """A whole self-contained page about `kind` `name` ("run", "study"): text is escaped here,
+    `sections` are HTML."""
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>autodata {kind} {escape(name)}</title>\n'
+        f"<style>\n{CSS}\n{css}\n</style></head><body>\n<h1>{escape(heading)} <code>{escape(name)}</code></h1>\n"
+        + "\n".join(sections)
+        + "\n</body></html>\n"
+    )
 
 
 @dataclass
@@ -66,7 +70,7 @@ def run_report(run_dir: Path, out: Path | None = None) -> Path:
         _samples(run),
     ]
     out = Path(out) if out is not None else run_dir / "report.html"
-    atomic_write_text(out, PAGE.substitute(title=escape(run_dir.name), body="\n".join(sections)))
+    atomic_write_text(out, html_page("run", "Synthesis run", run_dir.name, sections, RUN_CSS))
     return out
 
 
@@ -98,15 +102,15 @@ def _rejection_counts(run: _Run) -> dict[str, int]:
     return dict(run.manifest.rejections) if run.manifest else dict(Counter(row.reason for row in run.rejections))
 
 
-def _bars(rows: list[tuple], attr: str | None = None, head: str = "") -> str:
-    """A table of horizontal bars, a row per (label, value[, key]) (a value None shows as "-");
-    `attr` puts `data-ATTR="KEY"` (default: the label) on each number."""
+def bars(rows: list[tuple], attr: str | None = None, head: str = "", fmt: str = "g") -> str:
+    """A table of horizontal bars, a row per (label, value[, key]) (a value None shows as "-"),
+    numbers in `fmt`; `attr` puts `data-ATTR="KEY"` (default: the label) on each number."""
     top = max((row[1] or 0 for row in rows), default=0) or 1
     lines = []
     for label, value, *key in rows:
         data = f' data-{attr}="{escape((key or [label])[0])}"' if attr else ""
         lines.append(
-            f'<tr><td>{escape(label)}</td><td class="n"{data}>{"-" if value is None else f"{value:g}"}</td>'
+            f'<tr><td>{escape(label)}</td><td class="n"{data}>{"-" if value is None else format(value, fmt)}</td>'
             f'<td class="track"><div class="bar" style="width:{100 * (value or 0) / top:.1f}%"></div></td></tr>'
         )
     return f"<table>{head}{''.join(lines)}</table>" if lines else '<p class="small">none</p>'
@@ -136,12 +140,17 @@ def _header(run_dir: Path, run: _Run) -> str:
 def _funnel(run: _Run) -> str:
     rejections = _rejection_counts(run)
     not_candidates = sum(rejections.get(reason, 0) for reason in NOT_CANDIDATES)
-    if m := run.manifest:  # the manifest's numbers; candidates as `synthesis._manifest` counts them
-        seeds, evidence, accepted = m.seeds.total, m.seeds.with_evidence, m.items.accepted
-        in_datasets, candidates = m.items.in_datasets, accepted + m.items.rejected_candidates - not_candidates
+    if m := run.manifest:  # the manifest's numbers
+        seeds, evidence, accepted, in_datasets = (
+            m.seeds.total,
+            m.seeds.with_evidence,
+            m.items.accepted,
+            m.items.in_datasets,
+        )
     else:
         seeds, accepted, in_datasets = len(run.progress), len(run.items), None
-        evidence, candidates = seeds - not_candidates, accepted + len(run.rejections) - not_candidates
+        evidence = seeds - not_candidates
+    candidates = count_candidates(accepted, rejections)
     steps = [
         ("seeds" if run.manifest else "seeds done so far", seeds, "seeds"),
         ("seeds with evidence", evidence, "seeds_with_evidence"),
@@ -149,12 +158,12 @@ def _funnel(run: _Run) -> str:
         ("accepted items", accepted, "accepted"),
         ("items in the datasets (sft_dataset.json)", in_datasets, "in_datasets"),
     ]
-    return f"<h2>Funnel</h2>{_bars(steps, attr='metric')}"
+    return f"<h2>Funnel</h2>{bars(steps, attr='metric')}"
 
 
 def _rejections(run: _Run) -> str:
     counts = sorted(_rejection_counts(run).items(), key=lambda kv: -kv[1])
-    return f"<h2>Rejection reasons</h2>{_bars(counts, attr='rejection')}"
+    return f"<h2>Rejection reasons</h2>{bars(counts, attr='rejection')}"
 
 
 def _coverage(run: _Run) -> str:
@@ -218,7 +227,7 @@ def _histogram(title: str, unit: str, values: list[int], bins: int = 8) -> str:
         for b in range((high - low) // width + 1)
     ]
     head = f'<tr><th>{unit}</th><th class="n">items</th></tr>'
-    return f"<div><h3>{title}</h3>{_bars(rows, head=head)}</div>"
+    return f"<div><h3>{title}</h3>{bars(rows, head=head)}</div>"
 
 
 def _histograms(run: _Run) -> str:

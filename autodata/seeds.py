@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autodata._io import atomic_write_json, atomic_write_jsonl
 from autodata.answers import normalize_answer
-from autodata.errors import SeedDataError
+from autodata.errors import SeedDataError, parser_limit
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -106,10 +106,9 @@ def _parsed(raw: bytes, path: Path, *, first_line: int) -> Any:
     except json.JSONDecodeError as err:
         raise SeedDataError(f"{path}, line {first_line + err.lineno - 1}: not JSON ({err.msg}).") from err
     except (ValueError, RecursionError) as err:  # a number of over 4,300 digits, nesting too deep to parse
-        problem = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
         too_long = re.search(rb"\d{4301}", raw)  # where Python's integer limit was met
         line = first_line + (raw.count(b"\n", 0, too_long.start()) if too_long else 0)
-        raise SeedDataError(f"{path}, line {line}: not a record autodata can read ({problem}).") from None
+        raise SeedDataError(f"{path}, line {line}: not a record autodata can read ({parser_limit(err)}).") from None
 
 
 def _checked(path: Path, require_answers: bool) -> Iterator[tuple[SeedItem | None, str | None]]:

@@ -536,17 +536,20 @@ def _do(work: Work, settings: Settings, stop_job: threading.Event) -> dict | Non
             spec["stages"] = tuple(spec["stages"])
         if spec.get("rewrite_val_seeds") == 0:
             spec["rewrite_prompts"] = False
-        study = api.run_study(name, trials, settings=settings, **spec)
-        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
-        if finished < trials and any(t.state.name == "RUNNING" for t in study.trials):
+        from optuna.trial import TrialState
+
+        from optimizers.study import FINISHED
+
+        states = [t.state for t in api.run_study(name, trials, settings=settings, **spec).trials]
+        finished = sum(state in FINISHED for state in states)
+        if finished < trials and TrialState.RUNNING in states:
             return None  # other workers are on its last trials; the study stays open for them
         if finished < trials:
-            failed = [t for t in study.trials if t.state.name == "FAIL"]
             raise AutodataError(
-                f"Study {name!r} has {finished} of {trials} finished trials ({len(failed)} failed; their errors "
-                "are in their MLflow runs and the worker's log)."
+                f"Study {name!r} has {finished} of {trials} finished trials ({states.count(TrialState.FAIL)} failed; "
+                "their errors are in their MLflow runs and the worker's log)."
             )
-        return {"trials": len(study.trials), "finished": finished}
+        return {"trials": len(states), "finished": finished}
     out = _job_folder(work, settings)
     recipe, source = api.resolve_recipe(spec.get("recipe", "production"), settings)
     report, usage = api.synthesize(

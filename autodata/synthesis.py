@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from itertools import islice
@@ -256,6 +256,11 @@ class _Progress:
 NOT_CANDIDATES = ("no_evidence", "contaminated_seed")  # seeds stopped before any question was written
 
 
+def count_candidates(accepted: int, rejections: Mapping[str, int]) -> int:
+    """Candidate questions that reached the checks: accepted or rejected, not seeds stopped before."""
+    return accepted + sum(rejections.values()) - sum(rejections.get(reason, 0) for reason in NOT_CANDIDATES)
+
+
 def run_totals(out: Path) -> dict[str, int]:
     """Seeds a run folder has finished (what a resumed run skips), items accepted and rejected, LLM calls."""
     totals = Counter(seeds_done=0, accepted=0, rejected=0, llm_calls=0)
@@ -336,7 +341,7 @@ def _manifest(
     rejections, seeds_done = tally.rejections, tally.seeds_done
     rejected = sum(rejections.values())
     not_candidates = sum(rejections[reason] for reason in NOT_CANDIDATES)
-    candidates = len(accepted) + rejected - not_candidates
+    candidates = count_candidates(len(accepted), rejections)
     with_evidence = seeds_done - not_candidates
     run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))  # seeds hashed when the run opened
     return RunManifest(

@@ -18,15 +18,11 @@ from urllib.parse import quote
 import optuna
 
 from autodata._io import atomic_write_text
+from autodata.report import bars, html_page
 from optimizers import tracking
 from optimizers.study import BASELINE_PARAMS, TrialRow, open_storage, study_table
 
-CSS = """body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; }
-h1 { font-size: 1.5em; color: #222; } h2 { font-size: 1.2em; border-bottom: 1px solid #ddd; margin-top: 2em; }
-table { border-collapse: collapse; margin: .5em 0; } td, th { padding: 2px 10px; text-align: left; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; } tr.best { background: #e6f4e1; }
-.bar { background: #4a7bd0; height: 14px; min-width: 1px; } .track { width: 420px; }
-.small { color: #666; font-size: .9em; } .gain { color: #1a7f37; font-weight: bold; }
+STUDY_CSS = """tr.best { background: #e6f4e1; } .gain { color: #1a7f37; font-weight: bold; }
 pre { background: #f6f8fa; padding: .6em 1em; overflow-x: auto; } .add { color: #1a7f37; } .del { color: #b3261e; }"""
 
 
@@ -52,13 +48,7 @@ def study_report(
         _importances(study),
         _prompts(rows, best, prompt_text or tracking.load_prompt_version),
     ]
-    page = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>autodata study {escape(name)}</title>'
-        f"<style>\n{CSS}\n</style></head><body>\n<h1>Recipe-optimization study <code>{escape(name)}</code></h1>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-    atomic_write_text(out, page)
+    atomic_write_text(out, html_page("study", "Recipe-optimization study", name, body, STUDY_CSS))
     return out
 
 
@@ -183,15 +173,11 @@ def _importances(study: optuna.Study) -> str:
         warnings.simplefilter("ignore", UserWarning)
         target = (lambda t: -t.values[0]) if len(study.directions) > 1 else None
         importances = optuna.importance.get_param_importances(study, target=target)
-    bars = "".join(
-        f'<tr><td>{escape(k)}</td><td class="n" data-importance="{escape(k)}">{v:.3f}</td>'
-        f'<td class="track"><div class="bar" style="width:{100 * v:.1f}%"></div></td></tr>'
-        for k, v in sorted(importances.items(), key=lambda kv: -kv[1])
-    )
+    shares = sorted(importances.items(), key=lambda kv: -kv[1])
     note = (
         f'<p class="small">Optuna\'s estimate from {len(complete)} complete trials (shares of 1; rough when few).</p>'
     )
-    return f"<h2>Parameter importances</h2><table>{bars}</table>{note}"
+    return f"<h2>Parameter importances</h2>{bars(shares, attr='importance', fmt='.3f')}{note}"
 
 
 def _prompts(rows: list[TrialRow], best: TrialRow | None, text: Callable[[str, int], str]) -> str:

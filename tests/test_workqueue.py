@@ -96,6 +96,13 @@ def test_a_job_taken_over_from_another_home_resumes_the_shared_jobs_folder(study
         queue.finish(lost, {})
 
 
+def one_seed_at_a_time(monkeypatch, url: str) -> None:
+    """Every role served at `url`, the synthesis roles one request at a time: a job's seeds run in turn."""
+    point_roles_at(monkeypatch, url)
+    for role in ("challenger", "strong", "weak", "judge"):
+        monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__MAX_CONCURRENCY", "1")
+
+
 WORKER = (
     "from autodata.service import run_worker; from autodata.settings import load_settings\n"
     "run_worker(load_settings(), name='draining', poll_s=0.2, beat_s=0.5, drain_s=2)"
@@ -105,9 +112,7 @@ WORKER = (
 def test_sigterm_drains_a_worker_and_hands_its_job_back(study_world, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTODATA_LLM_CACHE", "false")
     with ScriptedOpenAI(reply=ScriptedAgents(), latency_s=0.4) as slow:
-        point_roles_at(monkeypatch, slow.url)
-        for role in ("challenger", "strong", "weak", "judge"):
-            monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__MAX_CONCURRENCY", "1")  # one seed at a time
+        one_seed_at_a_time(monkeypatch, slow.url)
         settings = load_settings()
         queue = WorkQueue(settings.effective_optuna_storage)
         job = queue.submit("synthesize", {"recipe": "default"})
@@ -143,9 +148,7 @@ def test_a_worker_whose_job_was_taken_over_stops_its_copy(study_world, tmp_path,
 
     monkeypatch.setenv("AUTODATA_LLM_CACHE", "false")
     with ScriptedOpenAI(reply=ScriptedAgents(), latency_s=0.3) as slow:
-        point_roles_at(monkeypatch, slow.url)
-        for role in ("challenger", "strong", "weak", "judge"):
-            monkeypatch.setenv(f"AUTODATA_ROLES__{role.upper()}__MAX_CONCURRENCY", "1")
+        one_seed_at_a_time(monkeypatch, slow.url)
         settings = load_settings()
         queue = WorkQueue(settings.effective_optuna_storage)
         job = queue.submit("synthesize", {"recipe": "default"})
