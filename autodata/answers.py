@@ -7,6 +7,7 @@ answer? does the question leak it?); `evals.metrics` builds the reported metrics
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Sequence
@@ -43,3 +44,128 @@ def sub_exact_match(prediction: str, golden_answers: Sequence[str], *, regex: bo
         elif normalize_answer(golden) in predicted:
             return 1.0
     return 0.0
+
+
+# The fixed answer forms of the task types that do not answer with a bare fact. The eval
+# recognises them by their normalized start (`answer_form`), so a model is credited for the
+# behaviour (refusing, correcting, reporting a conflict) even where its values differ.
+REFUSAL = "insufficient evidence"
+_CORRECTION = "false premise:"
+_CONFLICT = "conflicting evidence:"
+_AS_OF = re.compile(r"^(?P<value>.+?)\s*\(as of (?P<time>[^()]+)\)$")
+
+
+def premise_correction(fact: str) -> str:
+    """The answer that rejects a question's false premise: what the evidence says instead."""
+    return f"{_CORRECTION} {fact}"
+
+
+def conflict_report(first: str, second: str) -> str:
+    """The answer that reports two values the evidence gives for one attribute."""
+    return f"{_CONFLICT} {first}; {second}"
+
+
+def as_of(value: str, time: str) -> str:
+    """A time-dependent answer with the time boundary the evidence gives."""
+    return f"{value} (as of {time})"
+
+
+def split_as_of(answer: str) -> tuple[str, str] | None:
+    """`(value, time)` of an `as_of` answer; None for any other form."""
+    found = _AS_OF.match(answer.strip())
+    return (found["value"], found["time"].strip()) if found else None
+
+
+def answer_form(answer: str | None) -> str:
+    """Which fixed form an answer takes: "refusal", "correction", "conflict" or "fact"."""
+    text = normalize_answer(answer or "")
+    for form, phrase in (("refusal", REFUSAL), ("correction", _CORRECTION), ("conflict", _CONFLICT)):
+        if text == normalize_answer(phrase) or text.startswith(normalize_answer(phrase) + " "):
+            return form
+    return "fact"
+
+
+# Words that say nothing about what a question asks: articles, auxiliaries, question words.
+_FUNCTION_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "why",
+        "will",
+        "with",
+        "would",
+    ]
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def content_words(text: str) -> set[str]:
+    """The stemmed words of `text` that carry content (what "about the same thing" compares)."""
+    words = [w for w in normalize_answer(text).split() if w not in _FUNCTION_WORDS]
+    return set(_stemmer().stemWords(words))
+
+
+def facts_of(answer: str) -> tuple[str, ...]:
+    """What an answer in one of the fixed forms rests on: nothing for a refusal, the corrected
+    fact, the two conflicting values, a value and its date, or the answer itself."""
+    form, text = answer_form(answer), answer.strip()
+    if form == "refusal":
+        return ()
+    if form in ("correction", "conflict"):
+        rest = text.split(":", 1)[1] if ":" in text else ""
+        return tuple(v.strip() for v in rest.split(";") if v.strip()) if form == "conflict" else (rest.strip(),)
+    return split_as_of(text) or (text,)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autodata._io import atomic_write_json, atomic_write_jsonl
-from autodata.answers import sub_exact_match
+from autodata.answers import answer_form, facts_of, split_as_of, sub_exact_match
 from autodata.items import AcceptedItem
 from autodata.trajectory import SearchStep, sharegpt_problems, to_sharegpt
 
@@ -18,33 +18,68 @@ def dataset_info(file_name: str = f"{DATASET_NAME}.json") -> dict:
     return {DATASET_NAME: {"file_name": file_name, "formatting": "sharegpt", "columns": columns}}
 
 
+# The judgement of each task type's answer, from its fixed form (`autodata.answers.answer_form`).
+VERDICTS = {"fact": "supported", "refusal": "insufficient", "correction": "refuted", "conflict": "conflicting"}
+
+
 def midtrain_record(item: AcceptedItem) -> dict:
-    """The structured mid-train form: claim decomposition, evidence matching, judgement."""
+    """The structured mid-train form: claims, evidence matching with each passage's stance, the
+    judgement (supported, refuted, conflicting or insufficient) and, for a conflict, its resolution."""
+    form, facts = answer_form(item.answer), facts_of(item.answer)
     evidence = []
     for step in item.trajectory.steps:
         if isinstance(step, SearchStep):
             for block in step.observation.split("\nDoc ")[:10]:
-                supports = bool(sub_exact_match(block, [item.answer]))
+                stated = [f for f in facts if sub_exact_match(block, [f])]
                 evidence.append(
                     {
                         "id": f"E{len(evidence) + 1}",
                         "query": step.query,
                         "snippet": block.removeprefix("Doc ").strip()[:400],
-                        "supports_answer": supports,
+                        "states": stated,
+                        "stance": _stance(form, facts, stated),
                     }
                 )
-    support_ids = [e["id"] for e in evidence if e["supports_answer"]]
-    claims = [f"The answer to {item.question!r} is {item.answer!r}."]
-    if item.bridge:
-        claims.insert(0, f"The question describes {item.bridge!r} without naming it.")
-    return {
+    support_ids = [e["id"] for e in evidence if e["states"]]
+    record = {
         "query": item.question,
         "category": item.tags.task_type,
-        "claims": claims,
+        "claims": _claims(item, form, facts),
         "evidence": evidence,
-        "judgement": {"verdict": "supported" if support_ids else "insufficient", "supporting_evidence": support_ids},
+        "judgement": {"verdict": VERDICTS[form] if support_ids or not facts else "insufficient",
+                      "supporting_evidence": support_ids},
         "response": item.answer,
-    }
+    }  # fmt: skip
+    if form == "conflict":
+        sources = {f: [e["id"] for e in evidence if f in e["states"]] for f in facts}
+        record["conflict_resolution"] = {"rule": "report every value with its sources", "values": sources}
+    return record
+
+
+def _stance(form: str, facts: tuple[str, ...], stated: list[str]) -> str:
+    """A passage's stance toward the question's claim: it supports, refutes (a false premise's
+    correction), supports one side of a conflict, or is neutral (states nothing it rests on)."""
+    if not stated:
+        return "neutral"
+    return {"correction": "refutes", "conflict": "supports_one_side"}.get(form, "supports")
+
+
+def _claims(item: AcceptedItem, form: str, facts: tuple[str, ...]) -> list[str]:
+    """The claims the answer decomposes into, one per fact it rests on."""
+    question, dated = item.question, split_as_of(item.answer)
+    if form == "refusal":
+        claims = [f"The retrieved evidence states no answer to {question!r}."]
+    elif form == "correction":
+        claims = [f"The question {question!r} presupposes what the evidence contradicts; it states {facts[0]!r}."]
+    elif form == "conflict":
+        claims = [f"One source gives {fact!r} for what {question!r} asks." for fact in facts]
+    elif dated:
+        claims = [f"As of {dated[1]}, the answer to {question!r} is {dated[0]!r}."]
+    else:
+        claims = [f"The answer to {question!r} is {item.answer!r}."]
+    if item.bridge:
+        claims.insert(0, f"The question describes {item.bridge!r} without naming it.")
+    return claims
 
 
 def write_datasets(items: list[AcceptedItem], out: Path, sft_name: str = "sft_dataset.json") -> dict[str, int]:

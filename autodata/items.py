@@ -36,6 +36,10 @@ RejectionReason = Literal[
     "unverified",
     "hint_leak",
     "bad_thought",
+    "ungrounded_thought",  # a thought states a name or number nothing it saw holds, or answers before searching
+    "not_multi_hop",  # a two-hop question answered without walking both hops
+    "answerable",  # an insufficient-evidence question whose answer a search retrieves
+    "paraphrase",  # the question paraphrases a held-out question with the same answer
 ]
 
 

@@ -55,6 +55,7 @@ from autodata.stages import (
     final_verdict,
     next_solver,
     number_passages,
+    paraphrase,
     pick_strategy,
     propose,
     reachable,
@@ -120,6 +121,12 @@ FEEDBACK: dict[str, str] = {
     "bad_thought": "The search agent's reasoning was empty, repetitive or contradicted its actions: ask a simpler, "
     "direct question.",
     "gap": "The strong and weak solvers scored too close: make the question need the evidence.",
+    "ungrounded_thought": "The search agent's reasoning stated facts it had not retrieved: ask about a fact the "
+    "passages state plainly.",
+    "not_multi_hop": "The search agent answered without walking both hops: describe the bridge entity so that "
+    "its name must be found first.",
+    "answerable": "A search finds the answer: ask for a fact about the topic that no passage states.",
+    "paraphrase": "The question restates a held-out question: ask about a different fact.",
 }
 SYNTHESIS_ROLES: tuple[RoleName, ...] = ("challenger", "weak", "strong", "judge")  # the roles a seed calls
 
@@ -216,7 +223,7 @@ class SeedProcessor:
             tried.add(strategy)
             proposal = propose(self, Task(seed, evidence.passages, evidence.answer, strategy, round_no, feedback))
             candidate = proposal.candidate
-            problem = proposal.problem or screen(candidate, questions)
+            problem = proposal.problem or screen(candidate, questions) or paraphrase(self.held_out, candidate)
             if problem is None:
                 questions.append(candidate.question)
                 outcome = self.solve(candidate)
@@ -238,7 +245,7 @@ class SeedProcessor:
         attempts = run_solvers(self, c)
         if (problem := attempts.problem(self.recipe.acceptance)) is not None:
             return Outcome.rejected(problem)
-        kept = verify(self, c, attempts.correct())
+        kept = verify(self, c, attempts.correct(), attempts.weak_guesses)
         if isinstance(kept, Problem):
             return Outcome.rejected(kept)
         tags = tag_question(self, c)

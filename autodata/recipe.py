@@ -19,7 +19,9 @@ from autodata.errors import RecipeError, parser_limit
 from prompts import load_prompt
 
 OptimizableRole = Literal["challenger", "tagger", "verifier"]
-Strategy = Literal["keep", "rephrase", "multi_hop"]
+Strategy = Literal[
+    "keep", "rephrase", "multi_hop", "insufficient_evidence", "false_premise", "conflicting_evidence", "timely"
+]
 
 
 class _Frozen(BaseModel):
@@ -73,15 +75,21 @@ class StrategyMix(_Frozen):
     keep: float = Field(0.6, ge=0)  # the seed question as it is
     rephrase: float = Field(0.25, ge=0)  # same answer, new wording
     multi_hop: float = Field(0.15, ge=0)  # compose over a bridge entity: two passages needed
+    # The task types beyond fact lookup (README "Task types"); off by default, so EM-style
+    # worlds keep their data, and in a study's search space.
+    insufficient_evidence: float = Field(0.0, ge=0)  # the corpus does not hold the answer: refuse
+    false_premise: float = Field(0.0, ge=0)  # the question presupposes what a passage contradicts
+    conflicting_evidence: float = Field(0.0, ge=0)  # two passages give different values
+    timely: float = Field(0.0, ge=0)  # a time-dependent fact, answered "as of" the evidence's date
 
     @model_validator(mode="after")
     def _some_weight(self) -> StrategyMix:
-        if self.keep + self.rephrase + self.multi_hop <= 0:
+        if sum(self.weights().values()) <= 0:
             raise ValueError("at least one strategy weight must be positive")
         return self
 
     def weights(self) -> dict[Strategy, float]:
-        return {"keep": self.keep, "rephrase": self.rephrase, "multi_hop": self.multi_hop}
+        return {name: getattr(self, name) for name in type(self).model_fields}
 
 
 def _default_instructions() -> dict[OptimizableRole, str]:

@@ -10,7 +10,7 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from math import ceil
+from math import ceil, log
 from pathlib import Path
 from typing import Any
 
@@ -259,19 +259,71 @@ def _ngrams(question: str, n: int) -> set[str]:
     return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-class HeldOutQuestions:
-    """The word n-grams of held-out questions, to test train questions one at a time (streaming).
+# Function words that carry no topic: dropped so "Who wrote X?" and "Which author wrote X?"
+# compare on X. Question words ("in what year" = "when") are in here on purpose: both sides
+# must share an answer anyway.
+STOPWORDS = frozenset(
+    """a an the of in on at to for from by with and or not no is are was were be been being am do
+    does did has have had it its this that these those there their they them he she his her
+    him i you we us our your my me as into onto than then so if but about over under after
+    before what which who whom whose when where why how whats whos name named s year many much""".split()  # noqa: SIM905
+)
 
+
+def _terms(question: str) -> list[str]:
+    """Lower-cased words, punctuation as a break ("Moby-Dick" -> moby, dick), minus stopwords."""
+    return [word for word in re.findall(r"[^\W_]+", question.lower()) if word not in STOPWORDS]
+
+
+def _unit(weights: dict[str, float]) -> dict[str, float]:
+    norm = sum(w * w for w in weights.values()) ** 0.5
+    return {term: w / norm for term, w in weights.items()} if norm else {}
+
+
+class HeldOutQuestions:
+    """The held-out (dev/test/confirm) questions, to test train questions one at a time (streaming).
+
+    Two checks: `overlap` (shared word n-grams: copied text) and `paraphrase` (same answer and a
+    high TF-IDF cosine: reworded text, which shares no 5-gram but still teaches the held-out answer).
     Questions shorter than `n` words count as one n-gram (so exact repeats always show).
+
+    `min_paraphrase_similarity=0.5`: on the pairs in tests/test_paraphrase.py rewordings of a
+    held-out question score 0.53-1.0 and different questions with its answer 0.0-0.43. Lexical
+    similarity misses rewordings that share almost no content word (then `overlap` misses them too).
     """
 
-    def __init__(self, held_out: Iterable[SeedItem], *, n: int = 5, min_overlap: float = 0.5):
+    def __init__(
+        self,
+        held_out: Iterable[SeedItem],
+        *,
+        n: int = 5,
+        min_overlap: float = 0.5,
+        min_paraphrase_similarity: float = 0.5,
+    ):
         self.n, self.min_overlap, self.size = n, min_overlap, 0
+        self.min_paraphrase_similarity = min_paraphrase_similarity
         self._owners: dict[str, set[str]] = defaultdict(set)
+        self._items: list[tuple[str, str]] = []  # (id, question)
+        counts: list[Counter[str]] = []
+        self._by_answer: dict[str, list[int]] = defaultdict(list)  # normalized golden answer -> items
         for item in held_out:
             self.size += 1
             for gram in _ngrams(item.question, n):
                 self._owners[gram].add(item.id)
+            # A hidden split has no answers: it never enters _by_answer, so never a paraphrase.
+            for answer in {normalize_answer(a) for a in item.golden_answers or ()} - {""}:
+                self._by_answer[answer].append(len(self._items))
+            self._items.append((item.id, item.question))
+            counts.append(Counter(_terms(item.question)))
+        df = Counter(term for terms in counts for term in terms)
+        # Smoothed idf, as if the query were one more document: a word no held-out question
+        # uses gets the highest weight, so a query about something else scores low.
+        self._unseen_idf = log(self.size + 1) + 1
+        self._idf = {term: log((self.size + 1) / (k + 1)) + 1 for term, k in df.items()}
+        self._vectors = [self._vector(terms) for terms in counts]
+
+    def _vector(self, counts: Counter[str]) -> dict[str, float]:
+        return _unit({term: k * self._idf.get(term, self._unseen_idf) for term, k in counts.items()})
 
     def overlap(self, item: SeedItem) -> dict[str, Any] | None:
         """`{"id", "held_out_id", "overlap"}` when `item` shares at least `min_overlap` of its
@@ -287,6 +339,30 @@ class HeldOutQuestions:
             if overlap >= self.min_overlap
             else None
         )
+
+    def paraphrase(self, question: str, answers: Sequence[str]) -> dict[str, Any] | None:
+        """`{"held_out_id", "held_out_question", "similarity"}` for the held-out question most like
+        `question` (TF-IDF cosine, 0 to 1) among those with a golden answer equal to one of
+        `answers` after `normalize_answer` (the `exact_match` rule), when that similarity is at
+        least `min_paraphrase_similarity`; else None."""
+        if isinstance(answers, str):  # one answer, not its characters
+            answers = [answers]
+        candidates = {i for a in answers for i in self._by_answer.get(normalize_answer(a), ())}
+        if not candidates:
+            return None
+        query = self._vector(Counter(_terms(question)))
+        best, similarity = max(
+            ((i, sum(w * self._vectors[i].get(term, 0.0) for term, w in query.items())) for i in candidates),
+            key=lambda pair: (pair[1], -pair[0]),
+        )
+        if similarity < self.min_paraphrase_similarity:
+            return None
+        held_out_id, held_out_question = self._items[best]
+        return {
+            "held_out_id": held_out_id,
+            "held_out_question": held_out_question,
+            "similarity": round(min(similarity, 1.0), 4),
+        }
 
 
 def find_contamination(

@@ -23,6 +23,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from autodata._io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
+from autodata.answers import answer_form
 from autodata.errors import SeedDataError
 from autodata.llm import RoleClient
 from autodata.search.protocol import Retriever
@@ -176,4 +177,31 @@ def compute_metrics(items: list[SeedItem], rows: list[dict]) -> dict:
             kind: {"n": len(idx), **{m: round(sum(per_example[m][i] for i in idx) / len(idx), 6) for m in per_example}}
             for kind, idx in sorted(groups.items())
         }
+        metrics.update(behaviour_metrics(groups, [answer_form(r["answer"]) for r in rows], metrics["by_type"]))
     return metrics
+
+
+# The task types whose items are judged by the answer's form (`autodata.answers.answer_form`).
+FORM_OF_TYPE = {"insufficient_evidence": "refusal", "false_premise": "correction", "conflicting_evidence": "conflict"}
+
+
+def behaviour_metrics(groups: dict[str, list[int]], forms: list[str], by_type: dict[str, dict]) -> dict:
+    """Refusal precision and recall over all items (a refusal is right on an insufficient-evidence
+    item), and per type the share of false-premise items corrected and conflicts reported.
+    Adds `form_rate` to `by_type`'s entries in place; returns {"refusal": ...} when it applies."""
+    for kind, form in FORM_OF_TYPE.items():
+        if kind in groups:
+            by_type[kind]["form_rate"] = round(sum(forms[i] == form for i in groups[kind]) / len(groups[kind]), 6)
+    refused = {i for i, form in enumerate(forms) if form == "refusal"}
+    should = set(groups.get("insufficient_evidence", ()))
+    if not refused and not should:
+        return {}
+    right = len(refused & should)
+    return {
+        "refusal": {
+            "precision": round(right / len(refused), 6) if refused else None,
+            "recall": round(right / len(should), 6) if should else None,
+            "refused": len(refused),
+            "should_refuse": len(should),
+        }
+    }

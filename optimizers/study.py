@@ -81,6 +81,7 @@ class StudySettings:
         return [s for s in sizes if s <= self.seeds_per_trial]
 
 
+TASK_TYPE_STRATEGIES = ("insufficient_evidence", "false_premise", "conflicting_evidence", "timely")
 BASELINE_PARAMS = {
     "attempts_per_solver": 3,
     "strong_min_accuracy": 0.65,
@@ -90,6 +91,7 @@ BASELINE_PARAMS = {
     "keep": 0.6,
     "rephrase": 0.25,
     "multi_hop": 0.15,
+    **{name: 0.0 for name in TASK_TYPE_STRATEGIES},
     "top_k": 3,
     "max_turns": 4,
     "hint_mode": "answer",
@@ -185,6 +187,7 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
         "keep": trial.suggest_float("keep", 0.2, 1.0),
         "rephrase": trial.suggest_float("rephrase", 0.0, 1.0),
         "multi_hop": trial.suggest_float("multi_hop", 0.0, 0.5),
+        **{name: trial.suggest_float(name, 0.0, 0.3) for name in TASK_TYPE_STRATEGIES},
         "top_k": trial.suggest_categorical("top_k", [3, 5]),
         "max_turns": trial.suggest_categorical("max_turns", [3, 4]),
         "hint_mode": trial.suggest_categorical("hint_mode", ["answer", "titles", "none"]),
@@ -213,7 +216,7 @@ def suggest_recipe(trial: optuna.Trial, latest: dict[str, int]) -> tuple[Recipe,
             "rule": rule,
         },
         max_rounds=p["max_rounds"],
-        strategies={"keep": p["keep"], "rephrase": p["rephrase"], "multi_hop": p["multi_hop"]},
+        strategies={name: p[name] for name in ("keep", "rephrase", "multi_hop", *TASK_TYPE_STRATEGIES)},
         search={**base.search.model_dump(), "top_k": p["top_k"], "max_turns": p["max_turns"]},
         hint_mode=p["hint_mode"],
         weak_mode=p["weak_mode"],

@@ -102,11 +102,11 @@ def test_an_unparseable_strong_reply_keeps_trajectories_and_scores_aligned():
     }
     shown = []
 
-    def strong(question, hint, config, known_answer):
+    def strong(question, hint, config, known_answer, known_facts=None):
         i = int(config["rollout_id"].rsplit(":", 1)[1])
         return SimpleNamespace(trajectory=solved[i]) if i in solved else None  # None: what `_as` gives when unparseable
 
-    def verifier(question, answer, trajectories, config, bridge, hinted_titles):
+    def verifier(question, expected, trajectories, config):
         shown.extend(trajectories)
         return SimpleNamespace(trajectory=None, reason="unverified", detail="scripted")
 

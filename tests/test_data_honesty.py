@@ -9,7 +9,7 @@ import json
 import pytest
 
 from autodata.recipe import Recipe
-from autodata.roles.verifier import check_trajectory
+from autodata.roles.verifier import Expected, check_trajectory
 from autodata.search import BM25Index, format_hits
 from autodata.settings import load_settings
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory
@@ -48,7 +48,8 @@ def test_the_honest_default_is_accepted(scripted_roles, tmp_path):
         ("I was told who it is, so I search the play.", "hint_leak", "speaks of being told"),
         ("The hint names an article; I search it.", "hint_leak", "speaks of being told"),
         (" . ", "bad_thought", "step 1's thought is empty"),
-        ("Search 1; Search 2; Search 3; Search 4", "bad_thought", "repeats itself"),
+        ("Search 1; Search 2; Search 3; Search 4", "bad_thought", "not prose (mostly numbers)"),
+        ("Search search search search for it", "bad_thought", "repeats itself"),
         ("I can answer now without looking further.", "bad_thought", "says it answers now, then it searches"),
     ],
 )
@@ -148,7 +149,7 @@ def test_thought_rules_on_hand_made_trajectories(bm25_index):
     def trajectory(*thoughts):
         first, final = thoughts
         return Trajectory(
-            question="q",
+            question="Who wrote the tragedy Hamlet?",
             steps=[
                 SearchStep(think=first, query="hamlet tragedy", observation=observation, hit_ids=[]),
                 AnswerStep(think=final, answer="William Shakespeare"),
@@ -158,7 +159,7 @@ def test_thought_rules_on_hand_made_trajectories(bm25_index):
     assert (
         check_trajectory(
             trajectory("I look for the play first.", "The passage names William Shakespeare."),
-            "William Shakespeare",
+            Expected.fact("William Shakespeare"),
             bm25_index,
             search,
         )
@@ -166,21 +167,21 @@ def test_thought_rules_on_hand_made_trajectories(bm25_index):
     )  # the answer after it was observed
     same = check_trajectory(
         trajectory("I look for the play first.", "I look for the play first."),
-        "William Shakespeare",
+        Expected.fact("William Shakespeare"),
         bm25_index,
         search,
     )
     assert same.reason == "bad_thought" and "repeats itself" in same.detail
     late = check_trajectory(
         trajectory("I look for the play first.", "Let me search once more, then: done."),
-        "William Shakespeare",
+        Expected.fact("William Shakespeare"),
         bm25_index,
         search,
     )
     assert late == ("bad_thought", "step 2's thought says it must search, then it answers")
     armstrong = check_trajectory(
         trajectory("Armstrong is not it; I look for the play.", "The passage says so."),
-        "William Shakespeare",
+        Expected.fact("William Shakespeare"),
         bm25_index,
         search,
     )
@@ -188,8 +189,8 @@ def test_thought_rules_on_hand_made_trajectories(bm25_index):
 
 
 def test_tags_describe_the_accepted_question_and_multi_hop_is_not_a_simple_fact(bridge_world, scripted_roles, tmp_path):
-    # an honest search: it finds Kronborg and the answer's article
-    scripted_roles.strong_query = "Danish castle tragedy"
+    # an honest search: it finds Kronborg, which names the bridge, then the bridge's article states the answer
+    scripted_roles.strong_queries = ("Danish castle", "Hamlet")
     scripted_roles.challenger_question = "Which playwright wrote the tragedy set at a Danish castle?"
     result = synthesize(tmp_path, MULTI_HOP)
     manifest = result["manifest"]
@@ -230,3 +231,14 @@ def test_a_hinted_thought_is_rewritten_without_the_hint(scripted_roles, tmp_path
     assert "William Shakespeare" in item["strong"]["hint"]  # the hint is kept as metadata, not as training text
     sft = (tmp_path / "out" / "sft_dataset.json").read_text()
     assert "hint" not in sft.lower() and "The hint says" not in sft
+
+
+def test_a_kept_thought_the_rules_reject_is_written_again(scripted_roles, tmp_path):
+    """The hinted solver's search thought comes from a call without the hint; one that states what
+    nothing showed is asked for again (another rollout id), and the grounded retry is kept."""
+    scripted_roles.explain_thoughts = ("I recall it was first staged in 1599.",)
+    result = synthesize(tmp_path, {**KEEP, "acceptance": {"attempts_per_solver": 1}})  # one strong attempt
+    assert result["manifest"]["items"]["accepted"] == 1, result["rejected"]
+    item = json.loads((tmp_path / "out" / "trajectories.jsonl").read_text().splitlines()[0])
+    assert item["trajectory"]["steps"][0]["think"] == scripted_roles.strong_think
+    assert scripted_roles.calls["strong_explain"] == 2

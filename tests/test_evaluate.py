@@ -184,3 +184,28 @@ def test_well_formed_turns():
     assert not well_formed("<search> q </search>")  # no thinking first
     assert not well_formed("<think> x </think> Paris")  # neither a search nor an answer
     assert not well_formed("<think> x </think><search> q </search><answer> a </answer>")  # two actions
+
+
+def test_eval_by_type_scores_refusals_corrections_and_conflicts():
+    from evals.evaluate import compute_metrics
+
+    def item(i, kind, answer):
+        return SeedItem(id=f"t{i}", question=f"q{i}", golden_answers=[answer], metadata={"task_type": kind})
+
+    items = [
+        item(0, "insufficient_evidence", "insufficient evidence"),
+        item(1, "insufficient_evidence", "insufficient evidence"),
+        item(2, "simple_fact", "Paris"),
+        item(3, "false_premise", "false premise: 1802"),
+        item(4, "conflicting_evidence", "conflicting evidence: 1802; 1803"),
+    ]
+    answers = ["Insufficient evidence", "Lyon", "insufficient evidence", "false premise: 1805", "1802"]
+    rows = [{"answer": a, "format_valid": True, "searches": 1} for a in answers]
+    metrics = compute_metrics(items, rows)
+    # two refusals, one of them right; two items should have been refused, one was
+    assert metrics["refusal"] == {"precision": 0.5, "recall": 0.5, "refused": 2, "should_refuse": 2}
+    assert metrics["by_type"]["false_premise"]["form_rate"] == 1.0 and metrics["by_type"]["false_premise"]["em"] == 0
+    assert metrics["by_type"]["conflicting_evidence"]["form_rate"] == 0.0
+    assert "form_rate" not in metrics["by_type"]["simple_fact"]
+    untyped = compute_metrics([SeedItem(id="x", question="q", golden_answers=["a"])], rows[:1])
+    assert "refusal" not in untyped and "by_type" not in untyped

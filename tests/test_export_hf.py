@@ -12,6 +12,7 @@ import yaml
 from autodata import export_hf as module
 from autodata.errors import AutodataError
 from autodata.export_hf import export_hf, size_category
+from autodata.items import AcceptedItem
 from autodata.trajectory import sharegpt_problems
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_run" / "default"
@@ -49,7 +50,7 @@ def test_rows_are_the_sft_examples_in_order_with_their_items(run, tmp_path):
     assert [(r["id"], r["seed_id"], r["question"], r["answer"], r["hops"]) for r in got] == [
         (i["id"], i["seed_id"], i["question"], i["answer"], i["hops"]) for i in items
     ]
-    assert {r["strategy"] for r in got} == {"keep"} and {r["task_type"] for r in got} == {"simple_fact"}
+    assert {r["strategy"] for r in got} <= {"keep", "rephrase"} and {r["task_type"] for r in got} == {"simple_fact"}
     assert summary["rows"] == 5 and summary["shards"] == 1
     assert summary["card"] == str((tmp_path / "hf" / "README.md").resolve())
     assert summary["push_command"] == f"hf upload USER/NAME {(tmp_path / 'hf').resolve()} --repo-type dataset"
@@ -65,7 +66,8 @@ def test_examples_dropped_from_the_datasets_do_not_shift_the_ids(run, tmp_path):
     (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     export_hf(run, tmp_path / "hf")
     got = rows(tmp_path / "hf")
-    assert [r["id"] for r in got] == ["s1-r0", "s4-r0", "s5-r1", "s6-r1"]
+    ids = [item.id for item in AcceptedItem.read(run / "trajectories.jsonl")]
+    assert len(ids) == 5 and [r["id"] for r in got] == ids[:1] + ids[2:]
     assert all(r["question"] in r["conversations"][0]["value"] for r in got)
 
 
@@ -75,7 +77,9 @@ def test_shards_hold_at_most_shard_rows_and_keep_the_order(run, tmp_path, monkey
     names = sorted(p.name for p in (tmp_path / "hf" / "data").iterdir())
     assert names == [f"train-0000{i}-of-00003.parquet" for i in range(3)] and summary["shards"] == 3
     assert [pq.read_metadata(tmp_path / "hf" / "data" / n).num_rows for n in names] == [2, 2, 1]
-    assert [r["id"] for r in rows(tmp_path / "hf")] == ["s1-r0", "s2-r0", "s4-r0", "s5-r1", "s6-r1"]
+    assert [r["id"] for r in rows(tmp_path / "hf")] == [
+        item.id for item in AcceptedItem.read(run / "trajectories.jsonl")
+    ]
 
 
 def test_card_front_matter_is_the_hubs_metadata(run, tmp_path):

@@ -13,7 +13,7 @@ from autodata import stages
 from autodata.items import AcceptedItem, Tags
 from autodata.pipeline import FEEDBACK, SeedProcessor
 from autodata.recipe import Recipe, SearchRecipe, Strategy
-from autodata.roles import Verifier
+from autodata.roles import Expected, Verifier
 from autodata.search.protocol import Hit
 from autodata.seeds import HeldOutQuestions, SeedItem
 from autodata.stages import (
@@ -248,12 +248,12 @@ def test_an_unparseable_strong_reply_is_an_attempt_without_a_trajectory_aligned_
     roles = FakeRoles(
         ALL_ATTEMPTS,
         weak=lambda question, config: SimpleNamespace(answer="I do not know"),
-        strong=lambda question, hint, config, known_answer: (
+        strong=lambda question, hint, config, known_answer, known_facts=None: (
             SimpleNamespace(trajectory=solved[rollout_index(config)]) if rollout_index(config) in solved else None
         ),
     )
     attempts = run_solvers(roles, GOOD)
-    assert attempts.weak == (WeakAttempt(0.0),) * 3
+    assert attempts.weak == (WeakAttempt(0.0, "I do not know"),) * 3
     assert attempts.strong == (StrongAttempt(0.0, None), StrongAttempt(1.0, solved[1]), StrongAttempt(1.0, solved[2]))
     assert attempts.strong_scores == [0.0, 1.0, 1.0] and len(attempts.strong_scores) == len(attempts.strong)
     assert attempts.correct() == [solved[1], solved[2]] and attempts.correct()[0] is solved[1]
@@ -267,7 +267,7 @@ def test_a_strong_answer_no_search_retrieved_scores_zero_and_keeps_its_trajector
     roles = FakeRoles(
         ALL_ATTEMPTS,
         weak=lambda question, config: None,  # unparseable: scored 0
-        strong=lambda question, hint, config, known_answer: SimpleNamespace(trajectory=ungrounded),
+        strong=lambda question, hint, config, known_answer, known_facts=None: SimpleNamespace(trajectory=ungrounded),
     )
     attempts = run_solvers(roles, GOOD)
     assert attempts.weak_scores == [0.0] * 3 and attempts.strong == (StrongAttempt(0.0, ungrounded),) * 3
@@ -299,7 +299,7 @@ def test_the_hint_follows_the_recipe():
 def test_the_verifier_result_names_its_reason_and_detail(bm25_index):
     verifier = Verifier("judge", bm25_index, SearchRecipe(), llm_judge=False)
     no_search = Trajectory(question="q", steps=[AnswerStep(think="I know it well.", answer=ANSWER)])
-    result = verifier(question=GOOD.question, answer=ANSWER, trajectories=[no_search], config={})
+    result = verifier(question=GOOD.question, expected=Expected.fact(ANSWER), trajectories=[no_search], config={})
     assert (result.trajectory, result.reason, result.detail) == (None, "unverified", "no search: not search-augmented")
     roles = FakeRoles(verifier=verifier)
     assert verify(roles, GOOD, [no_search]) == Problem("unverified", "no search: not search-augmented")
@@ -315,13 +315,20 @@ def test_verify_returns_the_trajectory_kept_or_the_problem():
     assert verify(unparseable, GOOD, [kept]) == Problem("unverified", "the judge's reply could not be parsed")
 
 
-def test_the_tagger_tags_the_question_and_two_hops_are_a_composition():
-    tags = {"task_type": "simple_fact", "needs_search": True, "evidence_scope": "open_retrieval"}
-    roles = FakeRoles(tagger=lambda question, config: dspy.Prediction(**tags, recommended_sources=["encyclopedia"]))
-    assert tag_question(roles, GOOD) == Tags(**tags, recommended_sources=["encyclopedia"])
+def test_the_type_is_the_strategys_and_the_tagger_adds_checked_processing_tags():
+    tags = {"needs_search": True, "evidence_scope": "open_retrieval"}
+    sources = ["encyclopedia", " ", "./test/1357426908.json", "https://x.org", "news archive"]
+    roles = FakeRoles(tagger=lambda question, config: dspy.Prediction(**tags, recommended_sources=sources))
+    assert tag_question(roles, GOOD) == Tags(
+        task_type="simple_fact", **tags, recommended_sources=["encyclopedia", "news archive"]
+    )
     two_hops = replace(GOOD, strategy="multi_hop", bridge="Hamlet", passages=(KRONBORG, HAMLET))
     assert tag_question(roles, two_hops).task_type == "multi_hop_composition"
-    assert tag_question(FakeRoles(tagger=lambda question, config: None), GOOD) == Tags()
+    refusal = replace(GOOD, strategy="insufficient_evidence")
+    assert tag_question(roles, refusal).task_type == "insufficient_evidence"
+    only_paths = FakeRoles(tagger=lambda question, config: dspy.Prediction(**tags, recommended_sources=[""]))
+    assert tag_question(only_paths, GOOD).recommended_sources is None
+    assert tag_question(FakeRoles(tagger=lambda question, config: None), GOOD) == Tags(task_type="simple_fact")
 
 
 def test_a_seed_rejection_keeps_its_nulls_and_a_round_rejection_its_candidate():
@@ -358,13 +365,15 @@ def test_the_driver_feeds_a_rejected_rounds_reason_to_the_next_round(bm25_index)
 
     processor._as = lambda role, call: call()
     processor.challenger, processor.weak = challenger, weak
-    processor.strong = lambda question, hint, config, known_answer: SimpleNamespace(trajectory=trajectory())
+    processor.strong = lambda question, hint, config, known_answer, known_facts=None: SimpleNamespace(
+        trajectory=trajectory()
+    )
     processor.verifier = lambda **kw: dspy.Prediction(trajectory=kw["trajectories"][0], reason=None, detail=None)
     processor.tagger = lambda question, config: None
     result = processor.process(SEED)
     assert feedback == ["", FEEDBACK["too_easy"]]
     assert [(r.round, r.reason, r.question) for r in result.rejections] == [(0, "too_easy", questions[0])]
-    assert [(i.round, i.question, i.tags) for i in result.items] == [(1, questions[1], Tags())]
+    assert [(i.round, i.question, i.tags) for i in result.items] == [(1, questions[1], Tags(task_type="simple_fact"))]
     assert result.accepted == [result.items[0].model_dump()] and result.rejected[0]["reason"] == "too_easy"
 
 

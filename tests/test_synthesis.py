@@ -9,7 +9,7 @@ from autodata.errors import BudgetExceeded, DamagedFileError, RecipeError, Searc
 from autodata.llm import Budget, LLMSession
 from autodata.pipeline import decided
 from autodata.recipe import Recipe
-from autodata.roles import check_trajectory
+from autodata.roles import Expected, check_trajectory
 from autodata.search import SearchClient
 from autodata.search.server import free_port
 from autodata.settings import load_settings
@@ -62,7 +62,7 @@ def test_accepted_items_are_grounded_verified_and_exported(tmp_path, monkeypatch
     for item in accepted:
         trajectory = Trajectory.model_validate(item["trajectory"])
         # every <information> block is exactly what our retriever returns for the query
-        assert check_trajectory(trajectory, item["answer"], bm25_index, KEEP_ONLY.search) is None
+        assert check_trajectory(trajectory, Expected.fact(item["answer"]), bm25_index, KEEP_ONLY.search) is None
         assert item["answer"] in golden[item["seed_id"]] and trajectory.answer == item["answer"]
         assert item["weak"]["scores"] == [0.0, 0.0] and item["strong"]["scores"] == [1.0, 1.0]  # early stopping
         assert "The answer is" not in json.dumps(item["trajectory"])  # the hint never enters the trajectory
@@ -223,7 +223,10 @@ def test_verifier_rejects_fabricated_and_needless_searches(bm25_index):
     from autodata.search import format_hits
     from autodata.trajectory import AnswerStep
 
-    thoughts = iter(f"Thought number {i} about where to look next." for i in range(100))
+    thoughts = iter(
+        f"A {word} thought about where to look next."
+        for word in ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+    )
 
     def step(query, observation):
         return SearchStep(think=next(thoughts), query=query, observation=observation, hit_ids=[])
@@ -232,30 +235,38 @@ def test_verifier_rejects_fabricated_and_needless_searches(bm25_index):
         return AnswerStep(think="The first passage names the author.", answer=answer)
 
     real = format_hits(honest)
-    ok = Trajectory(question="q", steps=[step("who wrote the tragedy hamlet", real), answer_step()])
-    assert check_trajectory(ok, "William Shakespeare", bm25_index, search) is None
+    ok = Trajectory(
+        question="Who wrote the tragedy Hamlet?", steps=[step("who wrote the tragedy hamlet", real), answer_step()]
+    )
+    assert check_trajectory(ok, Expected.fact("William Shakespeare"), bm25_index, search) is None
     fake_obs = real.replace("Denmark", "Norway")
-    forged = Trajectory(question="q", steps=[step("who wrote the tragedy hamlet", fake_obs), answer_step()])
-    assert "fabricated observation" in check_trajectory(forged, "William Shakespeare", bm25_index, search).detail
+    forged = Trajectory(
+        question="Who wrote the tragedy Hamlet?", steps=[step("who wrote the tragedy hamlet", fake_obs), answer_step()]
+    )
+    assert (
+        "fabricated observation"
+        in check_trajectory(forged, Expected.fact("William Shakespeare"), bm25_index, search).detail
+    )
     again = Trajectory(
-        question="q",
+        question="Who wrote the tragedy Hamlet?",
         steps=[
             step("who wrote the tragedy hamlet", real),
-            step("paris", format_hits(bm25_index.search(["paris"], topk=3)[0])),
+            step("hamlet play denmark", format_hits(bm25_index.search(["hamlet play denmark"], topk=3)[0])),
             answer_step(),
         ],
     )
-    assert "needless search" in check_trajectory(again, "William Shakespeare", bm25_index, search).detail
+    assert "needless search" in check_trajectory(again, Expected.fact("William Shakespeare"), bm25_index, search).detail
     cheat_query = "William Shakespeare hamlet"
     cheat = Trajectory(
-        question="q", steps=[step(cheat_query, format_hits(bm25_index.search([cheat_query], topk=3)[0])), answer_step()]
+        question="Who wrote the tragedy Hamlet?",
+        steps=[step(cheat_query, format_hits(bm25_index.search([cheat_query], topk=3)[0])), answer_step()],
     )
-    assert check_trajectory(cheat, "William Shakespeare", bm25_index, search) == (
+    assert check_trajectory(cheat, Expected.fact("William Shakespeare"), bm25_index, search) == (
         "hint_leak",
         "step 1's query holds the answer 'William Shakespeare' before any observation showed it",
     )
-    no_search = Trajectory(question="q", steps=[answer_step()])
-    assert "no search" in check_trajectory(no_search, "William Shakespeare", bm25_index, search).detail
+    no_search = Trajectory(question="Who wrote the tragedy Hamlet?", steps=[answer_step()])
+    assert "no search" in check_trajectory(no_search, Expected.fact("William Shakespeare"), bm25_index, search).detail
 
 
 def test_bad_inputs_fail_before_anything_is_written(tmp_path, monkeypatch, bm25_index):

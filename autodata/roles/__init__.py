@@ -14,6 +14,15 @@ from autodata.roles._adapter import SchemaJSONAdapter
 from autodata.roles.challenger import Challenger
 from autodata.roles.solvers import StrongSolver, WeakSolver
 from autodata.roles.tagger import Tagger
-from autodata.roles.verifier import Verifier, check_trajectory
+from autodata.roles.verifier import Expected, Verifier, check_trajectory
 
-__all__ = ["Challenger", "SchemaJSONAdapter", "StrongSolver", "Tagger", "Verifier", "WeakSolver", "check_trajectory"]
+__all__ = [
+    "Challenger",
+    "Expected",
+    "SchemaJSONAdapter",
+    "StrongSolver",
+    "Tagger",
+    "Verifier",
+    "WeakSolver",
+    "check_trajectory",
+]

@@ -8,13 +8,16 @@ an answer at its turn limit. The hint steers the agent but is never part of the
 trajectory: with a hint, each search step's thought is written again by a call that
 sees only the question, the earlier observations and the query (`ExplainSearch`), so the
 kept text reads like an agent that did not know; the verifier still rejects any that
-leaks. With `known_answer` (rationalization), the agent stops searching once a
-retrieved passage states that answer and writes its final step. A retriever failure
+leaks. With `known_answer` (rationalization), the agent stops searching once the
+retrieved passages state what that answer rests on (`known_facts`, by default the answer
+itself) and writes its final step; an answer that rests on nothing found (a refusal) is
+given at the last turn, after the searches that found nothing. A retriever failure
 propagates: a run without search cannot make this data.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Literal
 
 import dspy
@@ -22,6 +25,7 @@ import dspy
 from autodata.answers import sub_exact_match
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import SearchQuery, ShortAnswer, Thought
+from autodata.roles.verifier import thought_problem
 from autodata.search.protocol import Retriever
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, observation_text
 from prompts import load_prompt
@@ -108,13 +112,28 @@ class StrongSolver(dspy.Module):
     def _search_step(
         self, think: str, query: str, *, question: str, hint: str, steps: list, config: dict
     ) -> SearchStep:
-        if hint:  # the hinted agent chose the query; the kept thought comes from a call without the hint
-            think = self.explain(question=question, history=_history(steps), query=query, config=config).think
         hits = self.retriever.search([query], topk=self.search.top_k)[0]
         observation = observation_text(hits, self.search.max_observation_tokens, self.search.observation_tokenizer)
-        return SearchStep(think=think, query=query, observation=observation, hit_ids=[h.id for h in hits])
+        step = SearchStep(think=think, query=query, observation=observation, hit_ids=[h.id for h in hits])
+        if not hint:
+            return step
+        # The hinted agent chose the query; the kept thought comes from a call without the hint.
+        return _with_kept_thought(
+            step,
+            lambda cfg: self.explain(question=question, history=_history(steps), query=query, config=cfg).think,
+            question,
+            steps,
+            config,
+        )
 
-    def forward(self, question: str, hint: str, config: dict, known_answer: str | None = None) -> dspy.Prediction:
+    def forward(
+        self,
+        question: str,
+        hint: str,
+        config: dict,
+        known_answer: str | None = None,
+        known_facts: tuple[str, ...] | None = None,
+    ) -> dspy.Prediction:
         def turn_config(turn: int) -> dict:
             return {**config, "rollout_id": f"{config['rollout_id']}:{turn}"}
 
@@ -128,13 +147,22 @@ class StrongSolver(dspy.Module):
                 plan.think, plan.query, question=question, hint=hint, steps=steps, config=explain_config(0)
             )
         )
+        facts = (known_answer,) if known_facts is None else known_facts
         for turn in range(1, self.search.max_turns):
-            found = known_answer is not None and sub_exact_match(steps[-1].observation, [known_answer])
+            observed = "\n".join(s.observation for s in steps if isinstance(s, SearchStep))
+            found = known_answer is not None and all(sub_exact_match(observed, [f]) for f in facts)
+            found = found and (bool(facts) or turn == self.search.max_turns - 1)  # a refusal: after every search
             if found:  # rationalization: the answer is known; the agent cites what it found
-                cited = self.cite(
-                    question=question, answer=known_answer, history=_history(steps), config=turn_config(turn)
+                step = _with_kept_thought(
+                    AnswerStep(think="", answer=known_answer),
+                    lambda cfg: (
+                        self.cite(question=question, answer=known_answer, history=_history(steps), config=cfg).think
+                    ),
+                    question,
+                    steps,
+                    turn_config(turn),
                 )
-                steps.append(AnswerStep(think=cited.think, answer=known_answer))
+                steps.append(step)
                 break
             if turn == self.search.max_turns - 1:
                 final = self.final(question=question, hint=hint, history=_history(steps), config=turn_config(turn))
@@ -150,6 +178,28 @@ class StrongSolver(dspy.Module):
                 )
             )
         return dspy.Prediction(trajectory=Trajectory(question=question, steps=steps))
+
+
+THOUGHT_TRIES = 3  # a kept thought the verifier would reject (ungrounded, not prose) is written again
+
+
+def _with_kept_thought(step, write, question: str, steps: list, config: dict):
+    """`step` with the thought `write(config)` gives, written again (another rollout id and
+    sampling seed) up to `THOUGHT_TRIES` times while the verifier's thought rules reject it;
+    the last try is kept either way (the verifier then rejects the trajectory)."""
+    for attempt in range(THOUGHT_TRIES):
+        tried = config if attempt == 0 else retry_config(config, attempt)
+        step = step.model_copy(update={"think": write(tried)})
+        problem = thought_problem(Trajectory(question=question, steps=[*steps, step]))
+        if problem is None or not problem.detail.startswith(f"step {len(steps) + 1}'s"):
+            return step
+    return step
+
+
+def retry_config(config: dict, attempt: int) -> dict:
+    """The call config of retry `attempt`: its own rollout id (cache key) and sampling seed."""
+    rollout_id = f"{config['rollout_id']}:retry{attempt}"
+    return {**config, "rollout_id": rollout_id, "seed": zlib.crc32(rollout_id.encode()) & 0x7FFFFFFF}
 
 
 def _history(steps: list[SearchStep | AnswerStep]) -> str:

@@ -1,7 +1,8 @@
-"""Tagger (judge role): the agentic-factual two-layer classification of an accepted question.
+"""Tagger (judge role): the second layer of an accepted question's two-layer classification.
 
 It tags the question an item asks (what the challenger wrote, or the seed question where it was
-kept as is), not the seed it came from. Reads: question. Writes: task_type, needs_search,
+kept as is), not the seed it came from; the first layer, the task type, is the strategy that
+made the item (`autodata.stages.tagging`). Reads: question. Writes: needs_search,
 evidence_scope, recommended_sources.
 """
 
@@ -10,23 +11,11 @@ from typing import Annotated, Literal
 import dspy
 from pydantic import Field, StringConstraints
 
-TaskType = Literal[
-    "timely_fact",
-    "document_based",
-    "false_premise",
-    "scope_ambiguity",
-    "conflicting_evidence",
-    "insufficient_evidence",
-    "multi_hop_composition",
-    "simple_fact",
-]
-
 
 class TagSeed(dspy.Signature):
-    """Classify a factual question (instructions come from the recipe)."""
+    """Tag how a factual question is answered (instructions come from the recipe)."""
 
     question: str = dspy.InputField()
-    task_type: TaskType = dspy.OutputField(desc="first layer: the kind of factual task")
     needs_search: bool = dspy.OutputField(desc="whether answering needs a search")
     evidence_scope: Literal["closed_document", "open_retrieval"] = dspy.OutputField()
     recommended_sources: Annotated[list[Annotated[str, StringConstraints(max_length=40)]], Field(max_length=3)] = (

@@ -28,7 +28,7 @@ from autodata.stages.acceptance import (
 )
 from autodata.stages.assembly import accepted_item, rejection
 from autodata.stages.base import Candidate, Problem, Roles, as_question, number_passages, rollout, title_of
-from autodata.stages.evidence import NO_EVIDENCE, Evidence, contamination, search_evidence
+from autodata.stages.evidence import NO_EVIDENCE, Evidence, contamination, paraphrase, search_evidence
 from autodata.stages.proposal import STRATEGIES, STRATEGY_GUIDES, Proposal, Task, find_bridge, pick_strategy, propose
 from autodata.stages.screening import (
     CHECKS,
@@ -69,6 +69,7 @@ __all__ = [
     "find_bridge",
     "next_solver",
     "number_passages",
+    "paraphrase",
     "pick_strategy",
     "propose",
     "reachable",

@@ -24,8 +24,25 @@ class Problem:
     detail: str
 
 
+# The first-layer task type of the method's two-layer scheme that each strategy makes.
+TASK_TYPES: dict[Strategy, str] = {
+    "keep": "simple_fact",
+    "rephrase": "simple_fact",
+    "multi_hop": "multi_hop_composition",
+    "insufficient_evidence": "insufficient_evidence",
+    "false_premise": "false_premise",
+    "conflicting_evidence": "conflicting_evidence",
+    "timely": "timely_fact",
+}
+
+
 @dataclass(frozen=True)
 class Candidate:
+    """A question and the answer a solver must give. `answer` is the fact itself, or one of the
+    fixed forms (`autodata.answers`: a refusal, a premise correction, a conflict report, a value
+    "as of" a date); `facts` are what that answer rests on, each stated in a cited passage and,
+    in a kept trajectory, in the observation the answer step rests on."""
+
     seed_id: str
     round: int
     strategy: Strategy
@@ -33,10 +50,26 @@ class Candidate:
     answer: str
     passages: tuple[Hit, ...]  # the evidence that states the answer (multi-hop: bridge passage first)
     bridge: str | None = None
+    facts: tuple[str, ...] | None = None  # None: the answer itself; (): nothing (a refusal)
+    alternatives: tuple[str, ...] = ()  # other strings that are the same answer (a conflict in either order)
+    absent: tuple[str, ...] = ()  # a refusal's guesses: no passage a search retrieves may state one
 
     @property
     def hops(self) -> int:
         return 2 if self.strategy == "multi_hop" else 1
+
+    @property
+    def task_type(self) -> str:
+        return TASK_TYPES[self.strategy]
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        return (self.answer, *self.alternatives)
+
+    @property
+    def support(self) -> tuple[str, ...]:
+        """What the evidence must state for the answer to hold."""
+        return (self.answer,) if self.facts is None else self.facts
 
 
 class Roles(Protocol):

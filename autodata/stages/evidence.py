@@ -1,4 +1,5 @@
-"""Stage 1, before any LLM call: the seed's gates and its evidence pack.
+"""Stage 1, before any LLM call: the seed's gates and its evidence pack (and the same held-out
+gate for each candidate question the challenger writes, `paraphrase`).
 
 A seed overlapping a held-out question would teach a dev/test answer (`contaminated_seed`); a
 seed whose answer its own question's search does not reach cannot teach search-augmented
@@ -13,7 +14,7 @@ from autodata.answers import sub_exact_match
 from autodata.recipe import SearchRecipe
 from autodata.search.protocol import Hit, Retriever
 from autodata.seeds import HeldOutQuestions, SeedItem
-from autodata.stages.base import Problem
+from autodata.stages.base import Candidate, Problem
 
 NO_EVIDENCE = Problem("no_evidence", "no retrieved passage holds a golden answer")
 
@@ -32,6 +33,15 @@ def contamination(held_out: HeldOutQuestions | None, seed: SeedItem) -> Problem 
         return None
     detail = f"overlaps held-out question {found['held_out_id']!r} ({found['overlap']:.0%} of its word 5-grams)"
     return Problem("contaminated_seed", detail)
+
+
+def paraphrase(held_out: HeldOutQuestions | None, c: Candidate) -> Problem | None:
+    """`paraphrase` when candidate `c` restates a held-out question with the same answer, in words
+    the 5-gram gate does not catch (a question retrieved against the held-out questions)."""
+    if held_out is None or (found := held_out.paraphrase(c.question, c.answers + c.support)) is None:
+        return None
+    detail = f"paraphrases held-out question {found['held_out_id']!r} (similarity {found['similarity']:.2f})"
+    return Problem("paraphrase", detail)
 
 
 def search_evidence(retriever: Retriever, search: SearchRecipe, seed: SeedItem) -> Evidence:

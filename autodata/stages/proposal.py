@@ -1,22 +1,36 @@
 """Stage 2: a candidate question for the round, by the round's strategy.
 
-`keep` asks the seed question as it is; `rephrase` and `multi_hop` have the challenger write a
-question from the evidence. A strategy is one function from a `Task` to a `Proposal`, listed in
-`STRATEGIES`: adding one touches this stage (and the names in `autodata.recipe.Strategy`).
+`keep` asks the seed question as it is; the others have the challenger write a question from the
+evidence: `rephrase` and `multi_hop` ask for a fact, and the task types beyond lookup ask for a
+refusal (`insufficient_evidence`), a premise correction (`false_premise`), a conflict report
+(`conflicting_evidence`) or a value with its date (`timely`), in the fixed forms of
+`autodata.answers`. Each checks here what only its own reply shows (the false value is in the
+question, the two values come from two passages, ...); `screening` checks what all share.
+A strategy is one function from a `Task` to a `Proposal`, listed in `STRATEGIES`: adding one
+touches this stage (and the names in `autodata.recipe.Strategy` and `stages.base.TASK_TYPES`).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import dspy
 
-from autodata.answers import sub_exact_match
+from autodata.answers import (
+    REFUSAL,
+    as_of,
+    conflict_report,
+    normalize_answer,
+    premise_correction,
+    split_as_of,
+    sub_exact_match,
+)
 from autodata.recipe import Recipe, Strategy
 from autodata.search.protocol import Hit
-from autodata.seeds import SeedItem
+from autodata.seeds import SeedItem, question_similarity
 from autodata.stages.base import Candidate, Problem, Roles, as_question, int_seed, number_passages, rollout, title_of
 
 STRATEGY_GUIDES: dict[Strategy, str] = {
@@ -24,7 +38,18 @@ STRATEGY_GUIDES: dict[Strategy, str] = {
     "the passages. Do not copy the seed question.",
     "multi_hop": "Multi-hop: the bridge entity is '{bridge}'. Describe it with facts from passage [1] without "
     "writing its name, and ask for the fact about it that passage [2] states.",
+    "insufficient_evidence": "Insufficient evidence: ask about '{topic}' for one specific fact (a date, number, "
+    "name or place) that none of the passages states. Answer with what you believe the answer is, or 'unknown'.",
+    "false_premise": "False premise: passage [1] states '{answer}'. Write a question that wrongly presupposes another "
+    "value in place of '{answer}' (a wrong year, number, name or place); answer with the wrong value you wrote.",
+    "conflicting_evidence": "Conflicting evidence: find two passages that give different values for the same "
+    "attribute of the same thing. Ask for that attribute; answer with both values separated by ';' and cite both "
+    "passages.",
+    "timely": "Timely: ask for a fact that changes over time (who holds an office, a record, a count, the latest "
+    "of something) that a passage states together with its date. Answer as 'VALUE (as of DATE)', both copied "
+    "from that passage.",
 }
+UNKNOWN = {"", "unknown", normalize_answer(REFUSAL)}  # a challenger's guess that guesses nothing
 
 
 @dataclass(frozen=True)
@@ -83,7 +108,7 @@ def rephrase(roles: Roles, task: Task) -> Proposal:
     reply = challenge(roles, task, passages, STRATEGY_GUIDES["rephrase"])
     if reply is None:
         return UNPARSEABLE
-    cited = tuple(passages[n - 1] for n in reply.supporting_passages if 1 <= n <= len(passages))
+    cited = cited_passages(reply, passages)
     candidate = Candidate(task.seed.id, task.round, "rephrase", reply.question.strip(), reply.answer.strip(), cited)
     if not cited:
         return Proposal(candidate, Problem("invalid", "cites no passage of the evidence pack"))
@@ -114,6 +139,11 @@ def find_bridge(roles: Roles, answer_passage: Hit) -> Hit | None:
     return None
 
 
+def cited_passages(reply: dspy.Prediction, passages: tuple[Hit, ...]) -> tuple[Hit, ...]:
+    """The passages the challenger's reply cites by number, each once, in its order."""
+    return tuple(passages[n - 1] for n in dict.fromkeys(reply.supporting_passages) if 1 <= n <= len(passages))
+
+
 def challenge(roles: Roles, task: Task, passages: tuple[Hit, ...], guide: str) -> dspy.Prediction | None:
     """The challenger's reply (question, answer, supporting_passages) on `passages`; None if unparseable."""
     return roles.ask(
@@ -129,8 +159,102 @@ def challenge(roles: Roles, task: Task, passages: tuple[Hit, ...], guide: str) -
     )
 
 
+def insufficient_evidence(roles: Roles, task: Task) -> Proposal:
+    """A question on the evidence's topic for a fact the corpus does not hold: a real search for
+    it retrieves no passage stating the challenger's guess. The answer is the refusal; the
+    solvers' guesses are checked the same way when the trajectory is verified."""
+    passages = task.stating[:1] + tuple(h for h in task.evidence if h not in task.stating[:1])
+    topic = re.sub(r"\s*\([^)]*\)$", "", title_of(passages[0]))
+    reply = challenge(roles, task, passages, STRATEGY_GUIDES["insufficient_evidence"].format(topic=topic))
+    if reply is None:
+        return UNPARSEABLE
+    question, guess = reply.question.strip(), reply.answer.strip()
+    absent = () if normalize_answer(guess) in UNKNOWN else (guess,)
+    candidate = Candidate(
+        task.seed.id, task.round, "insufficient_evidence", question, REFUSAL, passages[:1], facts=(), absent=absent
+    )
+    if not sub_exact_match(question, [topic]):
+        return Proposal(candidate, Problem("invalid", f"insufficient_evidence: the question does not name {topic!r}"))
+    if question_similarity(question, task.seed.question) >= 0.5:
+        return Proposal(candidate, Problem("answerable", "insufficient_evidence: it asks the seed question again"))
+    hits = roles.retriever.search([question], topk=roles.recipe.search.evidence_passages)[0]
+    if absent and (stating := next((h for h in hits if sub_exact_match(h.contents, absent)), None)):
+        return Proposal(
+            candidate, Problem("answerable", f"a search retrieves {title_of(stating)!r}, stating {guess!r}")
+        )
+    return Proposal(candidate)
+
+
+def false_premise(roles: Roles, task: Task) -> Proposal:
+    """A question presupposing a value the answer passage contradicts; the answer corrects it."""
+    passages = task.stating[:1]
+    reply = challenge(roles, task, passages, STRATEGY_GUIDES["false_premise"].format(answer=task.answer))
+    if reply is None:
+        return UNPARSEABLE
+    question, wrong = reply.question.strip(), reply.answer.strip()
+    candidate = Candidate(
+        task.seed.id, task.round, "false_premise", question, premise_correction(task.answer), passages,
+        facts=(task.answer,),
+    )  # fmt: skip
+    if normalize_answer(wrong) in UNKNOWN or normalize_answer(wrong) == normalize_answer(task.answer):
+        return Proposal(candidate, Problem("invalid", f"false_premise: {wrong!r} is not another value"))
+    if not sub_exact_match(question, [wrong]):
+        return Proposal(candidate, Problem("invalid", f"false_premise: the question does not presuppose {wrong!r}"))
+    if sub_exact_match(passages[0].contents, [wrong]):
+        return Proposal(candidate, Problem("invalid", f"false_premise: the passage states {wrong!r} too"))
+    return Proposal(candidate)
+
+
+def conflicting_evidence(roles: Roles, task: Task) -> Proposal:
+    """A question whose attribute two cited passages give different values for, each value stated
+    by one of them and not the other; the answer reports both (in either order)."""
+    passages = task.evidence
+    reply = challenge(roles, task, passages, STRATEGY_GUIDES["conflicting_evidence"])
+    if reply is None:
+        return UNPARSEABLE
+    values = [v.strip() for v in reply.answer.split(";")]
+    cited = cited_passages(reply, passages)
+    first, second = (values + ["", ""])[:2]
+    candidate = Candidate(
+        task.seed.id, task.round, "conflicting_evidence", reply.question.strip(), conflict_report(first, second),
+        cited, facts=(first, second), alternatives=(conflict_report(second, first),),
+    )  # fmt: skip
+    if len(values) != 2 or not first or not second or normalize_answer(first) == normalize_answer(second):
+        return Proposal(candidate, Problem("invalid", "conflicting_evidence: the answer is not two values 'A; B'"))
+
+    def only(value: str, other: str) -> bool:
+        return any(sub_exact_match(h.contents, [value]) and not sub_exact_match(h.contents, [other]) for h in cited)
+
+    if not (only(first, second) and only(second, first)):
+        return Proposal(candidate, Problem("unsupported", "no two cited passages each state one of the two values"))
+    return Proposal(candidate)
+
+
+def timely(roles: Roles, task: Task) -> Proposal:
+    """A time-dependent fact with the date a cited passage gives it: 'VALUE (as of DATE)'."""
+    passages = task.evidence
+    reply = challenge(roles, task, passages, STRATEGY_GUIDES["timely"])
+    if reply is None:
+        return UNPARSEABLE
+    cited = cited_passages(reply, passages)
+    parts = split_as_of(reply.answer)
+    value, time = parts or (reply.answer.strip(), "")
+    candidate = Candidate(
+        task.seed.id, task.round, "timely", reply.question.strip(), as_of(value, time), cited, facts=(value, time)
+    )
+    if parts is None or not re.search(r"\b\d{4}\b", time):
+        return Proposal(candidate, Problem("invalid", "timely: the answer is not 'VALUE (as of DATE)' with a year"))
+    if not any(sub_exact_match(h.contents, [value]) and sub_exact_match(h.contents, [time]) for h in cited):
+        return Proposal(candidate, Problem("unsupported", "timely: no cited passage states the value with its date"))
+    return Proposal(candidate)
+
+
 STRATEGIES: dict[Strategy, Callable[[Roles, Task], Proposal]] = {
     "keep": keep,
     "rephrase": rephrase,
     "multi_hop": multi_hop,
+    "insufficient_evidence": insufficient_evidence,
+    "false_premise": false_premise,
+    "conflicting_evidence": conflicting_evidence,
+    "timely": timely,
 }

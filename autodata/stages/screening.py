@@ -34,7 +34,8 @@ def one_question(c: Candidate, earlier: Sequence[str]) -> Problem | None:
 
 
 def short_answer(c: Candidate, earlier: Sequence[str]) -> Problem | None:
-    if not c.answer.strip() or len(c.answer.split()) > MAX_ANSWER_WORDS:
+    """The answer, or each fact a fixed-form answer reports, is 1-8 words."""
+    if not c.answer.strip() or any(not f.strip() or len(f.split()) > MAX_ANSWER_WORDS for f in c.support):
         return Problem("invalid", f"answer must be 1-{MAX_ANSWER_WORDS} words")
     return None
 
@@ -46,9 +47,10 @@ def not_solver_directed(c: Candidate, earlier: Sequence[str]) -> Problem | None:
 
 
 def answer_not_in_question(c: Candidate, earlier: Sequence[str]) -> Problem | None:
-    answer = normalize_answer(c.answer)
-    if answer and f" {answer} " in f" {normalize_answer(c.question)} ":
-        return Problem("leak", "the answer appears in the question")
+    for fact in c.support:
+        answer = normalize_answer(fact)
+        if answer and f" {answer} " in f" {normalize_answer(c.question)} ":
+            return Problem("leak", "the answer appears in the question")
     return None
 
 
@@ -60,8 +62,9 @@ def bridge_not_in_question(c: Candidate, earlier: Sequence[str]) -> Problem | No
 
 def answer_in_cited_passages(c: Candidate, earlier: Sequence[str]) -> Problem | None:
     answer_passages = c.passages[-1:] if c.hops == 2 else c.passages  # multi-hop: the second hop states it
-    if not any(sub_exact_match(h.contents, [c.answer]) for h in answer_passages):
-        return Problem("unsupported", "the answer is not in the cited passages")
+    for fact in c.support:
+        if not any(sub_exact_match(h.contents, [fact]) for h in answer_passages):
+            return Problem("unsupported", "the answer is not in the cited passages")
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from operator import attrgetter
 
-from autodata.answers import exact_match, sub_exact_match
+from autodata.answers import answer_form, exact_match, sub_exact_match
 from autodata.recipe import Acceptance, Recipe
 from autodata.stages.acceptance import final_verdict, sample_solvers, verdict_detail
 from autodata.stages.base import Candidate, Problem, Roles, rollout, title_of
@@ -21,6 +21,7 @@ from autodata.trajectory import Trajectory
 @dataclass(frozen=True)
 class WeakAttempt:
     score: float  # 0/1: whether the answer matches
+    answer: str | None = None  # what it answered (None: unparseable); a refusal's verifier checks these guesses
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ class Attempts:
     hint: str
     weak: tuple[WeakAttempt, ...]
     strong: tuple[StrongAttempt, ...]
+
+    @property
+    def weak_guesses(self) -> tuple[str, ...]:
+        """The weak solver's wrong answers, in a form that states a fact (not a refusal or correction)."""
+        return tuple(a.answer for a in self.weak if not a.score and a.answer and answer_form(a.answer) == "fact")
 
     @property
     def weak_scores(self) -> list[float]:
@@ -72,21 +78,36 @@ def run_solvers(roles: Roles, c: Candidate) -> Attempts:
 def weak_attempt(roles: Roles, c: Candidate, i: int) -> WeakAttempt:
     config = rollout(roles.hash, c.seed_id, c.round, "weak", i)
     prediction = roles.ask("weak", lambda: roles.weak(question=c.question, config=config))
-    return WeakAttempt(exact_match(prediction.answer, [c.answer]) if prediction is not None else 0.0)
+    if prediction is None:
+        return WeakAttempt(0.0)
+    return WeakAttempt(exact_match(prediction.answer, c.answers), prediction.answer)
 
 
 def strong_attempt(roles: Roles, c: Candidate, i: int, hint: str) -> StrongAttempt:
-    known = c.answer if roles.recipe.hint_mode == "answer" else None
+    answer_mode = roles.recipe.hint_mode == "answer"
+    known, facts = (c.answer, c.support) if answer_mode else (None, None)
     config = rollout(roles.hash, c.seed_id, c.round, "strong", i)
     prediction = roles.ask(
-        "strong", lambda: roles.strong(question=c.question, hint=hint, config=config, known_answer=known)
+        "strong",
+        lambda: roles.strong(question=c.question, hint=hint, config=config, known_answer=known, known_facts=facts),
     )
     trajectory = prediction.trajectory if prediction is not None else None
     if trajectory is None:
         return StrongAttempt(0.0, None)
-    grounded = any(sub_exact_match(s.observation, [c.answer]) for s in trajectory.searches)
-    correct = trajectory.answer is not None and exact_match(trajectory.answer, [c.answer]) and grounded
-    return StrongAttempt(float(correct), trajectory)
+    return StrongAttempt(float(solved(c, trajectory)), trajectory)
+
+
+def solved(c: Candidate, trajectory: Trajectory) -> bool:
+    """The strong solver's score: the right answer, after searches whose observations state what
+    it rests on (a refusal: after searches none of which retrieved a guess of the answer)."""
+    observed = "\n".join(s.observation for s in trajectory.searches)
+    return (
+        bool(trajectory.searches)
+        and trajectory.answer is not None
+        and bool(exact_match(trajectory.answer, c.answers))
+        and all(sub_exact_match(observed, [fact]) for fact in c.support)
+        and not (c.absent and sub_exact_match(observed, c.absent))
+    )
 
 
 def strong_hint(recipe: Recipe, c: Candidate) -> str:
@@ -94,6 +115,8 @@ def strong_hint(recipe: Recipe, c: Candidate) -> str:
     article: the answer's article is the bridge entity the question hides. The verifier
     rejects any trajectory that shows the hint (`hint_leak`)."""
     titles = hinted_titles(recipe, c)
+    if recipe.hint_mode == "answer" and not c.support:  # a refusal: nothing states it
+        return f"No passage states the answer. Search for it; if nothing you find states it, answer {c.answer!r}."
     if recipe.hint_mode == "answer":
         if c.hops == 2:
             return (
@@ -109,7 +132,7 @@ def strong_hint(recipe: Recipe, c: Candidate) -> str:
 def hinted_titles(recipe: Recipe, c: Candidate) -> list[str]:
     """The article titles the hint names: secrets, like the answer, until an observation shows them."""
     if recipe.hint_mode == "answer":
-        return [title_of(c.passages[0] if c.hops == 2 else c.passages[-1])]
+        return [title_of(c.passages[0] if c.hops == 2 else c.passages[-1])] if c.support else []
     if recipe.hint_mode == "titles":
         return [title_of(h) for h in (c.passages[:1] if c.hops == 2 else c.passages)]
     return []

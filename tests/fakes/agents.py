@@ -26,8 +26,10 @@ class ScriptedAgents:
 
     weak_answer: str = "I do not know"  # wrong for every seed: the weak solver fails
     strong_query: str = "question"  # "question": search the question words; or a fixed query
+    strong_queries: tuple[str, ...] = ()  # when set, the queries searched one after another (then it answers)
     challenger_question: str = "Which playwright wrote the tragedy set in Denmark?"
     challenger_answer: str | None = None  # None: copy the seed answer
+    challenger_passages: tuple[int, ...] = (1,)  # the passage numbers it cites
     verdict: str = "accept"
     # When set, the challenger writes a good question only if its instructions contain this rule;
     # otherwise it puts the answer in the question (a leak), like a model that needs telling.
@@ -37,6 +39,7 @@ class ScriptedAgents:
     judge_rule: str | None = None
     rewrite_adds: str = " Never put the answer in the question."  # what the optimizer role appends
     strong_think: str = "I should search for the key words of the question."  # a search's thought (both calls)
+    explain_thoughts: tuple[str, ...] = ()  # when set, the explain calls' thoughts in turn (then strong_think)
     hinted_think: str | None = None  # when set, what the hinted first call thinks (the explain call says strong_think)
     calls: dict[str, int] = field(default_factory=dict)
     tagged: list[str] = field(default_factory=list)  # the questions the tagger was asked about
@@ -49,7 +52,7 @@ class ScriptedAgents:
         keys = tuple((schema.get("properties") or {}).keys())
         inputs = inputs_of(request)
         step = {
-            ("task_type", "needs_search", "evidence_scope", "recommended_sources"): "tagger",
+            ("needs_search", "evidence_scope", "recommended_sources"): "tagger",
             ("question", "answer", "supporting_passages"): "challenger",
             ("answer",): "weak",
             ("think", "query"): "strong_first",
@@ -63,7 +66,6 @@ class ScriptedAgents:
         if step == "tagger":
             self.tagged.append(inputs["question"].split("\n\n")[0])
             reply = {
-                "task_type": "simple_fact",
                 "needs_search": True,
                 "evidence_scope": "open_retrieval",
                 "recommended_sources": ["encyclopedia"],
@@ -79,10 +81,21 @@ class ScriptedAgents:
             reply = {
                 "question": self.challenger_question,
                 "answer": self.challenger_answer or inputs["seed_answer"],
-                "supporting_passages": [1],
+                "supporting_passages": list(self.challenger_passages),
             }
         elif step == "weak":
             reply = {"answer": self.weak_answer}
+        elif step == "strong_first" and self.strong_queries:
+            reply = {"think": self.hinted_think or self.strong_think, "query": self.strong_queries[0]}
+        elif step == "strong_next" and len(re.findall(r"^Search \d+:", inputs["history"], re.MULTILINE)) < len(
+            self.strong_queries
+        ):
+            searched = len(re.findall(r"^Search \d+:", inputs["history"], re.MULTILINE))
+            reply = {
+                "think": "The castle passage names the play.",
+                "action": "search",
+                "argument": self.strong_queries[searched],
+            }
         elif step == "strong_first":
             query = inputs["question"].rstrip("?") if self.strong_query == "question" else self.strong_query
             reply = {"think": self.hinted_think or self.strong_think, "query": query}
@@ -93,8 +106,17 @@ class ScriptedAgents:
                 "action": "answer",
                 "argument": answer.group(1) if answer else "unknown",
             }
+        elif step == "strong_explain" and self.calls[step] <= len(self.explain_thoughts):
+            reply = {"think": self.explain_thoughts[self.calls[step] - 1]}
         elif step == "strong_explain":  # the thought kept for a search, written without the hint
-            reply = {"think": self.strong_think}
+            later = bool(inputs.get("history"))
+            reply = {
+                "think": f"What was found leads to a search for {inputs['query'].splitlines()[0]}."
+                if later
+                else self.strong_think
+            }
+        elif step == "strong_cite" and inputs.get("answer") == "insufficient evidence":
+            reply = {"think": "None of the passages found states it."}
         elif step == "strong_cite":
             reply = {"think": "The first passage states the answer."}
         elif step == "strong_final":
