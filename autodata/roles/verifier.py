@@ -29,7 +29,7 @@ import dspy
 from autodata.answers import content_words, exact_match, normalize_answer, sub_exact_match
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import Reason
-from autodata.search.protocol import Hit, Retriever, format_hits
+from autodata.search.protocol import Hit, Retriever, article_name, format_hits, title_of
 from autodata.trajectory import AnswerStep, SearchStep, Trajectory, observation_text, render_information
 
 
@@ -142,7 +142,7 @@ def _support_problem(trajectory: Trajectory, expected: Expected, last_hits: Sequ
     shared = asked & content_words(f"{passage.title} {passage.text}")
     names_bridge = expected.bridge is not None and sub_exact_match(passage.contents, [expected.bridge])
     if not names_bridge and ABOUT_SHARE * len(shared) < len(asked):
-        title = passage.title.strip().strip('"')
+        title = title_of(passage)
         return Problem(
             "unsupported",
             f"the passage stating the answer, {title!r}, is not about the question "
@@ -189,7 +189,7 @@ def _knowledge_before_evidence(trajectory: Trajectory, expected: Expected) -> Pr
     secrets = [("the answer", fact) for fact in expected.facts]
     secrets += [("the bridge entity", expected.bridge)] if expected.bridge else []
     for title in expected.hinted_titles:
-        name = re.sub(r"\s*\([^)]*\)$", "", title)  # "Python (programming language)": Python
+        name = article_name(title)
         if normalize_answer(name) and not sub_exact_match(trajectory.question, [name]):
             secrets.append(("the hinted article title", name))
     observed = ""

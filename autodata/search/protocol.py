@@ -15,6 +15,7 @@ of queries (train batch x rollouts, 2,560 in its GRPO script) is one request.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -101,6 +102,16 @@ def hits_to_wire(hits: list[list[Hit]], *, return_scores: bool) -> SearchRespons
             ]
         )
     return SearchResponse(result=[[Passage(id=h.id, contents=h.contents) for h in ranked] for ranked in hits])
+
+
+def title_of(hit: Hit) -> str:
+    """A hit's article title, without the quotes the corpus keeps around it."""
+    return hit.title.strip().strip('"')
+
+
+def article_name(title: str) -> str:
+    """What a title names, without its disambiguation: "Python (programming language)" -> "Python"."""
+    return re.sub(r"\s*\([^)]*\)$", "", title)
 
 
 def format_hits(hits: Sequence[Hit]) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Protocol, TypeVar
 
 from autodata.items import RejectionReason
 from autodata.recipe import Recipe, Strategy
-from autodata.search.protocol import Hit, Retriever
+from autodata.search.protocol import Hit, Retriever, title_of
 from autodata.settings import RoleName
 
 T = TypeVar("T")
@@ -103,10 +103,6 @@ def rollout(recipe_hash: str, *parts: object) -> dict:
 def as_question(text: str) -> str:
     text = " ".join(text.split()).rstrip("?. ")
     return text[:1].upper() + text[1:] + "?"
-
-
-def title_of(hit: Hit) -> str:
-    return hit.title.strip().strip('"')
 
 
 def number_passages(hits: list[Hit] | tuple[Hit, ...]) -> str:

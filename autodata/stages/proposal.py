@@ -29,7 +29,7 @@ from autodata.answers import (
     sub_exact_match,
 )
 from autodata.recipe import Recipe, Strategy
-from autodata.search.protocol import Hit
+from autodata.search.protocol import Hit, article_name
 from autodata.seeds import SeedItem, question_similarity
 from autodata.stages.base import Candidate, Problem, Roles, as_question, int_seed, number_passages, rollout, title_of
 
@@ -164,7 +164,7 @@ def insufficient_evidence(roles: Roles, task: Task) -> Proposal:
     it retrieves no passage stating the challenger's guess. The answer is the refusal; the
     solvers' guesses are checked the same way when the trajectory is verified."""
     passages = task.stating[:1] + tuple(h for h in task.evidence if h not in task.stating[:1])
-    topic = re.sub(r"\s*\([^)]*\)$", "", title_of(passages[0]))
+    topic = article_name(title_of(passages[0]))
     reply = challenge(roles, task, passages, STRATEGY_GUIDES["insufficient_evidence"].format(topic=topic))
     if reply is None:
         return UNPARSEABLE
