@@ -6,6 +6,7 @@ Slow: Ray starts its own processes, and every worker imports autodata and DSPy.
 import functools
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -67,7 +68,8 @@ def test_ray_cli_writes_what_the_single_process_run_writes(endpoint, tmp_path, c
     assert fake.peak_in_flight == SLOTS
     fake.peak_in_flight = 0
     assert main([*common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2"]) == 0
-    assert capsys.readouterr().out.count("Accepted 19 items from 24 seeds") == 2
+    threads_line, ray_line = re.findall(r"Accepted \d+ items from 24 seeds", capsys.readouterr().out)
+    assert threads_line == ray_line and threads_line != "Accepted 0 items from 24 seeds"
     same_output(tmp_path / "threads", tmp_path / "ray")
     assert fake.peak_in_flight <= SLOTS  # 2 workers with 2 seeds each: still SLOTS requests at most
     assert not ray.is_initialized()  # the command's own local Ray is shut down
