@@ -52,6 +52,8 @@ def sub_exact_match(prediction: str, golden_answers: Sequence[str], *, regex: bo
 REFUSAL = "insufficient evidence"
 _CORRECTION = "false premise:"
 _CONFLICT = "conflicting evidence:"
+_SCOPE = "ambiguous scope:"
+_READING = re.compile(r"^(?P<value>[^()]+?)\s*\((?P<reading>[^()]+)\)$")
 _AS_OF = re.compile(r"^(?P<value>.+?)\s*\(as of (?P<time>[^()]+)\)$")
 
 
@@ -63,6 +65,23 @@ def premise_correction(fact: str) -> str:
 def conflict_report(first: str, second: str) -> str:
     """The answer that reports two values the evidence gives for one attribute."""
     return f"{_CONFLICT} {first}; {second}"
+
+
+def scope_report(readings: Sequence[tuple[str, str]]) -> str:
+    """The answer to a question whose scope is ambiguous: each reading's value, with the reading."""
+    return f"{_SCOPE} " + "; ".join(f"{value} ({reading})" for value, reading in readings)
+
+
+def split_readings(answer: str) -> list[tuple[str, str]] | None:
+    """`[(value, reading), ...]` of 'V1 (R1); V2 (R2)' (with or without the scope phrase); None if
+    any part is not 'VALUE (READING)'."""
+    text = answer.strip()
+    if normalize_answer(text).startswith(normalize_answer(_SCOPE)):
+        text = text.split(":", 1)[1]
+    parts = [_READING.match(part.strip()) for part in text.split(";")]
+    if not all(parts):
+        return None
+    return [(found["value"].strip(), found["reading"].strip()) for found in parts]
 
 
 def as_of(value: str, time: str) -> str:
@@ -77,9 +96,10 @@ def split_as_of(answer: str) -> tuple[str, str] | None:
 
 
 def answer_form(answer: str | None) -> str:
-    """Which fixed form an answer takes: "refusal", "correction", "conflict" or "fact"."""
+    """Which fixed form an answer takes: "refusal", "correction", "conflict", "scope" or "fact"."""
     text = normalize_answer(answer or "")
-    for form, phrase in (("refusal", REFUSAL), ("correction", _CORRECTION), ("conflict", _CONFLICT)):
+    phrases = (("refusal", REFUSAL), ("correction", _CORRECTION), ("conflict", _CONFLICT), ("scope", _SCOPE))
+    for form, phrase in phrases:
         if text == normalize_answer(phrase) or text.startswith(normalize_answer(phrase) + " "):
             return form
     return "fact"
@@ -161,10 +181,12 @@ def content_words(text: str) -> set[str]:
 
 def facts_of(answer: str) -> tuple[str, ...]:
     """What an answer in one of the fixed forms rests on: nothing for a refusal, the corrected
-    fact, the two conflicting values, a value and its date, or the answer itself."""
+    fact, the two conflicting values, each reading's value, a value and its date, or the answer itself."""
     form, text = answer_form(answer), answer.strip()
     if form == "refusal":
         return ()
+    if form == "scope":
+        return tuple(value for value, _ in split_readings(text) or ())
     if form in ("correction", "conflict"):
         rest = text.split(":", 1)[1] if ":" in text else ""
         return tuple(v.strip() for v in rest.split(";") if v.strip()) if form == "conflict" else (rest.strip(),)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autodata._io import atomic_write_json, atomic_write_jsonl
-from autodata.answers import answer_form, facts_of, split_as_of, sub_exact_match
+from autodata.answers import answer_form, facts_of, split_as_of, split_readings, sub_exact_match
 from autodata.items import AcceptedItem
 from autodata.trajectory import SearchStep, sharegpt_problems, to_sharegpt
 
@@ -19,12 +19,19 @@ def dataset_info(file_name: str = f"{DATASET_NAME}.json") -> dict:
 
 
 # The judgement of each task type's answer, from its fixed form (`autodata.answers.answer_form`).
-VERDICTS = {"fact": "supported", "refusal": "insufficient", "correction": "refuted", "conflict": "conflicting"}
+VERDICTS = {
+    "fact": "supported",
+    "refusal": "insufficient",
+    "correction": "refuted",
+    "conflict": "conflicting",
+    "scope": "depends_on_scope",
+}
 
 
 def midtrain_record(item: AcceptedItem) -> dict:
     """The structured mid-train form: claims, evidence matching with each passage's stance, the
-    judgement (supported, refuted, conflicting or insufficient) and, for a conflict, its resolution."""
+    judgement (supported, refuted, conflicting, depends_on_scope or insufficient) and, for a
+    conflict or an ambiguous scope, its resolution."""
     form, facts = answer_form(item.answer), facts_of(item.answer)
     evidence = []
     for step in item.trajectory.steps:
@@ -50,9 +57,10 @@ def midtrain_record(item: AcceptedItem) -> dict:
                       "supporting_evidence": support_ids},
         "response": item.answer,
     }  # fmt: skip
-    if form == "conflict":
+    if form in ("conflict", "scope"):
         sources = {f: [e["id"] for e in evidence if f in e["states"]] for f in facts}
-        record["conflict_resolution"] = {"rule": "report every value with its sources", "values": sources}
+        rule = "report every value with its sources" if form == "conflict" else "answer each reading separately"
+        record["conflict_resolution"] = {"rule": rule, "values": sources}
     return record
 
 
@@ -61,7 +69,9 @@ def _stance(form: str, facts: tuple[str, ...], stated: list[str]) -> str:
     correction), supports one side of a conflict, or is neutral (states nothing it rests on)."""
     if not stated:
         return "neutral"
-    return {"correction": "refutes", "conflict": "supports_one_side"}.get(form, "supports")
+    return {"correction": "refutes", "conflict": "supports_one_side", "scope": "supports_one_reading"}.get(
+        form, "supports"
+    )
 
 
 def _claims(item: AcceptedItem, form: str, facts: tuple[str, ...]) -> list[str]:
@@ -73,6 +83,9 @@ def _claims(item: AcceptedItem, form: str, facts: tuple[str, ...]) -> list[str]:
         claims = [f"The question {question!r} presupposes what the evidence contradicts; it states {facts[0]!r}."]
     elif form == "conflict":
         claims = [f"One source gives {fact!r} for what {question!r} asks." for fact in facts]
+    elif form == "scope":
+        readings = split_readings(item.answer) or []
+        claims = [f"Read as {reading!r}, the answer to {question!r} is {value!r}." for value, reading in readings]
     elif dated:
         claims = [f"As of {dated[1]}, the answer to {question!r} is {dated[0]!r}."]
     else:

@@ -20,7 +20,15 @@ from prompts import load_prompt
 
 OptimizableRole = Literal["challenger", "tagger", "verifier"]
 Strategy = Literal[
-    "keep", "rephrase", "multi_hop", "insufficient_evidence", "false_premise", "conflicting_evidence", "timely"
+    "keep",
+    "rephrase",
+    "multi_hop",
+    "insufficient_evidence",
+    "false_premise",
+    "conflicting_evidence",
+    "timely",
+    "scope_ambiguity",
+    "document_based",
 ]
 
 
@@ -81,6 +89,8 @@ class StrategyMix(_Frozen):
     false_premise: float = Field(0.0, ge=0)  # the question presupposes what a passage contradicts
     conflicting_evidence: float = Field(0.0, ge=0)  # two passages give different values
     timely: float = Field(0.0, ge=0)  # a time-dependent fact, answered "as of" the evidence's date
+    scope_ambiguity: float = Field(0.0, ge=0)  # two readings of the question, each with its own value
+    document_based: float = Field(0.0, ge=0)  # what one named article says
 
     @model_validator(mode="after")
     def _some_weight(self) -> StrategyMix:
@@ -127,8 +137,11 @@ class Recipe(_Frozen):
     @property
     def content_hash(self) -> str:
         """What the recipe does, hashed; its `name` is only a label, so equal recipes with other
-        names share output folders (a repeated study trial resumes the same synthesis)."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"name"}), sort_keys=True, separators=(",", ":"))
+        names share output folders (a repeated study trial resumes the same synthesis). Strategies
+        weighted 0 are left out, so adding a strategy changes no existing recipe's hash."""
+        data = self.model_dump(mode="json", exclude={"name"})
+        data["strategies"] = {name: weight for name, weight in data["strategies"].items() if weight}
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def with_changes(self, **changes) -> Recipe:

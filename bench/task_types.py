@@ -4,10 +4,10 @@
 
 For each strategy alone (its weight 1, the others 0, the default recipe otherwise), it runs
 `autodata synthesize` on the same first N train seeds whose own search reaches a golden
-answer (the world's `answer_bm25_rank`; other seeds are `no_evidence` before any LLM call),
-with the configured endpoints (by default the embedded model on the demo world), and prints
-one row per strategy: seeds, items accepted, yield, and the rejection histogram. Run folders
-are kept under --out, so a second run resumes and reprints.
+answer within the evidence search's depth (the world's `answer_bm25_rank`; other seeds are
+`no_evidence` before any LLM call), with the configured endpoints (by default the embedded
+model on the demo world), and prints one row per strategy: seeds, items accepted, yield, and
+the rejection histogram. Run folders are kept under --out, so a second run resumes and reprints.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where the run folders go (a temporary folder)")
     args = parser.parse_args(argv)
     settings = load_settings()
-    with Workspace(settings) as workspace:  # prepares the demo world on first use
+    with Workspace(settings, prepare_demo=True) as workspace:  # prepares the demo world on first use
         world = workspace.world
-    seeds = [s for s in world.items("train") if s.metadata.get("answer_bm25_rank")][: args.seeds]
+    depth = Recipe().search.evidence_passages  # the evidence search's depth: deeper answers are no_evidence
+    seeds = [s for s in world.items("train") if 1 <= (s.metadata.get("answer_bm25_rank") or 0) <= depth][: args.seeds]
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-task-types-"))
     seeds_file = out / "seeds.jsonl"
     write_seeds(seeds_file, seeds)

@@ -182,7 +182,12 @@ def compute_metrics(items: list[SeedItem], rows: list[dict]) -> dict:
 
 
 # The task types whose items are judged by the answer's form (`autodata.answers.answer_form`).
-FORM_OF_TYPE = {"insufficient_evidence": "refusal", "false_premise": "correction", "conflicting_evidence": "conflict"}
+FORM_OF_TYPE = {
+    "insufficient_evidence": "refusal",
+    "false_premise": "correction",
+    "conflicting_evidence": "conflict",
+    "scope_ambiguity": "scope",
+}
 
 
 def behaviour_metrics(groups: dict[str, list[int]], forms: list[str], by_type: dict[str, dict]) -> dict:

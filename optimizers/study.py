@@ -81,7 +81,14 @@ class StudySettings:
         return [s for s in sizes if s <= self.seeds_per_trial]
 
 
-TASK_TYPE_STRATEGIES = ("insufficient_evidence", "false_premise", "conflicting_evidence", "timely")
+TASK_TYPE_STRATEGIES = (
+    "insufficient_evidence",
+    "false_premise",
+    "conflicting_evidence",
+    "timely",
+    "scope_ambiguity",
+    "document_based",
+)
 BASELINE_PARAMS = {
     "attempts_per_solver": 3,
     "strong_min_accuracy": 0.65,

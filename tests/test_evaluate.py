@@ -198,14 +198,17 @@ def test_eval_by_type_scores_refusals_corrections_and_conflicts():
         item(2, "simple_fact", "Paris"),
         item(3, "false_premise", "false premise: 1802"),
         item(4, "conflicting_evidence", "conflicting evidence: 1802; 1803"),
+        item(5, "scope_ambiguity", "ambiguous scope: 2.1 million (city); 12 million (metropolitan area)"),
     ]
     answers = ["Insufficient evidence", "Lyon", "insufficient evidence", "false premise: 1805", "1802"]
+    answers.append("ambiguous scope: 12 million (metropolitan area); 2.1 million (city)")
     rows = [{"answer": a, "format_valid": True, "searches": 1} for a in answers]
     metrics = compute_metrics(items, rows)
     # two refusals, one of them right; two items should have been refused, one was
     assert metrics["refusal"] == {"precision": 0.5, "recall": 0.5, "refused": 2, "should_refuse": 2}
     assert metrics["by_type"]["false_premise"]["form_rate"] == 1.0 and metrics["by_type"]["false_premise"]["em"] == 0
     assert metrics["by_type"]["conflicting_evidence"]["form_rate"] == 0.0
+    assert metrics["by_type"]["scope_ambiguity"]["form_rate"] == 1.0
     assert "form_rate" not in metrics["by_type"]["simple_fact"]
     untyped = compute_metrics([SeedItem(id="x", question="q", golden_answers=["a"])], rows[:1])
     assert "refusal" not in untyped and "by_type" not in untyped

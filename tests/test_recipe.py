@@ -11,6 +11,9 @@ def test_hash_is_stable_and_changes_with_content():
     changed = Recipe().with_changes(max_rounds=2)
     assert changed.max_rounds == 2 and changed.content_hash != Recipe().content_hash
     assert len(Recipe().content_hash) == 16
+    # The shipped default's hash: a strategy added later, weighted 0, must not change it (run
+    # folders, LLM caches and studies are keyed by it).
+    assert Recipe().content_hash == "2ace030fbd440e88"
 
 
 def test_with_changes_validates():

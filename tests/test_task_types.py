@@ -7,7 +7,17 @@ import json
 
 import pytest
 
-from autodata.answers import REFUSAL, answer_form, as_of, conflict_report, premise_correction, split_as_of
+from autodata.answers import (
+    REFUSAL,
+    answer_form,
+    as_of,
+    conflict_report,
+    facts_of,
+    premise_correction,
+    scope_report,
+    split_as_of,
+    split_readings,
+)
 from autodata.recipe import Recipe
 from autodata.roles import Expected, check_trajectory
 from autodata.search import BM25Index
@@ -25,9 +35,11 @@ FACTS = [
     ("Hugo family", "Some parish records give 1803 as the year Victor Hugo was born, a later hand notes."),
     ("Mayor of Paris", "As of 2014, the mayor of Paris is Anne Hidalgo, the first woman in the office."),
     ("Olympic Games", "The modern Olympic Games were first held in Athens in 1896."),
+    ("Paris", "The city of Paris has 2.1 million residents, and its metropolitan area has 12 million residents."),
 ]
 HUGO = [{"id": "s1", "question": "when was victor hugo born", "golden_answers": ["1802"]}]
 MAYOR = [{"id": "s2", "question": "who is the mayor of paris", "golden_answers": ["Anne Hidalgo"]}]
+PARIS = [{"id": "s3", "question": "how many residents does the city of paris have", "golden_answers": ["2.1 million"]}]
 
 
 @pytest.fixture
@@ -61,6 +73,10 @@ def test_the_fixed_answer_forms_are_recognised():
     assert answer_form(conflict_report("1802", "1803")) == "conflict"
     assert answer_form("1802") == answer_form("insufficient") == answer_form(None) == "fact"
     assert split_as_of(as_of("Anne Hidalgo", "2014")) == ("Anne Hidalgo", "2014") and split_as_of("Paris") is None
+    scoped = scope_report([("2.1 million", "city"), ("12 million", "metropolitan area")])
+    assert answer_form(scoped) == "scope" and facts_of(scoped) == ("2.1 million", "12 million")
+    assert split_readings(scoped) == [("2.1 million", "city"), ("12 million", "metropolitan area")]
+    assert split_readings("2.1 million; 12 million") is None
 
 
 def test_insufficient_evidence_searches_finds_nothing_and_refuses(types_world, scripted_roles, tmp_path):
@@ -138,6 +154,75 @@ def test_a_timely_answer_without_a_date_is_rejected(types_world, scripted_roles,
     scripted_roles.challenger_answer = "Anne Hidalgo (as of now)"
     result = synthesize(tmp_path, "timely", seeds=MAYOR)
     assert result["manifest"]["rejections"] == {"invalid": 1} and "with a year" in result["rejected"][0]["detail"]
+
+
+def test_an_ambiguous_scope_is_answered_for_each_reading(types_world, scripted_roles, tmp_path):
+    scripted_roles.challenger_question = "How many residents does Paris have?"
+    scripted_roles.challenger_answer = "2.1 million (city of Paris); 12 million (metropolitan area)"
+    result = synthesize(tmp_path, "scope_ambiguity", seeds=PARIS)
+    assert result["manifest"]["items"]["accepted"] == 1, result["rejected"]
+    item = result["items"][0]
+    assert item["answer"] == "ambiguous scope: 2.1 million (city of Paris); 12 million (metropolitan area)"
+    assert item["tags"]["task_type"] == "scope_ambiguity"
+    midtrain = result["midtrain"][0]
+    assert midtrain["judgement"]["verdict"] == "depends_on_scope"
+    assert midtrain["conflict_resolution"]["rule"] == "answer each reading separately"
+
+
+@pytest.mark.parametrize(
+    "question, answer, reason, detail",
+    [
+        (
+            "How many residents does the metropolitan area of Paris have?",
+            "2.1 million (city of Paris); 12 million (metropolitan area)",
+            "invalid",
+            "names the reading 'metropolitan area'",
+        ),
+        (
+            "How many residents does Paris have?",
+            "2.1 million (city of Paris); 12 million (greater region)",
+            "unsupported",
+            "no cited passage states '12 million' for 'greater region'",
+        ),
+        ("How many residents does Paris have?", "2.1 million; 12 million", "invalid", "is not 'V1 (R1); V2 (R2)'"),
+    ],
+)
+def test_a_scope_that_is_not_ambiguous_or_not_stated_is_rejected(
+    types_world, scripted_roles, tmp_path, question, answer, reason, detail
+):
+    scripted_roles.challenger_question, scripted_roles.challenger_answer = question, answer
+    result = synthesize(tmp_path, "scope_ambiguity", seeds=PARIS)
+    assert result["manifest"]["rejections"] == {reason: 1} and detail in result["rejected"][0]["detail"]
+
+
+def test_a_document_based_question_names_its_article_and_rests_on_it(types_world, scripted_roles, tmp_path):
+    scripted_roles.challenger_question = "When was Victor Hugo born?"
+    result = synthesize(tmp_path, "document_based")
+    assert result["manifest"]["items"]["accepted"] == 1, result["rejected"]
+    item = result["items"][0]
+    assert item["question"] == 'According to the article "Victor Hugo", when was Victor Hugo born?'
+    assert item["answer"] == "1802" and item["tags"]["task_type"] == "document_based"
+
+
+def test_a_document_based_answer_the_article_does_not_state_is_rejected(types_world, scripted_roles, tmp_path):
+    scripted_roles.challenger_question, scripted_roles.challenger_answer = "When was Victor Hugo born?", "1803"
+    result = synthesize(tmp_path, "document_based")
+    assert result["manifest"]["rejections"] == {"unsupported": 1}
+    assert "'Victor Hugo' does not state '1803'" in result["rejected"][0]["detail"]
+
+
+def test_a_document_based_answer_from_another_article_is_unsupported(types_world):
+    question = 'According to the article "Hugo family", when was Victor Hugo born?'
+    made = Trajectory(
+        question=question, steps=steps(types_world, ("victor hugo born", "I look for his birth."), answer="1802")
+    )
+    expected = Expected.fact("1802", document="Hugo family")
+    problem = check_trajectory(made, expected, types_world, Recipe().search)
+    assert problem == (
+        "unsupported",
+        "the last search, which the answer rests on, retrieved no passage of 'Hugo family' stating it",
+    )
+    assert check_trajectory(made, Expected.fact("1802", document="Victor Hugo"), types_world, Recipe().search) is None
 
 
 # --- the rules every type shares, on hand-made trajectories ----------------------------------

@@ -71,7 +71,8 @@ class Expected:
 
     `answers`: the strings that are the answer; `facts`: what it rests on (the answer itself for
     a fact; nothing for a refusal), stated in one passage of the observation the answer step
-    rests on (`together`), or each in some observation (a conflict's two values); `absent`: a
+    rests on (`together`), or each in some observation (a conflict's or an ambiguous scope's
+    values); `document`: the article the question names, whose passage that must be; `absent`: a
     refusal's guesses, which no observation may state; `bridge` and `hop_passages`: a two-hop
     question's hidden entity and the ids of both hop passages; `hinted_titles`: the articles the
     strong solver's hint named. The bridge and hinted titles, like the facts, are secrets until
@@ -84,6 +85,7 @@ class Expected:
     bridge: str | None = None
     hop_passages: tuple[str, ...] = ()
     hinted_titles: tuple[str, ...] = ()
+    document: str | None = None
 
     @classmethod
     def fact(cls, answer: str, **more) -> Expected:
@@ -117,10 +119,12 @@ def check_trajectory(
 
 def answer_passage(trajectory: Trajectory, expected: Expected, last_hits: Sequence[Hit]) -> Hit | None:
     """The passage of the observation the answer step rests on (the last search's) that states all
-    the facts the answer rests on; None if none does or the answer rests on several."""
+    the facts the answer rests on (from the named document, if the question names one); None if
+    none does or the answer rests on several."""
     if not expected.facts or not expected.together:
         return None
-    return next((h for h in last_hits if all(sub_exact_match(h.contents, [f]) for f in expected.facts)), None)
+    hits = [h for h in last_hits if expected.document is None or title_of(h) == expected.document]
+    return next((h for h in hits if all(sub_exact_match(h.contents, [f]) for f in expected.facts)), None)
 
 
 def _support_problem(trajectory: Trajectory, expected: Expected, last_hits: Sequence[Hit]) -> Problem | None:
@@ -137,7 +141,10 @@ def _support_problem(trajectory: Trajectory, expected: Expected, last_hits: Sequ
         return Problem("unsupported", f"no observation states {missing[0]!r}") if missing else None
     passage = answer_passage(trajectory, expected, last_hits)
     if passage is None:
-        return Problem("unsupported", "the last search, which the answer rests on, retrieved no passage stating it")
+        where = f"of {expected.document!r} " if expected.document else ""
+        return Problem(
+            "unsupported", f"the last search, which the answer rests on, retrieved no passage {where}stating it"
+        )
     asked = content_words(trajectory.question) - content_words(" ".join(expected.facts))
     shared = asked & content_words(f"{passage.title} {passage.text}")
     names_bridge = expected.bridge is not None and sub_exact_match(passage.contents, [expected.bridge])

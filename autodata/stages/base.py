@@ -33,6 +33,8 @@ TASK_TYPES: dict[Strategy, str] = {
     "false_premise": "false_premise",
     "conflicting_evidence": "conflicting_evidence",
     "timely": "timely_fact",
+    "scope_ambiguity": "scope_ambiguity",
+    "document_based": "document_based",
 }
 
 
@@ -53,6 +55,7 @@ class Candidate:
     facts: tuple[str, ...] | None = None  # None: the answer itself; (): nothing (a refusal)
     alternatives: tuple[str, ...] = ()  # other strings that are the same answer (a conflict in either order)
     absent: tuple[str, ...] = ()  # a refusal's guesses: no passage a search retrieves may state one
+    document: str | None = None  # the article the question names, which the answer must rest on
 
     @property
     def hops(self) -> int:

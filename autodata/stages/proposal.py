@@ -3,8 +3,9 @@
 `keep` asks the seed question as it is; the others have the challenger write a question from the
 evidence: `rephrase` and `multi_hop` ask for a fact, and the task types beyond lookup ask for a
 refusal (`insufficient_evidence`), a premise correction (`false_premise`), a conflict report
-(`conflicting_evidence`) or a value with its date (`timely`), in the fixed forms of
-`autodata.answers`. Each checks here what only its own reply shows (the false value is in the
+(`conflicting_evidence`), a value with its date (`timely`) or each reading's value
+(`scope_ambiguity`), in the fixed forms of `autodata.answers`, or ask what one named article says
+(`document_based`). Each checks here what only its own reply shows (the false value is in the
 question, the two values come from two passages, ...); `screening` checks what all share.
 A strategy is one function from a `Task` to a `Proposal`, listed in `STRATEGIES`: adding one
 touches this stage (and the names in `autodata.recipe.Strategy` and `stages.base.TASK_TYPES`).
@@ -23,9 +24,12 @@ from autodata.answers import (
     REFUSAL,
     as_of,
     conflict_report,
+    content_words,
     normalize_answer,
     premise_correction,
+    scope_report,
     split_as_of,
+    split_readings,
     sub_exact_match,
 )
 from autodata.recipe import Recipe, Strategy
@@ -48,6 +52,12 @@ STRATEGY_GUIDES: dict[Strategy, str] = {
     "timely": "Timely: ask for a fact that changes over time (who holds an office, a record, a count, the latest "
     "of something) that a passage states together with its date. Answer as 'VALUE (as of DATE)', both copied "
     "from that passage.",
+    "scope_ambiguity": "Scope ambiguity: find something the passages give two values for under two readings or "
+    "measures (the city or its metropolitan area, net profit or adjusted profit, the film or the novel). Ask for it "
+    "without saying which reading you mean; answer as 'VALUE1 (READING1); VALUE2 (READING2)', each value and "
+    "reading copied from a passage, and cite those passages.",
+    "document_based": "Document-based: ask what the article '{document}' (passage [1]) says about one fact it "
+    "states. Answer with that fact, copied from passage [1].",
 }
 UNKNOWN = {"", "unknown", normalize_answer(REFUSAL)}  # a challenger's guess that guesses nothing
 
@@ -249,6 +259,65 @@ def timely(roles: Roles, task: Task) -> Proposal:
     return Proposal(candidate)
 
 
+def scope_ambiguity(roles: Roles, task: Task) -> Proposal:
+    """A question two readings of which have different values, each stated with its reading by a
+    cited passage; the question names neither reading, and the answer gives both (in either order)."""
+    passages = task.evidence
+    reply = challenge(roles, task, passages, STRATEGY_GUIDES["scope_ambiguity"])
+    if reply is None:
+        return UNPARSEABLE
+    cited, question = cited_passages(reply, passages), reply.question.strip()
+    readings = split_readings(reply.answer) or []
+    values = tuple(value for value, _ in readings)
+    candidate = Candidate(
+        task.seed.id, task.round, "scope_ambiguity", question, scope_report(readings), cited, facts=values,
+        alternatives=(scope_report(readings[::-1]),),
+    )  # fmt: skip
+    if len(readings) != 2 or len({normalize_answer(v) for v in values}) != 2:
+        return Proposal(candidate, Problem("invalid", "scope_ambiguity: the answer is not 'V1 (R1); V2 (R2)'"))
+    if len({normalize_answer(r) for _, r in readings}) != 2:
+        return Proposal(candidate, Problem("invalid", "scope_ambiguity: the two readings are one"))
+    if named := next((r for _, r in readings if sub_exact_match(question, [r])), None):
+        return Proposal(candidate, Problem("invalid", f"scope_ambiguity: the question names the reading {named!r}"))
+    for value, reading in readings:
+        if not any(
+            sub_exact_match(h.contents, [value]) and content_words(reading) <= content_words(h.contents) for h in cited
+        ):
+            return Proposal(
+                candidate, Problem("unsupported", f"scope_ambiguity: no cited passage states {value!r} for {reading!r}")
+            )
+    return Proposal(candidate)
+
+
+def document_based(roles: Roles, task: Task) -> Proposal:
+    """What one article, named in the question, says: the answer rests on a passage of that article
+    (the verifier checks the kept trajectory's answer passage is one), whatever other passages say."""
+    passages = task.stating[:1]
+    document = title_of(passages[0])
+    reply = challenge(roles, task, passages, STRATEGY_GUIDES["document_based"].format(document=document))
+    if reply is None:
+        return UNPARSEABLE
+    question, answer = according_to(document, reply.question.strip()), reply.answer.strip()
+    candidate = Candidate(task.seed.id, task.round, "document_based", question, answer, passages, document=document)
+    if not answer or not sub_exact_match(passages[0].contents, [answer]):
+        return Proposal(candidate, Problem("unsupported", f"document_based: {document!r} does not state {answer!r}"))
+    return Proposal(candidate)
+
+
+def according_to(document: str, question: str) -> str:
+    """The question asked of the named article: 'According to the article "T", who ...?'."""
+    if sub_exact_match(question, [f"according to {document}", f"according to article {document}"]):
+        return question
+    if _OPENING_WORD.match(question):  # a question word, not a name: lower-cased after the comma
+        question = question[:1].lower() + question[1:]
+    return f'According to the article "{document}", {question}'
+
+
+_OPENING_WORD = re.compile(
+    r"(what|which|who|whom|whose|when|where|why|how|in|on|at|for|from|by|is|are|was|were|did|does|do)\b", re.IGNORECASE
+)
+
+
 STRATEGIES: dict[Strategy, Callable[[Roles, Task], Proposal]] = {
     "keep": keep,
     "rephrase": rephrase,
@@ -257,4 +326,6 @@ STRATEGIES: dict[Strategy, Callable[[Roles, Task], Proposal]] = {
     "false_premise": false_premise,
     "conflicting_evidence": conflicting_evidence,
     "timely": timely,
+    "scope_ambiguity": scope_ambiguity,
+    "document_based": document_based,
 }

@@ -39,11 +39,12 @@ def expected_of(recipe: Recipe, c: Candidate, guesses: tuple[str, ...] = ()) -> 
     return Expected(
         answers=c.answers,
         facts=c.support,
-        together=c.strategy != "conflicting_evidence",
+        together=c.strategy not in ("conflicting_evidence", "scope_ambiguity"),
         absent=tuple(dict.fromkeys(c.absent + guesses)) if not c.support else (),
         bridge=c.bridge,
         hop_passages=tuple(h.id for h in c.passages) if c.hops == 2 else (),
         hinted_titles=tuple(hinted_titles(recipe, c)),
+        document=c.document,
     )
 
 
