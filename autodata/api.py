@@ -269,13 +269,14 @@ def synthesize(
     recipe_source: str = "default",
     executor: Callable[..., SeedExecutor] | None = None,
     target_accepted: int | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> tuple[SynthesisReport, dict]:
     """Turn seeds into verified search-augmented trajectories in `out` (resumable).
 
     Without `seeds`, uses the world's train split; with `target_accepted`, only until that many
     items are accepted (or the seeds run out: the manifest's `target` says which). Contamination is always gated against
     the world's dev and test questions. `concurrency` defaults to what the endpoints
-    allow. `executor`: see `autodata.synthesis.synthesize` (e.g. a `RayExecutor`). Returns the
+    allow. `executor` and `fence`: see `autodata.synthesis.synthesize` (e.g. a `RayExecutor`). Returns the
     report and the job's LLM usage summary.
 
     Example:
@@ -293,6 +294,7 @@ def synthesize(
             recipe_source=recipe_source,
             executor=executor,
             target_accepted=target_accepted,
+            fence=fence,
         )
         return report, workspace.llms.usage.summary()
 

@@ -530,6 +530,12 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-calls", type=POSITIVE_INT, help="stop cleanly after this many LLM calls")
     p.add_argument("--max-tokens", type=POSITIVE_INT, help="stop cleanly after this many LLM tokens")
     p.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also log the run to MLflow (the settings' tracking URI, as studies do): its counts as metrics, "
+        "the recipe, manifest, 20 samples and the run's page (autodata report) as artifacts",
+    )
+    p.add_argument(
         "--executor",
         choices=["threads", "ray"],
         default="threads",
@@ -597,6 +603,11 @@ def cmd_synthesize(args, settings: Settings) -> int:
         print("Rejections: " + ", ".join(f"{k} {v}" for k, v in sorted(m["rejections"].items())))
     if usage:
         print(UsageLedger.format_rows(usage))
+    if args.mlflow:
+        from optimizers import tracking
+
+        run_id = tracking.log_synthesis(settings, args.out, recipe, m)
+        print(f"Logged to MLflow ({settings.effective_tracking_uri}): run {run_id}, with the run's page report.html")
     if m["items"]["accepted"] == 0:
         print("autodata: error: the recipe accepted nothing; see rejected.jsonl for the reasons.", file=sys.stderr)
         return 1

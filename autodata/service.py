@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -80,6 +81,7 @@ class SynthesizeRequest(_Request):
     seeds: str | None = None  # a seed file as the workers see it; None: the world's train split
     limit: int | None = Field(None, ge=1)
     target_accepted: int | None = Field(None, ge=1)  # draw seeds only until this many items are accepted
+    mlflow: bool = True  # log the finished run to MLflow (counts, recipe, samples, its page), as studies do
 
     def paths(self) -> dict[str, str]:
         """The fields that name files on the workers' machines (a recipe not from the registry is a file)."""
@@ -143,7 +145,7 @@ NO_PROGRESS = {"seeds_done": 0, "accepted": 0, "rejected": 0, "llm_calls": 0}
 
 
 class JobView(BaseModel):
-    """A synthesis job: its progress, and the manifest and LLM usage (calls, tokens: the cost) when done
+    """A synthesis job: its progress, and the manifest, LLM usage (calls, tokens: the cost) and MLflow run when done
     (`GET /jobs/ID` leaves them out before: every other field is always set)."""
 
     id: str
@@ -154,6 +156,7 @@ class JobView(BaseModel):
     progress: JobProgress
     manifest: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
+    mlflow_run_id: str | None = None  # the finished run's MLflow run (its counts, samples and page)
 
 
 class PromptVersion(BaseModel):
@@ -369,7 +372,7 @@ def _production_version(settings: Settings) -> int | None:
 def _job_view(work: Work) -> JobView:
     """A synthesis job as the API shows it: its progress as its worker last reported it, and
     the manifest and LLM usage (calls, tokens: the cost) when done."""
-    done = {"manifest": work.result.get("manifest"), "usage": work.result.get("usage")} if work.result else {}
+    done = {k: work.result.get(k) for k in ("manifest", "usage", "mlflow_run_id")} if work.result else {}
     return JobView(
         id=work.id,
         state=work.state,
@@ -476,7 +479,7 @@ def _work_on(
     beating = threading.Thread(target=_beat, args=(queue, work, ended, beat_s, out, lease_lost, stop_job), daemon=True)
     beating.start()
     try:
-        result = _do(work, settings, stop_job)
+        result = _do(work, settings, stop_job, fence=lambda: queue.check_lease(work))
         if out is not None:
             queue.beat(work, run_totals(out))
         if result is not None:
@@ -525,7 +528,7 @@ def _job_folder(work: Work, settings: Settings) -> Path | None:
     return settings.effective_jobs_dir / work.id if work.kind == "synthesize" else None
 
 
-def _do(work: Work, settings: Settings, stop_job: threading.Event) -> dict | None:
+def _do(work: Work, settings: Settings, stop_job: threading.Event, fence: Callable[[], None]) -> dict | None:
     spec = dict(work.spec)
     world = spec.pop("world", None)
     if world:
@@ -558,9 +561,15 @@ def _do(work: Work, settings: Settings, stop_job: threading.Event) -> dict | Non
         seeds=Path(spec["seeds"]) if spec.get("seeds") else None,
         limit=spec.get("limit"),
         target_accepted=spec.get("target_accepted"),
+        fence=fence,
         budget=Budget(stop=stop_job),
         settings=settings,
         show_progress=False,
         recipe_source=source,
     )
-    return {"manifest": report.manifest, "usage": usage, "out": str(out), "progress": run_totals(out)}
+    result = {"manifest": report.manifest, "usage": usage, "out": str(out), "progress": run_totals(out)}
+    if spec.get("mlflow", True):
+        from optimizers import tracking
+
+        result["mlflow_run_id"] = tracking.log_synthesis(settings, out, recipe, report.manifest)
+    return result

@@ -75,8 +75,11 @@ class SynthesisReport:
 class _Output:
     """Append-only writer of one run folder, with resume."""
 
-    def __init__(self, out: Path, recipe: Recipe, seeds_file: Path, recipe_source: str):
+    def __init__(
+        self, out: Path, recipe: Recipe, seeds_file: Path, recipe_source: str, fence: Callable[[], None] | None = None
+    ):
         self.out = out
+        self.fence = fence or (lambda: None)  # raises when this process may no longer write the folder
         self.run_info = {
             "recipe_hash": recipe.content_hash,
             "recipe_source": recipe_source,
@@ -88,6 +91,7 @@ class _Output:
 
     def open(self) -> set[str]:
         """Create or resume the folder; returns the ids of seeds already done."""
+        self.fence()
         run_file = self.out / "run.json"
         if run_file.is_file():
             previous = json.loads(run_file.read_text(encoding="utf-8"))
@@ -111,6 +115,7 @@ class _Output:
 
     def append(self, result: SeedResult) -> None:
         # Progress goes last: a seed counts as done only once its items are on disk.
+        self.fence()
         progress = ProgressLine(
             seed_id=result.seed_id, accepted=len(result.items), rejected=len(result.rejections), cost=result.cost
         )
@@ -137,6 +142,7 @@ def synthesize(
     recipe_source: str = "default",
     executor: Callable[..., SeedExecutor] | None = None,
     target_accepted: int | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> SynthesisReport:
     """Run the inner loop over `seeds_file` into `out` (see the module docstring).
 
@@ -148,7 +154,9 @@ def synthesize(
     twice: a seed overlapping one is skipped (reason `contaminated_seed`), and an accepted
     item overlapping one is left out of the datasets. `executor` runs the seeds: default
     `ThreadExecutor` (this process); `autodata.ray_executor.RayExecutor` shards them over a Ray
-    cluster. Either way this process alone writes the run folder.
+    cluster. Either way this process alone writes the run folder. `fence`, called before every
+    write to the folder, raises when this process may no longer write it (a service worker whose
+    job was taken over: `WorkQueue.check_lease`); the error ends the run, nothing more written.
     """
     # Every record is checked before anything is written; then the file is streamed, not held.
     total = count_seeds(seeds_file)
@@ -157,7 +165,7 @@ def synthesize(
         raise SeedDataError(f"{seeds_file}: no seeds to synthesize from.")
     retriever.search([next(iter_seeds(seeds_file)).question], topk=1)  # fail now, not halfway, if search is down
     llms.check_reachable(SYNTHESIS_ROLES)  # likewise for the models
-    output = _Output(Path(out), recipe, Path(seeds_file), recipe_source)
+    output = _Output(Path(out), recipe, Path(seeds_file), recipe_source, fence)
     done = output.open()
     gate = HeldOutQuestions(held_out) if held_out else None
     progress = _Progress(output.out, total=total, initial=min(len(done), total), enabled=show_progress)
@@ -179,6 +187,7 @@ def synthesize(
                 progress.record(output, result)
         finally:
             progress.close()
+    output.fence()
     manifest = finalize(output.out, recipe, total, gate, target_accepted=target_accepted)
     return SynthesisReport(output.out, manifest.record(), seeds_run_now=run_now, run_manifest=manifest)
 

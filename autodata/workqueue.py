@@ -197,6 +197,17 @@ class WorkQueue:
         if work.kind == "synthesize":
             self._write(work, state="queued", owner=None, heartbeat=None, updated=time.time())
 
+    def check_lease(self, work: Work) -> None:
+        """Raise `LeaseLost` unless `work`'s lease is still the current one: a job's writer calls it
+        before each write to the job's folder, so a worker that lost its lease writes nothing more."""
+        with self.engine.connect() as db:
+            lease = db.execute(select(WORK.c.lease).where(WORK.c.id == work.id)).scalar()
+        if lease != work.lease:
+            raise LeaseLost(
+                f"work {work.id} was taken over by another worker (lease {work.lease} is superseded); "
+                "this worker stopped writing its folder."
+            )
+
     def _write(self, work: Work, **values) -> None:
         """Update the row only while `work`'s lease is the current one (the fence)."""
         with self.engine.begin() as db:

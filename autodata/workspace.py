@@ -135,6 +135,7 @@ class Workspace:
         recipe_source: str = "default",
         executor: Callable[..., SeedExecutor] | None = None,
         target_accepted: int | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> SynthesisReport:
         """The inner loop from `seeds` (default: the world's train split) into `out`, resumable.
 
@@ -154,4 +155,5 @@ class Workspace:
             recipe_source=recipe_source,
             executor=executor,
             target_accepted=target_accepted,
+            fence=fence,
         )

@@ -4,10 +4,14 @@ Builds a corpus of N passages made of the demo corpus's sentences (or takes `--c
 indexes it in a child process, and prints build seconds and peak memory per million passages,
 the index size on disk, load time, and queries/s at top 3 one at a time and in batches of 32
 and 2,560 (Search-R1's GRPO request), then extrapolates the build to wiki-18's 21 million
-passages. Pyserini (Lucene) is measured side by side when it is installed (`pip install
-pyserini` and a JDK 21); otherwise the bench says so.
+passages. Pyserini (Lucene, Search-R1's own BM25 baseline) indexes and searches the same
+corpus side by side, in a child process of the interpreter `--pyserini-python` names (by
+default this one), measured the same way; without Pyserini the bench says so. Pyserini 0.22.1
+is the last release whose Lucene runs on a JDK 11 or 17 (later ones need a JDK 21); it
+imports its dense-retrieval dependencies too, so give it its own environment:
 
-    python3 -m bench.scale --passages 500000 [--corpus FILE] [--work DIR]
+    python3 -m venv /opt/pyserini && /opt/pyserini/bin/pip install pyserini==0.22.1 faiss-cpu torch
+    python3 -m bench.scale --passages 500000 [--corpus FILE] [--work DIR] [--pyserini-python /opt/pyserini/bin/python]
 
 Needs the demo world for its sentences (`autodata world prepare`) unless `--corpus` is given.
 """
@@ -34,6 +38,56 @@ build_index(sys.argv[1], sys.argv[2], show_progress=False, shard_docs=int(sys.ar
 import resource
 print(f"peak_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
 """
+
+
+# Pyserini's side, run by the interpreter that has it: index the corpus file's folder (our corpus
+# lines are its JsonCollection's {"id", "contents"}), then load and search as Search-R1 does
+# (LuceneSearcher, BM25 k1=0.9 b=0.4, top 3). Prints one JSON line of measurements.
+PYSERINI = """
+import json, resource, subprocess, sys, time
+corpus_dir, index, queries_file = sys.argv[1:4]
+start = time.perf_counter()
+subprocess.run([sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection", "--input",
+                corpus_dir, "--index", index, "--generator", "DefaultLuceneDocumentGenerator", "--threads", "2",
+                "--storeRaw"], check=True, capture_output=True)
+build_s = time.perf_counter() - start
+build_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+from pyserini.search.lucene import LuceneSearcher
+start = time.perf_counter()
+searcher = LuceneSearcher(index)
+searcher.set_bm25(0.9, 0.4)
+load_s = time.perf_counter() - start
+queries = json.load(open(queries_file))
+rates = {}
+for batch in (1, 32, 2560):
+    start = time.perf_counter()
+    for i in range(0, len(queries), batch):
+        part = queries[i : i + batch]
+        if batch == 1:
+            searcher.search(part[0], k=3)
+        else:
+            searcher.batch_search(part, [str(n) for n in range(len(part))], k=3, threads=2)
+    rates[batch] = len(queries) / (time.perf_counter() - start)
+print(json.dumps({"build_s": build_s, "build_gb": build_kb / 2**20, "load_s": load_s, "rates": rates}))
+"""
+
+
+def pyserini_side(python: str, corpus: Path, work: Path, queries: list[str]) -> dict | None:
+    """Pyserini's measurements on `corpus` (see PYSERINI), or None when `python` lacks it."""
+    if subprocess.run([python, "-c", "import pyserini"], capture_output=True).returncode:
+        return None
+    corpus_dir = work / "pyserini-corpus"
+    corpus_dir.mkdir(exist_ok=True)
+    (corpus_dir / "corpus.jsonl").unlink(missing_ok=True)
+    (corpus_dir / "corpus.jsonl").symlink_to(corpus.resolve())
+    (work / "queries.json").write_text(json.dumps(queries))
+    index = work / "pyserini-index"
+    shutil.rmtree(index, ignore_errors=True)
+    command = [python, "-c", PYSERINI, str(corpus_dir), str(index), str(work / "queries.json")]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"Pyserini failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "disk_gb": folder_gb(index)}
 
 
 def sentences_of(corpus: Path) -> tuple[list[str], list[str]]:
@@ -86,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-docs", type=int, default=100_000, help="passages per build shard")
     parser.add_argument("--queries", type=int, default=2_560, help="queries per throughput measurement")
     parser.add_argument("--work", type=Path, help="folder for the corpus and index (default: a temporary one)")
+    parser.add_argument(
+        "--pyserini-python",
+        default=sys.executable,
+        help="an interpreter with pyserini installed, to measure it side by side (default: this one)",
+    )
     args = parser.parse_args(argv)
 
     from autodata.search import BM25Index
@@ -125,19 +184,31 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(1)
     _, sentences = sentences_of(corpus) if passages <= 200_000 else sentences_of(demo)
     queries = [" ".join(rng.choice(sentences).split()[:8]) for _ in range(args.queries)]
+    ours = {}
     for batch in (1, 32, 2_560):
-        print(
-            f"autodata search top 3, batches of {batch:>5}: {queries_per_second(index, queries, batch):8.1f} queries/s"
-        )
+        ours[batch] = queries_per_second(index, queries, batch)
+        print(f"autodata search top 3, batches of {batch:>5}: {ours[batch]:8.1f} queries/s")
     wiki_gb = peak_gb + slope_gb * (WIKI18_PASSAGES - passages) / 1e6
     print(
         f"extrapolated to wiki-18 ({WIKI18_PASSAGES:,} passages): build "
         f"{seconds * WIKI18_PASSAGES / passages / 3600:.1f} h, peak memory {wiki_gb:.1f} GB"
     )
-    try:
-        import pyserini  # noqa: F401
-    except ImportError:
-        print("pyserini: not installed (pip install pyserini, with a JDK 21): not measured")
+    theirs = pyserini_side(args.pyserini_python, corpus, work, queries)
+    if theirs is None:
+        print(f"pyserini: not importable by {args.pyserini_python} (see --help): not measured")
+    else:
+        print(
+            f"pyserini build: {theirs['build_s']:.0f} s ({theirs['build_s'] * per_million:.0f} s per million), "
+            f"peak memory {theirs['build_gb']:.2f} GB, index {theirs['disk_gb']:.2f} GB on disk; "
+            f"load {theirs['load_s']:.2f} s"
+        )
+        for batch, rate in theirs["rates"].items():
+            print(f"pyserini search top 3, batches of {batch:>5}: {rate:8.1f} queries/s")
+        print(
+            f"autodata / pyserini: build time {seconds / theirs['build_s']:.2f}x, peak memory "
+            f"{peak_gb / theirs['build_gb']:.2f}x, queries/s one at a time {ours[1] / theirs['rates']['1']:.2f}x, "
+            f"in batches of 2,560 {ours[2_560] / theirs['rates']['2560']:.2f}x"
+        )
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0

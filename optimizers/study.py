@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import itertools
 import logging
 import sys
 import warnings
@@ -41,10 +40,9 @@ import mlflow
 import optuna
 from pydantic import AliasChoices, BaseModel, Field
 
-from autodata._io import atomic_write_jsonl, iter_jsonl, serialize_sqlite_transactions, sqlite_created_whole
+from autodata._io import serialize_sqlite_transactions, sqlite_created_whole
 from autodata.errors import AutodataError, EndpointError
 from autodata.recipe import Recipe
-from autodata.report import run_report
 from autodata.seeds import iter_seeds
 from autodata.synthesis import run_totals
 from autodata.workqueue import create_study_database
@@ -347,7 +345,7 @@ def run_study(
                     f"trial {trial.number}: {final.metrics['accepted_items']:.0f} items accepted; score "
                     f"{final.score:.3f}" + (f" [{interval.low:.3f}, {interval.high:.3f}]" if interval else "")
                 )
-                _log_artifacts(run_dir, recipe)
+                tracking.log_run_folder(run_dir, recipe)
             if study.rewrite_prompts:
                 try:
                     rewrite_from_rejections(
@@ -446,21 +444,6 @@ def _exclusive(folder: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _log_artifacts(run_dir: Path, recipe: Recipe) -> None:
-    folder = run_dir / "mlflow"
-    folder.mkdir(exist_ok=True)
-    (folder / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-    mlflow.log_artifact(str(folder / "recipe.yaml"), artifact_path="recipe")
-    mlflow.log_artifact(str(run_dir / "manifest.json"))
-    samples = itertools.islice(iter_jsonl(run_dir / "trajectories.jsonl"), 20)
-    atomic_write_jsonl(folder / "sample_trajectories.jsonl", samples)
-    mlflow.log_artifact(str(folder / "sample_trajectories.jsonl"))
-    predictions = run_dir / "proxy" / "eval-tuned" / "predictions.json"
-    if predictions.is_file():
-        mlflow.log_artifact(str(predictions))
-    mlflow.log_artifact(str(run_report(run_dir, folder / "report.html")))  # the trial's data, to look at
 
 
 # --- reading studies -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ FAILED instead of leaving it active.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from autodata._io import sqlite_created_whole
+from autodata._io import atomic_write_jsonl, iter_jsonl, sqlite_created_whole
 from autodata.errors import AutodataError
 from autodata.recipe import Recipe, parse_recipe
 from autodata.settings import Settings
@@ -64,6 +65,52 @@ def setup(settings: Settings) -> str:
                 raise
             logger.info("MLflow setup raced another process (%s); trying again", type(err).__name__)
             time.sleep(1 + attempt)
+
+
+def log_run_folder(run_dir: Path, recipe: Recipe) -> None:
+    """Into the active MLflow run: the recipe, the manifest, 20 sample items, the proxy's
+    predictions (a trial's) and the run's HTML page (`autodata report`), to look at in the UI."""
+    from autodata.report import run_report
+
+    folder = run_dir / "mlflow"
+    folder.mkdir(exist_ok=True)
+    (folder / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+    mlflow.log_artifact(str(folder / "recipe.yaml"), artifact_path="recipe")
+    mlflow.log_artifact(str(run_dir / "manifest.json"))
+    samples = itertools.islice(iter_jsonl(run_dir / "trajectories.jsonl"), 20)
+    atomic_write_jsonl(folder / "sample_trajectories.jsonl", samples)
+    mlflow.log_artifact(str(folder / "sample_trajectories.jsonl"))
+    predictions = run_dir / "proxy" / "eval-tuned" / "predictions.json"
+    if predictions.is_file():
+        mlflow.log_artifact(str(predictions))
+    mlflow.log_artifact(str(run_report(run_dir, folder / "report.html")))
+
+
+def log_synthesis(settings: Settings, run_dir: Path, recipe: Recipe, manifest: dict) -> str:
+    """One MLflow run (tag `autodata.kind=synthesis`) for a synthesis outside a study: the
+    recipe's hash and source as params, the manifest's counts as metrics, `log_run_folder`'s
+    artifacts. Returns the run id."""
+    experiment_id = setup(settings)
+    items, seeds = manifest["items"], manifest["seeds"]
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"synthesis {run_dir.name}", tags={"autodata.kind": "synthesis"}
+    ) as run:
+        mlflow.log_params(
+            {"recipe_hash": recipe.content_hash, "recipe_name": recipe.name, "hint_mode": recipe.hint_mode,
+             "output": str(run_dir.resolve())}
+        )  # fmt: skip
+        mlflow.log_metrics(
+            {
+                "seeds_done": seeds["done"],
+                "seeds_with_evidence": seeds["with_evidence"],
+                "accepted_items": items["accepted"],
+                "items_in_datasets": items["in_datasets"],
+                "accepted_per_seed": manifest["accepted_per_seed"],
+                **{f"rejected.{reason}": n for reason, n in manifest["rejections"].items()},
+            }
+        )
+        log_run_folder(run_dir, recipe)
+        return run.info.run_id
 
 
 def _create_tracking_tables(url: str, *, artifacts: Path) -> None:

@@ -32,6 +32,14 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def artifact(name: str) -> Path:
+    """Where a slow test keeps what people look at after the run (the pages' screenshots): the folder
+    $AUTODATA_TEST_ARTIFACTS, by default test-artifacts/ in the checkout (ignored by git; CI lists it)."""
+    folder = Path(os.environ.get("AUTODATA_TEST_ARTIFACTS") or Path(__file__).parents[1] / "test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
 def wait_for(url: str, what: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -198,3 +198,19 @@ def test_the_cli_writes_the_dataset_and_prints_the_push_step(run, tmp_path, caps
     assert len(rows(tmp_path / "hf")) == len(json.loads((run / "sft_dataset.json").read_text()))
     assert main(["export", "hf", str(tmp_path / "nowhere"), "--out", str(tmp_path / "hf2")]) == 1
     assert not (tmp_path / "hf2").exists()
+
+
+def test_hugging_face_datasets_loads_the_export_as_the_card_says(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read before `datasets` is imported: no hub, ever
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    from datasets import load_dataset
+
+    out = tmp_path / "hf"
+    export_hf(run, out)
+    cache = str(tmp_path / "cache")
+    by_files = load_dataset("parquet", data_files=str(out / "data" / "train-*.parquet"), split="train", cache_dir=cache)
+    by_card = load_dataset(str(out), split="train", cache_dir=cache)  # the card's `configs` name the shards
+    assert by_files.to_list() == by_card.to_list() == rows(out)
+    examples = json.loads((run / "sft_dataset.json").read_text(encoding="utf-8"))
+    assert [r["conversations"] for r in by_card] == [e["conversations"] for e in examples]

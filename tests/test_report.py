@@ -12,7 +12,7 @@ import pytest
 
 from autodata.errors import AutodataError
 from autodata.report import run_report
-from tests.infra import CHROMIUM_FLAGS
+from tests.infra import CHROMIUM_FLAGS, artifact
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_run"
 RUNS = ("default", "rephrase", "multi_hop")
@@ -156,7 +156,8 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
         [*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180, check=True
     ).stdout
     assert data_attributes(dom)["metric"] == manifest_funnel(run)
-    shot = tmp_path / "report.png"
+    shot = artifact("run-report.png")
+    shot.unlink(missing_ok=True)
     subprocess.run(
         [*flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
         capture_output=True,
@@ -175,3 +176,26 @@ def test_the_cli_writes_the_page_and_says_where(tmp_path, capsys):
     assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
     assert main(["report", str(tmp_path / "nowhere")]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_synthesis_with_mlflow_logs_its_counts_and_page(scripted_roles, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from autodata.cli import main
+    from autodata.settings import load_settings
+    from optimizers import tracking
+
+    out = tmp_path / "run"
+    assert main(["synthesize", "--out", str(out), "--mlflow"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    experiment_id = tracking.setup(load_settings())
+    (run,) = MlflowClient().search_runs([experiment_id], "tags.`autodata.kind` = 'synthesis'")
+    assert (
+        f"Logged to MLflow ({load_settings().effective_tracking_uri}): run {run.info.run_id}" in capsys.readouterr().out
+    )
+    assert run.data.metrics["accepted_items"] == manifest["items"]["accepted"] > 0
+    assert run.data.params["recipe_hash"] == manifest["recipe_hash"]
+    logged = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"report.html", "manifest.json", "sample_trajectories.jsonl", "recipe"} <= logged
+    page = MlflowClient().download_artifacts(run.info.run_id, "report.html", str(tmp_path / "got"))
+    assert data_attributes(Path(page).read_text())["metric"] == manifest_funnel(out)

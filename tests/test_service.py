@@ -5,12 +5,14 @@ worker processes.
 """
 
 import httpx
+import mlflow
 import pytest
 
 from autodata.errors import ConfigError
 from autodata.search.server import BackgroundServer
 from autodata.service import check_bind, create_app, run_worker
 from autodata.settings import load_settings
+from optimizers import tracking
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -76,6 +78,11 @@ def test_launch_watch_promote_and_synthesize_over_http(service):
     assert done["state"] == "done" and done["worker"] == "w2"
     assert done["manifest"]["recipe_source"] == "models:/autodata-recipe/1"
     assert done["progress"]["seeds_done"] == 2 and isinstance(done["usage"], dict)  # replayed from the LLM cache here
+    tracking.setup(load_settings())
+    logged = mlflow.get_run(done["mlflow_run_id"]).data
+    assert (
+        logged.tags["autodata.kind"] == "synthesis" and logged.params["recipe_hash"] == done["manifest"]["recipe_hash"]
+    )
 
     prompts = call("GET", f"{service}/prompts/challenger").json()
     assert prompts["versions"][0]["version"] == 1 and prompts["versions"][0]["commit_message"]

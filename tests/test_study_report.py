@@ -173,7 +173,7 @@ def test_the_study_page_renders_in_headless_chromium(tmp_path, storage):
     import shutil
     import subprocess
 
-    from tests.infra import CHROMIUM_FLAGS
+    from tests.infra import CHROMIUM_FLAGS, artifact
 
     a_study(storage, "s")
     page = study_report("s", storage, tmp_path / "page.html", prompt_text=fake_prompt)
@@ -184,6 +184,7 @@ def test_the_study_page_renders_in_headless_chromium(tmp_path, storage):
     rows, _ = study_table("s", storage)
     assert [a["data-trial"] for _, a, _ in rendered.find(data_trial=None)] == [str(r.trial) for r in rows]
     assert "<svg" in dom.stdout  # the history chart survived the browser's parser
-    shot = tmp_path / "study.png"
+    shot = artifact("study-report.png")
+    shot.unlink(missing_ok=True)
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()], timeout=180, check=True)
     assert shot.read_bytes().startswith(b"\x89PNG")

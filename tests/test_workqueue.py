@@ -166,3 +166,31 @@ def test_a_worker_whose_job_was_taken_over_stops_its_copy(study_world, tmp_path,
         assert len(slow.requests) - sent <= 4  # it stopped within about a heartbeat, not at the end of the job
     row = queue.get(job)
     assert (row.state, row.owner, row.lease, row.attempts, row.error) == ("running", "other", 2, 0, None)
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing_more_to_the_job_folder(study_world, monkeypatch):
+    import threading
+
+    monkeypatch.setenv("AUTODATA_LLM_CACHE", "false")
+    with ScriptedOpenAI(reply=ScriptedAgents(), latency_s=0.2) as slow:
+        one_seed_at_a_time(monkeypatch, slow.url)
+        settings = load_settings()
+        queue = WorkQueue(settings.effective_optuna_storage)
+        job = queue.submit("synthesize", {"recipe": "default"})
+        progress = settings.effective_jobs_dir / job / "progress.jsonl"
+        # Its heartbeat is too rare to notice the takeover: only the check before each write stops it.
+        paused = threading.Thread(
+            target=run_worker, args=(settings,), kwargs={"name": "paused", "once": True, "beat_s": 600}
+        )
+        paused.start()
+        while not (progress.is_file() and progress.read_text().strip()):  # one seed written, the next in flight
+            time.sleep(0.05)
+        make_stale(queue, job)
+        assert queue.claim("other").lease == 2
+        written = progress.read_text()
+        paused.join(timeout=60)
+        assert not paused.is_alive()
+        assert progress.read_text() == written  # the seed it finished after the takeover was not written
+        assert not (settings.effective_jobs_dir / job / "manifest.json").exists()
+    row = queue.get(job)
+    assert (row.state, row.owner, row.lease, row.attempts, row.error) == ("running", "other", 2, 0, None)
