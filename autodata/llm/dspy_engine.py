@@ -9,6 +9,7 @@ and leave in the endpoint's own dialect (llama.cpp wants `json_object` + `schema
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -100,3 +101,13 @@ def role_lm(client: RoleClient, *, cache: bool) -> dspy.LM:
 def configure_dspy_cache(cache_dir, *, enabled: bool) -> None:
     """DSPy's disk cache under autodata's home, so re-runs reuse answers."""
     dspy.configure_cache(enable_disk_cache=enabled, enable_memory_cache=enabled, disk_cache_dir=str(cache_dir))
+
+
+def int_seed(text: str) -> int:
+    """A stable 31-bit number from `text`: sampling seeds and the strategy draws."""
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+def call_config(rollout_id: str) -> dict:
+    """A DSPy call's config: `rollout_id` (the LLM cache's key) and the sampling seed it fixes."""
+    return {"rollout_id": rollout_id, "seed": int_seed(rollout_id)}

@@ -17,12 +17,12 @@ propagates: a run without search cannot make this data.
 
 from __future__ import annotations
 
-import zlib
 from typing import Literal
 
 import dspy
 
 from autodata.answers import sub_exact_match
+from autodata.llm.dspy_engine import call_config
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import SearchQuery, ShortAnswer, Thought
 from autodata.roles.verifier import thought_problem
@@ -198,8 +198,7 @@ def _with_kept_thought(step, write, question: str, steps: list, config: dict):
 
 def retry_config(config: dict, attempt: int) -> dict:
     """The call config of retry `attempt`: its own rollout id (cache key) and sampling seed."""
-    rollout_id = f"{config['rollout_id']}:retry{attempt}"
-    return {**config, "rollout_id": rollout_id, "seed": zlib.crc32(rollout_id.encode()) & 0x7FFFFFFF}
+    return {**config, **call_config(f"{config['rollout_id']}:retry{attempt}")}
 
 
 def _history(steps: list[SearchStep | AnswerStep]) -> str:

@@ -3,12 +3,12 @@ roles a stage calls, and the rollout ids that make every LLM call replayable."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from autodata.items import RejectionReason
+from autodata.llm.dspy_engine import call_config
 from autodata.recipe import Recipe, Strategy
 from autodata.search.protocol import Hit, Retriever, title_of
 from autodata.settings import RoleName
@@ -93,14 +93,9 @@ class Roles(Protocol):
         ...
 
 
-def int_seed(text: str) -> int:
-    return zlib.crc32(text.encode()) & 0x7FFFFFFF
-
-
 def rollout(recipe_hash: str, *parts: object) -> dict:
     """DSPy call config: a stable rollout id (cache key) and sampling seed per attempt."""
-    rollout_id = ":".join([recipe_hash, *map(str, parts)])
-    return {"rollout_id": rollout_id, "seed": int_seed(rollout_id)}
+    return call_config(":".join([recipe_hash, *map(str, parts)]))
 
 
 def as_question(text: str) -> str:

@@ -32,10 +32,11 @@ from autodata.answers import (
     split_readings,
     sub_exact_match,
 )
+from autodata.llm.dspy_engine import int_seed
 from autodata.recipe import Recipe, Strategy
 from autodata.search.protocol import Hit, article_name
 from autodata.seeds import SeedItem, question_similarity
-from autodata.stages.base import Candidate, Problem, Roles, as_question, int_seed, number_passages, rollout, title_of
+from autodata.stages.base import Candidate, Problem, Roles, as_question, number_passages, rollout, title_of
 
 STRATEGY_GUIDES: dict[Strategy, str] = {
     "rephrase": "Rephrase: ask for the same answer as the seed question with new wording, using facts stated in "
