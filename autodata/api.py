@@ -18,6 +18,7 @@ from autodata.errors import AutodataError, CorpusError
 from autodata.llm import Budget, LLMSession
 from autodata.recipe import Recipe, load_recipe
 from autodata.search import BM25Index, Hit, Retriever
+from autodata.search.build import INDEX_META_FILE
 from autodata.seeds import find_contamination, find_near_duplicates, load_seeds
 from autodata.settings import ROLE_NAMES, RoleName, Settings, load_settings
 from autodata.synthesis import SeedExecutor, SynthesisReport
@@ -88,16 +89,22 @@ def create_world(
 def build_index(corpus: Path, out: Path, *, force: bool = False, show_progress: bool = True) -> tuple[BM25Index, bool]:
     """Build a BM25 index of a Search-R1 corpus file; returns (index, whether it was built).
 
-    An index already built from the same corpus bytes is reused unless `force`.
+    An index already built from the same corpus bytes is reused unless `force`. A folder at
+    `out` that holds files but no index (nothing autodata built) is refused, never replaced.
     """
     out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / INDEX_META_FILE).is_file():
+        raise CorpusError(
+            f"{out} holds files but no autodata index ({INDEX_META_FILE}); building there would replace them. "
+            "Choose another --out, or empty the folder."
+        )
     if not force and out.exists():
         try:
             existing = BM25Index.load(out)
             if existing.is_built_from(corpus):
                 return existing, False
         except CorpusError:
-            pass  # not an index of ours, or damaged: rebuild it
+            pass  # our index, of another format version or damaged: rebuild it
     return BM25Index.build(corpus, out, show_progress=show_progress), True
 
 

@@ -232,8 +232,9 @@ def register_recipe(run_id: str) -> int:
     client = MlflowClient()
     try:
         client.create_registered_model(RECIPE_MODEL, description="autodata data recipes; alias production is live")
-    except MlflowException:
-        pass  # it exists
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":  # any other error: the registry is not there to use
+            raise
     version = client.create_model_version(RECIPE_MODEL, source=f"runs:/{run_id}/recipe", run_id=run_id)
     return int(version.version)
 
