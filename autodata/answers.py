@@ -106,7 +106,7 @@ def answer_form(answer: str | None) -> str:
 
 
 # Words that say nothing about what a question asks: articles, auxiliaries, question words.
-_FUNCTION_WORDS = frozenset(
+FUNCTION_WORDS = frozenset(
     [
         "a",
         "an",
@@ -175,7 +175,7 @@ def _stemmer():
 
 def content_words(text: str) -> set[str]:
     """The stemmed words of `text` that carry content (what "about the same thing" compares)."""
-    words = [w for w in normalize_answer(text).split() if w not in _FUNCTION_WORDS]
+    words = [w for w in normalize_answer(text).split() if w not in FUNCTION_WORDS]
     return set(_stemmer().stemWords(words))
 
 

@@ -254,6 +254,8 @@ def test_an_ungrounded_or_unreadable_thought_is_rejected(types_world):
     assert check("I look it up.", final="They were held in 1896 by Coubertin.").reason == "ungrounded_thought"
     assert check("I look it up.", final="They were first held in 1896, so the city follows.") is None  # seen
     assert check("]]]] #response: [1.4,0.82,1.6,true]").reason == "bad_thought"
+    assert check("The Modern Olympic Games").detail.startswith("step 1's thought is not prose (only names)")
+    assert check("I look up the Modern Olympic Games") is None
     assert check("1.4, 0.82, 1.6, 2, 3 and 7").detail.startswith("step 1's thought is not prose (mostly numbers)")
     copied = "The modern Olympic Games were first held in Athens in 1896."
     assert "a copied passage" in check("I search.", final=copied).detail
@@ -325,3 +327,14 @@ def test_a_paraphrase_of_a_held_out_question_with_its_answer_is_rejected():
     assert problem.reason == "paraphrase" and "'dev-7'" in problem.detail
     other_answer = Candidate("s1", 0, "rephrase", "Which author wrote the tragedy Hamlet?", "Thomas Kyd", ())
     assert paraphrase(held_out, other_answer) is None and paraphrase(None, candidate) is None
+
+
+def test_a_type_built_on_one_passage_takes_the_one_about_the_seed_question():
+    from autodata.search.protocol import Hit
+    from autodata.stages.proposal import Task
+
+    by_chance = Hit(id="1", contents="Go (game)\nGo is played on a board; a beginner may start with 6 stones.")
+    about = Hit(id="2", contents="France national football team\nFrance played 6 games at the World Cup.")
+    seed = SeedItem(id="s", question="how many games did france play in the world cup", golden_answers=["6"])
+    task = Task(seed, (by_chance, about), "6", "document_based", 0, "")
+    assert task.stating == (by_chance, about) and task.on_topic == about

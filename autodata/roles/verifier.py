@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 
 import dspy
 
-from autodata.answers import content_words, exact_match, normalize_answer, sub_exact_match
+from autodata.answers import FUNCTION_WORDS, content_words, exact_match, normalize_answer, sub_exact_match
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import Reason
 from autodata.search.protocol import Hit, Retriever, article_name, format_hits, title_of
@@ -259,12 +259,16 @@ COPIED_WORDS = 10  # a thought sharing this many consecutive words with an obser
 
 
 def _not_prose(thought: str, observations: Sequence[str]) -> str | None:
-    """Why a thought is not prose (markup, mostly numbers, a copied passage), or None."""
+    """Why a thought is not prose (markup, mostly numbers, only names, a copied passage), or None."""
     if _MARKUP.search(thought):
         return "markup"
     tokens = _WORD.findall(thought)
     if sum(t[0].isdigit() for t in tokens) * 3 > len(tokens):
         return "mostly numbers"
+    # A sentence says something of what it names: some content word not capitalised (a verb, a
+    # noun); "Benjamin Franklin" or "The United States Declaration of Independence" says nothing.
+    if not any(t[0].islower() and t not in FUNCTION_WORDS for t in tokens):
+        return "only names"
     words = normalize_answer(thought).split()
     grams = {" ".join(words[i : i + COPIED_WORDS]) for i in range(len(words) - COPIED_WORDS + 1)}
     if grams and any(g in normalize_answer(o) for o in observations for g in grams):

@@ -79,6 +79,13 @@ class Task:
         """The passages of the evidence that state the answer."""
         return tuple(h for h in self.evidence if sub_exact_match(h.contents, [self.answer]))
 
+    @property
+    def on_topic(self) -> Hit:
+        """The stating passage sharing the most of the seed question's content words (the first, on
+        a tie): a short answer such as a number is often stated by a passage on another topic."""
+        asked = content_words(self.seed.question)
+        return max(self.stating, key=lambda h: len(asked & content_words(h.contents)))
+
 
 @dataclass(frozen=True)
 class Proposal:
@@ -174,7 +181,7 @@ def insufficient_evidence(roles: Roles, task: Task) -> Proposal:
     """A question on the evidence's topic for a fact the corpus does not hold: a real search for
     it retrieves no passage stating the challenger's guess. The answer is the refusal; the
     solvers' guesses are checked the same way when the trajectory is verified."""
-    passages = task.stating[:1] + tuple(h for h in task.evidence if h not in task.stating[:1])
+    passages = (task.on_topic, *(h for h in task.evidence if h != task.on_topic))
     topic = article_name(title_of(passages[0]))
     reply = challenge(roles, task, passages, STRATEGY_GUIDES["insufficient_evidence"].format(topic=topic))
     if reply is None:
@@ -198,7 +205,7 @@ def insufficient_evidence(roles: Roles, task: Task) -> Proposal:
 
 def false_premise(roles: Roles, task: Task) -> Proposal:
     """A question presupposing a value the answer passage contradicts; the answer corrects it."""
-    passages = task.stating[:1]
+    passages = (task.on_topic,)
     reply = challenge(roles, task, passages, STRATEGY_GUIDES["false_premise"].format(answer=task.answer))
     if reply is None:
         return UNPARSEABLE
@@ -293,7 +300,7 @@ def scope_ambiguity(roles: Roles, task: Task) -> Proposal:
 def document_based(roles: Roles, task: Task) -> Proposal:
     """What one article, named in the question, says: the answer rests on a passage of that article
     (the verifier checks the kept trajectory's answer passage is one), whatever other passages say."""
-    passages = task.stating[:1]
+    passages = (task.on_topic,)
     document = title_of(passages[0])
     reply = challenge(roles, task, passages, STRATEGY_GUIDES["document_based"].format(document=document))
     if reply is None:
