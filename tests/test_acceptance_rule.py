@@ -102,7 +102,7 @@ def test_an_unparseable_strong_reply_keeps_trajectories_and_scores_aligned():
     }
     shown = []
 
-    def strong(question, hint, config, known_answer, known_facts=None):
+    def strong(question, hint, config, known_answer, known_facts=None, secrets=()):
         i = int(config["rollout_id"].rsplit(":", 1)[1])
         return SimpleNamespace(trajectory=solved[i]) if i in solved else None  # None: what `_as` gives when unparseable
 

@@ -47,7 +47,8 @@ def test_the_honest_default_is_accepted(scripted_roles, tmp_path):
         ("Probably William Shakespeare, so I check it.", "hint_leak", "step 1's thought holds the answer"),
         ("I was told who it is, so I search the play.", "hint_leak", "speaks of being told"),
         ("The hint names an article; I search it.", "hint_leak", "speaks of being told"),
-        (" . ", "bad_thought", "step 1's thought is empty"),
+        (" . ", "bad_thought", "step 1's thought is empty or too short"),
+        ("I search", "bad_thought", "step 1's thought is empty or too short"),
         ("Search 1; Search 2; Search 3; Search 4", "bad_thought", "not prose (mostly numbers)"),
         ("Search search search search for it", "bad_thought", "repeats itself"),
         ("I can answer now without looking further.", "bad_thought", "says it answers now, then it searches"),
@@ -180,7 +181,7 @@ def test_thought_rules_on_hand_made_trajectories(bm25_index):
     )
     assert late == ("bad_thought", "step 2's thought says it must search, then it answers")
     armstrong = check_trajectory(
-        trajectory("Armstrong is not it; I look for the play.", "The passage says so."),
+        trajectory("Armstrong is not it; I look for the play.", "The passage says who wrote the play."),
         Expected.fact("William Shakespeare"),
         bm25_index,
         search,
@@ -231,6 +232,24 @@ def test_a_hinted_thought_is_rewritten_without_the_hint(scripted_roles, tmp_path
     assert "William Shakespeare" in item["strong"]["hint"]  # the hint is kept as metadata, not as training text
     sft = (tmp_path / "out" / "sft_dataset.json").read_text()
     assert "hint" not in sft.lower() and "The hint says" not in sft
+
+
+def test_a_hinted_query_naming_the_answer_is_asked_for_again(scripted_roles, tmp_path):
+    """The hinted solver's first query names the answer before any search showed it: that query is
+    asked for again (another rollout id), and the trajectory kept searches without it."""
+    scripted_roles.first_queries = ("William Shakespeare tragedy",)
+    result = synthesize(tmp_path, {**KEEP, "acceptance": {"attempts_per_solver": 1}})  # one strong attempt
+    assert result["manifest"]["items"]["accepted"] == 1, result["rejected"]
+    item = json.loads((tmp_path / "out" / "trajectories.jsonl").read_text().splitlines()[0])
+    assert item["trajectory"]["steps"][0]["query"] == "Who wrote the tragedy hamlet"
+    assert scripted_roles.calls["strong_first"] == 2
+
+
+def test_a_hinted_query_that_keeps_naming_the_answer_is_rejected_as_a_leak(scripted_roles, tmp_path):
+    scripted_roles.first_queries = ("William Shakespeare tragedy",) * 3
+    result = synthesize(tmp_path, {**KEEP, "acceptance": {"attempts_per_solver": 1}})
+    assert result["manifest"]["rejections"] == {"hint_leak": 1}
+    assert scripted_roles.calls["strong_first"] == 3
 
 
 def test_a_kept_thought_the_rules_reject_is_written_again(scripted_roles, tmp_path):

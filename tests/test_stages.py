@@ -248,7 +248,7 @@ def test_an_unparseable_strong_reply_is_an_attempt_without_a_trajectory_aligned_
     roles = FakeRoles(
         ALL_ATTEMPTS,
         weak=lambda question, config: SimpleNamespace(answer="I do not know"),
-        strong=lambda question, hint, config, known_answer, known_facts=None: (
+        strong=lambda question, hint, config, known_answer, known_facts=None, secrets=(): (
             SimpleNamespace(trajectory=solved[rollout_index(config)]) if rollout_index(config) in solved else None
         ),
     )
@@ -267,7 +267,9 @@ def test_a_strong_answer_no_search_retrieved_scores_zero_and_keeps_its_trajector
     roles = FakeRoles(
         ALL_ATTEMPTS,
         weak=lambda question, config: None,  # unparseable: scored 0
-        strong=lambda question, hint, config, known_answer, known_facts=None: SimpleNamespace(trajectory=ungrounded),
+        strong=lambda question, hint, config, known_answer, known_facts=None, secrets=(): SimpleNamespace(
+            trajectory=ungrounded
+        ),
     )
     attempts = run_solvers(roles, GOOD)
     assert attempts.weak_scores == [0.0] * 3 and attempts.strong == (StrongAttempt(0.0, ungrounded),) * 3
@@ -365,7 +367,7 @@ def test_the_driver_feeds_a_rejected_rounds_reason_to_the_next_round(bm25_index)
 
     processor._as = lambda role, call: call()
     processor.challenger, processor.weak = challenger, weak
-    processor.strong = lambda question, hint, config, known_answer, known_facts=None: SimpleNamespace(
+    processor.strong = lambda question, hint, config, known_answer, known_facts=None, secrets=(): SimpleNamespace(
         trajectory=trajectory()
     )
     processor.verifier = lambda **kw: dspy.Prediction(trajectory=kw["trajectories"][0], reason=None, detail=None)

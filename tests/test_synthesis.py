@@ -232,7 +232,7 @@ def test_verifier_rejects_fabricated_and_needless_searches(bm25_index):
         return SearchStep(think=next(thoughts), query=query, observation=observation, hit_ids=[])
 
     def answer_step(answer="William Shakespeare"):
-        return AnswerStep(think="The first passage names the author.", answer=answer)
+        return AnswerStep(think="The first passage names the author of the tragedy.", answer=answer)
 
     real = format_hits(honest)
     ok = Trajectory(

@@ -52,9 +52,10 @@ def test_embedded_world_accepts_grounded_items_and_resumes_after_a_kill(tmp_path
         assert finish(autodata(home, "world", "prepare"))[0] == 0
 
     code, out = finish(autodata(straight_home, "synthesize", "--limit", SEEDS, "--out", str(tmp_path / "straight")))
-    assert code == 0, out
     straight = tmp_path / "straight"
     accepted = read_jsonl(straight / "trajectories.jsonl")
+    # exit 1 says "accepted nothing" (a small yield can be 0 in 30 seeds); anything else is a failure
+    assert code == 0 if accepted else (code == 1 and "the recipe accepted nothing" in out), out
     # The 135M model's yield under the grounded-thought and support rules is small and not
     # measured yet (README, Status): what it keeps must pass every rule, whatever it keeps.
     print(f"embedded yield: {len(accepted)} accepted of {SEEDS} seeds")
@@ -87,7 +88,7 @@ def test_embedded_world_accepts_grounded_items_and_resumes_after_a_kill(tmp_path
     done_before = len(read_jsonl(killed / "progress.jsonl"))
     assert 0 < done_before < int(SEEDS)
     code, out = finish(autodata(killed_home, "synthesize", "--limit", SEEDS, "--out", str(killed)))
-    assert code == 0, out
+    assert code == (0 if accepted else 1), out
     resumed = read_jsonl(killed / "trajectories.jsonl")
     assert sorted(i["id"] for i in resumed) == sorted(i["id"] for i in accepted)
     assert len(read_jsonl(killed / "progress.jsonl")) == int(SEEDS)

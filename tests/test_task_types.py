@@ -20,6 +20,7 @@ from autodata.answers import (
 )
 from autodata.recipe import Recipe
 from autodata.roles import Expected, check_trajectory
+from autodata.roles.verifier import thought_problem
 from autodata.search import BM25Index
 from autodata.search.protocol import format_hits
 from autodata.seeds import HeldOutQuestions, SeedItem
@@ -214,7 +215,13 @@ def test_a_document_based_answer_the_article_does_not_state_is_rejected(types_wo
 def test_a_document_based_answer_from_another_article_is_unsupported(types_world):
     question = 'According to the article "Hugo family", when was Victor Hugo born?'
     made = Trajectory(
-        question=question, steps=steps(types_world, ("victor hugo born", "I look for his birth."), answer="1802")
+        question=question,
+        steps=steps(
+            types_world,
+            ("victor hugo born", "I look for his birth."),
+            answer="1802",
+            final="The passage gives the year Victor Hugo was born.",
+        ),
     )
     expected = Expected.fact("1802", document="Hugo family")
     problem = check_trajectory(made, expected, types_world, Recipe().search)
@@ -228,7 +235,7 @@ def test_a_document_based_answer_from_another_article_is_unsupported(types_world
 # --- the rules every type shares, on hand-made trajectories ----------------------------------
 
 
-def steps(index, *queries_and_thoughts, answer="Athens", final="The passage names the city."):
+def steps(index, *queries_and_thoughts, answer="Athens", final="The passage names the city of the first games."):
     made = []
     for query, think in queries_and_thoughts:
         hits = index.search([query], topk=3)[0]
@@ -240,7 +247,7 @@ def test_an_ungrounded_or_unreadable_thought_is_rejected(types_world):
     search = Recipe().search
     question = "Where were the first modern Olympic Games held?"
 
-    def check(think, final="The passage names the city."):
+    def check(think, final="The passage names the city of the first games."):
         made = Trajectory(question=question, steps=steps(types_world, ("modern olympic games", think), final=final))
         return check_trajectory(made, Expected.fact("Athens"), types_world, search)
 
@@ -253,12 +260,27 @@ def test_an_ungrounded_or_unreadable_thought_is_rejected(types_world):
     assert check("The answer is probably a Greek city.").reason == "ungrounded_thought"
     assert check("I look it up.", final="They were held in 1896 by Coubertin.").reason == "ungrounded_thought"
     assert check("I look it up.", final="They were first held in 1896, so the city follows.") is None  # seen
+    hyphenated = Trajectory(
+        question="Which novel has the whaling captain Ahab?",
+        steps=[
+            SearchStep(
+                think="I look for the novel.",
+                query="ahab",
+                observation='Doc 1(Title: "Moby-Dick") Moby-Dick.',
+                hit_ids=[],
+            ),
+            AnswerStep(think="The passage names the novel Moby-Dick.", answer="Moby-Dick"),
+        ],
+    )
+    assert thought_problem(hyphenated) is None  # "Moby" and "Dick" were seen, as "Moby-Dick"
     assert check("]]]] #response: [1.4,0.82,1.6,true]").reason == "bad_thought"
     assert check("The Modern Olympic Games").detail.startswith("step 1's thought is not prose (only names)")
+    off_topic = check("I look it up.", final="The passage of time brings many surprises.")
+    assert off_topic.detail.startswith("step 2's thought is about neither the question nor its answer")
     assert check("I look up the Modern Olympic Games") is None
     assert check("1.4, 0.82, 1.6, 2, 3 and 7").detail.startswith("step 1's thought is not prose (mostly numbers)")
     copied = "The modern Olympic Games were first held in Athens in 1896."
-    assert "a copied passage" in check("I search.", final=copied).detail
+    assert "a copied passage" in check("I search for the games.", final=copied).detail
 
 
 def test_the_answer_must_rest_on_the_last_observation_about_the_question(types_world):

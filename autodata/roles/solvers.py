@@ -63,7 +63,8 @@ class ExplainSearch(dspy.Signature):
     history: str = dspy.InputField(desc="earlier searches and what they returned; may be empty")
     query: str = dspy.InputField(desc="the search the agent runs next")
     think: Thought = dspy.OutputField(
-        desc="why this search helps answer the question, in one sentence, without guessing the answer"
+        desc="one sentence starting with 'I search', saying why this search helps answer the question, "
+        "without guessing the answer"
     )
 
 
@@ -79,7 +80,9 @@ class CiteEvidence(dspy.Signature):
     question: str = dspy.InputField()
     answer: str = dspy.InputField(desc="the answer, already known")
     history: str = dspy.InputField(desc="earlier searches and what they returned")
-    think: Thought = dspy.OutputField(desc="which retrieved passage states the answer, in one sentence")
+    think: Thought = dspy.OutputField(
+        desc="one sentence starting with 'The passage', saying which retrieved passage states the answer"
+    )
 
 
 class WeakSolver(dspy.Module):
@@ -133,15 +136,26 @@ class StrongSolver(dspy.Module):
         config: dict,
         known_answer: str | None = None,
         known_facts: tuple[str, ...] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> dspy.Prediction:
+        """One trajectory. `secrets`: what the hint told that no query may name before an
+        observation showed it (`autodata.roles.verifier.secrets_of`); a hinted query that does is
+        asked for again, up to `QUERY_TRIES` times, as a kept thought is."""
+
         def turn_config(turn: int) -> dict:
             return {**config, "rollout_id": f"{config['rollout_id']}:{turn}"}
 
         def explain_config(turn: int) -> dict:
             return {**config, "rollout_id": f"{config['rollout_id']}:{turn}:explain"}
 
-        plan = self.first(question=question, hint=hint, config=turn_config(0))
+        def leaks(query: str) -> bool:
+            observed = "\n".join(s.observation for s in steps if isinstance(s, SearchStep))
+            return any(sub_exact_match(query, [s]) and not sub_exact_match(observed, [s]) for s in secrets)
+
         steps: list[SearchStep | AnswerStep] = []
+        plan = _asked_again_while(
+            lambda p: leaks(p.query), lambda cfg: self.first(question=question, hint=hint, config=cfg), turn_config(0)
+        )
         steps.append(
             self._search_step(
                 plan.think, plan.query, question=question, hint=hint, steps=steps, config=explain_config(0)
@@ -168,7 +182,11 @@ class StrongSolver(dspy.Module):
                 final = self.final(question=question, hint=hint, history=_history(steps), config=turn_config(turn))
                 steps.append(AnswerStep(think=final.think, answer=final.answer))
                 break
-            step = self.next(question=question, hint=hint, history=_history(steps), config=turn_config(turn))
+            step = _asked_again_while(
+                lambda p: p.action == "search" and leaks(p.argument),
+                lambda cfg: self.next(question=question, hint=hint, history=_history(steps), config=cfg),
+                turn_config(turn),
+            )
             if step.action == "answer":
                 steps.append(AnswerStep(think=step.think, answer=step.argument))
                 break
@@ -194,6 +212,19 @@ def _with_kept_thought(step, write, question: str, steps: list, config: dict):
         if problem is None or not problem.detail.startswith(f"step {len(steps) + 1}'s"):
             return step
     return step
+
+
+QUERY_TRIES = 3  # a hinted query naming a secret before any observation showed it is asked for again
+
+
+def _asked_again_while(bad, ask, config: dict):
+    """`ask(config)`, asked again (another rollout id and sampling seed) up to `QUERY_TRIES` times
+    while `bad` holds for its reply; the last reply is kept either way (the verifier then rejects)."""
+    for attempt in range(QUERY_TRIES):
+        reply = ask(config if attempt == 0 else retry_config(config, attempt))
+        if not bad(reply):
+            return reply
+    return reply
 
 
 def retry_config(config: dict, attempt: int) -> dict:

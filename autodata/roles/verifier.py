@@ -193,12 +193,7 @@ def _needless_search(trajectory: Trajectory, expected: Expected) -> Problem | No
 def _knowledge_before_evidence(trajectory: Trajectory, expected: Expected) -> Problem | None:
     """`hint_leak`: a thought or query holds the answer, the hidden bridge or a hinted article's title
     before an observation showed it, or a thought speaks of being told."""
-    secrets = [("the answer", fact) for fact in expected.facts]
-    secrets += [("the bridge entity", expected.bridge)] if expected.bridge else []
-    for title in expected.hinted_titles:
-        name = article_name(title)
-        if normalize_answer(name) and not sub_exact_match(trajectory.question, [name]):
-            secrets.append(("the hinted article title", name))
+    secrets = secrets_of(trajectory.question, expected.facts, expected.bridge, expected.hinted_titles)
     observed = ""
     for number, step in enumerate(trajectory.steps, start=1):
         texts = {"thought": step.think, **({"query": step.query} if isinstance(step, SearchStep) else {})}
@@ -215,17 +210,31 @@ def _knowledge_before_evidence(trajectory: Trajectory, expected: Expected) -> Pr
     return None
 
 
+def secrets_of(
+    question: str, facts: Sequence[str], bridge: str | None, hinted_titles: Sequence[str]
+) -> list[tuple[str, str]]:
+    """What no thought or query may name before an observation showed it, as (what, text): the
+    facts the answer rests on, a two-hop question's bridge, the hinted titles the question does not name."""
+    secrets = [("the answer", fact) for fact in facts]
+    secrets += [("the bridge entity", bridge)] if bridge else []
+    for title in hinted_titles:
+        name = article_name(title)
+        if normalize_answer(name) and not sub_exact_match(question, [name]):
+            secrets.append(("the hinted article title", name))
+    return secrets
+
+
 def thought_problem(trajectory: Trajectory) -> Problem | None:
-    """`bad_thought`: a thought that is empty, not prose, repeats itself or an earlier one, or
-    contradicts its step; `ungrounded_thought`: one that states a name or number neither the
+    """`bad_thought`: a thought that is empty or too short, not prose, repeats itself or an earlier
+    one, contradicts its step, or (the answer's) is about neither the question nor the answer; `ungrounded_thought`: one that states a name or number neither the
     question nor an earlier observation holds, or answers before the first search."""
     earlier: set[str] = set()
-    seen = set(normalize_answer(trajectory.question).split())
+    seen = _words_of(trajectory.question)
     observations: list[str] = []
     for number, step in enumerate(trajectory.steps, start=1):
         words = normalize_answer(step.think).split()
-        if len(words) < 2:
-            return Problem("bad_thought", f"step {number}'s thought is empty")
+        if len(words) < MIN_THOUGHT_WORDS:
+            return Problem("bad_thought", f"step {number}'s thought is empty or too short: {step.think[:80]!r}")
         if why := _not_prose(step.think, observations + ([step.observation] if isinstance(step, SearchStep) else [])):
             return Problem("bad_thought", f"step {number}'s thought is not prose ({why}): {step.think[:80]!r}")
         # "Search 1; Search 2; Search 3": one word (or pair) again and again, or an earlier thought copied
@@ -238,6 +247,13 @@ def thought_problem(trajectory: Trajectory) -> Problem | None:
             return Problem("bad_thought", f"step {number}'s thought says it answers now, then it searches")
         if isinstance(step, AnswerStep) and _WILL_SEARCH.search(step.think):
             return Problem("bad_thought", f"step {number}'s thought says it must search, then it answers")
+        if isinstance(step, AnswerStep) and not content_words(step.think) & content_words(
+            f"{trajectory.question} {step.answer}"
+        ):
+            return Problem(
+                "bad_thought",
+                f"step {number}'s thought is about neither the question nor its answer: {step.think[:80]!r}",
+            )
         if not observations and _ANSWERS_NOW.search(step.think):
             return Problem("ungrounded_thought", f"step {number}'s thought answers before any search")
         if unseen := [w for w in _names_and_numbers(step.think) if w not in seen]:
@@ -246,7 +262,7 @@ def thought_problem(trajectory: Trajectory) -> Problem | None:
             )
         if isinstance(step, SearchStep):
             observations.append(step.observation)
-            seen |= set(normalize_answer(step.observation).split())
+            seen |= _words_of(step.observation)
     return None
 
 
@@ -256,6 +272,7 @@ _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?|\d[\d,.]*")
 _ANSWERS_NOW = re.compile(r"\b(the answer (is|was|would be|must be)|answer:)", re.IGNORECASE)
 ABOUT_SHARE = 3  # a passage about the question holds at least 1 in this many of its content words
 COPIED_WORDS = 10  # a thought sharing this many consecutive words with an observation copies it
+MIN_THOUGHT_WORDS = 3  # "I search" says nothing
 
 
 def _not_prose(thought: str, observations: Sequence[str]) -> str | None:
@@ -274,6 +291,12 @@ def _not_prose(thought: str, observations: Sequence[str]) -> str | None:
     if grams and any(g in normalize_answer(o) for o in observations for g in grams):
         return "a copied passage"
     return None
+
+
+def _words_of(text: str) -> set[str]:
+    """The normalized words of `text`, hyphenated ones also apart ("Moby-Dick": mobydick, moby, dick),
+    as `_names_and_numbers` finds them in a thought."""
+    return set(normalize_answer(text).split()) | {normalize_answer(w) for w in _WORD.findall(text)}
 
 
 def _names_and_numbers(thought: str) -> list[str]:

@@ -13,6 +13,7 @@ from operator import attrgetter
 
 from autodata.answers import answer_form, exact_match, sub_exact_match
 from autodata.recipe import Acceptance, Recipe
+from autodata.roles.verifier import secrets_of
 from autodata.stages.acceptance import final_verdict, sample_solvers, verdict_detail
 from autodata.stages.base import Candidate, Problem, Roles, rollout, title_of
 from autodata.trajectory import Trajectory
@@ -87,9 +88,17 @@ def strong_attempt(roles: Roles, c: Candidate, i: int, hint: str) -> StrongAttem
     answer_mode = roles.recipe.hint_mode == "answer"
     known, facts = (c.answer, c.support) if answer_mode else (None, None)
     config = rollout(roles.hash, c.seed_id, c.round, "strong", i)
+    told = secrets_of(c.question, c.support, c.bridge, hinted_titles(roles.recipe, c)) if hint else []
     prediction = roles.ask(
         "strong",
-        lambda: roles.strong(question=c.question, hint=hint, config=config, known_answer=known, known_facts=facts),
+        lambda: roles.strong(
+            question=c.question,
+            hint=hint,
+            config=config,
+            known_answer=known,
+            known_facts=facts,
+            secrets=tuple(secret for _, secret in told),
+        ),
     )
     trajectory = prediction.trajectory if prediction is not None else None
     if trajectory is None:

@@ -40,6 +40,7 @@ class ScriptedAgents:
     rewrite_adds: str = " Never put the answer in the question."  # what the optimizer role appends
     strong_think: str = "I should search for the key words of the question."  # a search's thought (both calls)
     explain_thoughts: tuple[str, ...] = ()  # when set, the explain calls' thoughts in turn (then strong_think)
+    first_queries: tuple[str, ...] = ()  # when set, the first search's queries in turn (then strong_query's)
     hinted_think: str | None = None  # when set, what the hinted first call thinks (the explain call says strong_think)
     calls: dict[str, int] = field(default_factory=dict)
     tagged: list[str] = field(default_factory=list)  # the questions the tagger was asked about
@@ -96,6 +97,8 @@ class ScriptedAgents:
                 "action": "search",
                 "argument": self.strong_queries[searched],
             }
+        elif step == "strong_first" and self.calls[step] <= len(self.first_queries):
+            reply = {"think": self.hinted_think or self.strong_think, "query": self.first_queries[self.calls[step] - 1]}
         elif step == "strong_first":
             query = inputs["question"].rstrip("?") if self.strong_query == "question" else self.strong_query
             reply = {"think": self.hinted_think or self.strong_think, "query": query}
@@ -116,9 +119,9 @@ class ScriptedAgents:
                 else self.strong_think
             }
         elif step == "strong_cite" and inputs.get("answer") == "insufficient evidence":
-            reply = {"think": "None of the passages found states it."}
+            reply = {"think": "None of the passages found states it: the evidence is insufficient."}
         elif step == "strong_cite":
-            reply = {"think": "The first passage states the answer."}
+            reply = {"think": f"The first passage states that it is {inputs['answer']}."}
         elif step == "strong_final":
             reply = {"think": "I could not find it.", "answer": "unknown"}
         elif step == "judge" and self.judge_rule is not None:
