@@ -63,7 +63,7 @@ class ExplainSearch(dspy.Signature):
     history: str = dspy.InputField(desc="earlier searches and what they returned; may be empty")
     query: str = dspy.InputField(desc="the search the agent runs next")
     think: Thought = dspy.OutputField(
-        desc="one sentence starting with 'I search', saying why this search helps answer the question, "
+        desc="one full sentence saying what this search looks for and why it helps answer the question, "
         "without guessing the answer"
     )
 
@@ -81,7 +81,7 @@ class CiteEvidence(dspy.Signature):
     answer: str = dspy.InputField(desc="the answer, already known")
     history: str = dspy.InputField(desc="earlier searches and what they returned")
     think: Thought = dspy.OutputField(
-        desc="one sentence starting with 'The passage', saying which retrieved passage states the answer"
+        desc="one full sentence naming the answer and the retrieved passage that states it"
     )
 
 
