@@ -10,7 +10,9 @@ default this one), measured the same way; without Pyserini the bench says so. Py
 is the last release whose Lucene runs on a JDK 11 or 17 (later ones need a JDK 21); it
 imports its dense-retrieval dependencies too, so give it its own environment:
 
-    python3 -m venv /opt/pyserini && /opt/pyserini/bin/pip install pyserini==0.22.1 faiss-cpu torch
+    python3 -m venv /opt/pyserini
+    /opt/pyserini/bin/pip install pyjnius pandas scipy scikit-learn onnxruntime faiss-cpu torch transformers
+    /opt/pyserini/bin/pip install --no-deps pyserini==0.22.1   # its other pins (nmslib, spacy) are not needed
     python3 -m bench.scale --passages 500000 [--corpus FILE] [--work DIR] [--pyserini-python /opt/pyserini/bin/python]
 
 Needs the demo world for its sentences (`autodata world prepare`) unless `--corpus` is given.
