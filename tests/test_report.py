@@ -148,7 +148,7 @@ def test_a_finished_run_has_no_unfinished_note(tmp_path):
 
 @pytest.mark.slow
 def test_the_page_renders_in_headless_chromium(tmp_path):
-    run = golden_copy(tmp_path, "multi_hop")
+    run = golden_copy(tmp_path)  # the default recipe's run: accepted items to show in the screenshot
     page = run_report(run)
     chromium = shutil.which("chromium") or pytest.fail("Debian's chromium is not installed: apt-get install chromium")
     flags = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
