@@ -34,7 +34,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import mlflow
 import optuna
@@ -42,7 +42,7 @@ from pydantic import AliasChoices, BaseModel, Field
 
 from autodata._io import serialize_sqlite_transactions, sqlite_created_whole
 from autodata.errors import AutodataError, EndpointError
-from autodata.recipe import Recipe
+from autodata.recipe import Recipe, Strategy
 from autodata.seeds import iter_seeds
 from autodata.synthesis import run_totals
 from autodata.workqueue import create_study_database
@@ -79,14 +79,8 @@ class StudySettings:
         return [s for s in sizes if s <= self.seeds_per_trial]
 
 
-TASK_TYPE_STRATEGIES = (
-    "insufficient_evidence",
-    "false_premise",
-    "conflicting_evidence",
-    "timely",
-    "scope_ambiguity",
-    "document_based",
-)
+LOOKUP_STRATEGIES = ("keep", "rephrase", "multi_hop")  # searched as their own weights (BASELINE_PARAMS)
+TASK_TYPE_STRATEGIES = tuple(s for s in get_args(Strategy) if s not in LOOKUP_STRATEGIES)  # 0-0.3 each
 BASELINE_PARAMS = {
     "attempts_per_solver": 3,
     "strong_min_accuracy": 0.65,

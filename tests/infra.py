@@ -32,6 +32,16 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, exited but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # the state follows the "(name)", which may hold spaces
+
+
 def artifact(name: str) -> Path:
     """Where a slow test keeps what people look at after the run (the pages' screenshots): the folder
     $AUTODATA_TEST_ARTIFACTS, by default test-artifacts/ in the checkout (ignored by git; CI lists it)."""

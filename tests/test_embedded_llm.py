@@ -1,6 +1,5 @@
 """The real embedded model (SmolLM2-135M via llama.cpp): slow, needs llama-cpp-python."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,17 +9,9 @@ import pytest
 
 from autodata.llm import LLMSession
 from autodata.settings import ROLE_NAMES, load_settings
+from tests.infra import alive
 
 pytestmark = pytest.mark.slow
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"  # a zombie has exited
 
 
 def test_every_role_is_answered_by_the_embedded_model_and_it_stops_after():

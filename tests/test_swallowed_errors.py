@@ -29,6 +29,7 @@ from autodata.cli import main
 from autodata.settings import load_settings
 from tests.conftest import FACTS, write_corpus
 from tests.fakes.agents import ScriptedAgents
+from tests.infra import alive
 
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("autodata", "optimizers", "evals", "prompts")
@@ -245,15 +246,6 @@ def test_demo_prints_why_promotion_is_refused_and_goes_on(study_world, capsys):
 
 
 # --- the MLflow UI's process group (`_run_server`) ----------------------------------------------
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 
 
 def gone_soon(pid: int) -> bool:
