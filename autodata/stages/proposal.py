@@ -181,7 +181,8 @@ def insufficient_evidence(roles: Roles, task: Task) -> Proposal:
     """A question on the evidence's topic for a fact the corpus does not hold: a real search for
     it retrieves no passage stating the challenger's guess. The answer is the refusal; the
     solvers' guesses are checked the same way when the trajectory is verified."""
-    passages = (task.on_topic, *(h for h in task.evidence if h != task.on_topic))
+    first = task.on_topic  # a property that stems every stating passage: once, not per passage
+    passages = (first, *(h for h in task.evidence if h != first))
     topic = article_name(title_of(passages[0]))
     reply = challenge(roles, task, passages, STRATEGY_GUIDES["insufficient_evidence"].format(topic=topic))
     if reply is None:
