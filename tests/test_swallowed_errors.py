@@ -255,7 +255,16 @@ def gone_soon(pid: int) -> bool:
     return not alive(pid)
 
 
-def test_ctrl_c_as_the_server_exits_returns_130(tmp_path):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal, even when pytest was started with SIGINT
+    ignored (a shell's background job inherits that, and Python then never raises it)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_as_the_server_exits_returns_130(tmp_path, ctrl_c_raises):
     """The Ctrl-C is handled only once the server has exited and been reaped: `stop` then signals a
     process group that no longer exists."""
     from autodata.cli import _run_server
@@ -285,7 +294,7 @@ def test_ctrl_c_as_the_server_exits_returns_130(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_a_server_that_ignores_sigterm_is_killed(tmp_path, monkeypatch):
+def test_a_server_that_ignores_sigterm_is_killed(tmp_path, monkeypatch, ctrl_c_raises):
     from autodata.cli import _run_server
 
     pid_file = tmp_path / "pid"
