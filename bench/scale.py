@@ -13,7 +13,16 @@ imports its dense-retrieval dependencies too, so give it its own environment:
     python3 -m venv /opt/pyserini
     /opt/pyserini/bin/pip install pyjnius pandas scipy scikit-learn onnxruntime faiss-cpu torch transformers
     /opt/pyserini/bin/pip install --no-deps pyserini==0.22.1   # its other pins (nmslib, spacy) are not needed
+    /opt/pyserini/bin/pip install datasets fastapi uvicorn      # only for --search-r1-server
     python3 -m bench.scale --passages 500000 [--corpus FILE] [--work DIR] [--pyserini-python /opt/pyserini/bin/python]
+        [--search-r1-server SEARCH_R1_CHECKOUT]
+
+`--search-r1-server` also starts Search-R1's own retrieval_server.py (`--retriever_name bm25`,
+its code unchanged, only made to listen on a free loopback port instead of 0.0.0.0:8000) over
+that Pyserini index and the corpus, and measures it through autodata's HTTP client
+(`SearchClient`, what `--retriever-url` uses). That server returns the corpus file's row
+`int(docid)`, so a `--corpus` file's ids must be its line numbers from 0, as the synthetic
+corpus's are.
 
 Needs the demo world for its sentences (`autodata world prepare`) unless `--corpus` is given.
 """
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -43,15 +53,18 @@ print(f"peak_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
 
 
 # Pyserini's side, run by the interpreter that has it: index the corpus file's folder (our corpus
-# lines are its JsonCollection's {"id", "contents"}), then load and search as Search-R1 does
-# (LuceneSearcher, BM25 k1=0.9 b=0.4, top 3). Prints one JSON line of measurements.
+# lines are its JsonCollection's {"id", "contents"}) with the options Search-R1's index_builder.py
+# uses, then load and search as Search-R1 does (LuceneSearcher, BM25 k1=0.9 b=0.4, top 3). Prints
+# one JSON line of measurements. No --storeRaw, as in Search-R1: its server then answers with the
+# corpus file's lines, ids included (with raw documents stored it answers {title, text, contents},
+# and autodata's client makes each passage's id from its contents).
 PYSERINI = """
 import json, resource, subprocess, sys, time
 corpus_dir, index, queries_file = sys.argv[1:4]
 start = time.perf_counter()
 subprocess.run([sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection", "--input",
-                corpus_dir, "--index", index, "--generator", "DefaultLuceneDocumentGenerator", "--threads", "2",
-                "--storeRaw"], check=True, capture_output=True)
+                corpus_dir, "--index", index, "--generator", "DefaultLuceneDocumentGenerator", "--threads", "2"],
+               check=True, capture_output=True)
 build_s = time.perf_counter() - start
 build_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 from pyserini.search.lucene import LuceneSearcher
@@ -90,6 +103,54 @@ def pyserini_side(python: str, corpus: Path, work: Path, queries: list[str]) -> 
     if done.returncode:
         raise SystemExit(f"Pyserini failed (exit {done.returncode}): {done.stderr[-2000:]}")
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "disk_gb": folder_gb(index)}
+
+
+# Search-R1's retrieval_server.py run as it is, but on argv[1]'s loopback port: it calls
+# uvicorn.run(app, host="0.0.0.0", port=8000) and has no option for either.
+SEARCH_R1 = """
+import runpy, sys, uvicorn
+port, serve = int(sys.argv[1]), uvicorn.run
+uvicorn.run = lambda app, **_: serve(app, host="127.0.0.1", port=port)
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def search_r1_side(python: str, checkout: Path, corpus: Path, work: Path, queries: list[str]) -> dict:
+    """Start time and queries/s (top 3, through autodata's HTTP client) of Search-R1's BM25
+    server over the index `pyserini_side` built in `work`, stopped when measured."""
+    import httpx
+
+    from autodata.search import SearchClient
+    from autodata.search.server import free_port
+
+    script = checkout / "search_r1" / "search" / "retrieval_server.py"
+    if not script.is_file():
+        raise SystemExit(f"no {script}: --search-r1-server takes a Search-R1 checkout")
+    port = free_port()
+    command = [python, "-c", SEARCH_R1, str(port), str(script), "--index_path", str(work / "pyserini-index")]
+    command += ["--corpus_path", str(corpus.resolve()), "--topk", "3", "--retriever_name", "bm25"]
+    env = {**os.environ, "HF_DATASETS_CACHE": str(work / "hf-datasets")}  # its corpus copy, removed with work
+    log_path = work / "search-r1-server.log"
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"Search-R1's server exited ({server.returncode}): {log_path.read_text()[-2000:]}")
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/docs").raise_for_status()
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        up_s = time.perf_counter() - start
+        with SearchClient(f"http://127.0.0.1:{port}", timeout_s=600, max_retries=0, batch_size=2_560) as client:
+            rates = {batch: queries_per_second(client, queries, batch) for batch in (1, 32, 2_560)}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return {"up_s": up_s, "rates": rates}
 
 
 def sentences_of(corpus: Path) -> tuple[list[str], list[str]]:
@@ -146,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         "--pyserini-python",
         default=sys.executable,
         help="an interpreter with pyserini installed, to measure it side by side (default: this one)",
+    )
+    parser.add_argument(
+        "--search-r1-server",
+        type=Path,
+        metavar="CHECKOUT",
+        help="a Search-R1 checkout: also measure its retrieval_server.py (bm25) over the Pyserini index",
     )
     args = parser.parse_args(argv)
 
@@ -211,6 +278,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{peak_gb / theirs['build_gb']:.2f}x, queries/s one at a time {ours[1] / theirs['rates']['1']:.2f}x, "
             f"in batches of 2,560 {ours[2_560] / theirs['rates']['2560']:.2f}x"
         )
+        if args.search_r1_server:
+            server = search_r1_side(args.pyserini_python, args.search_r1_server, corpus, work, queries)
+            print(f"search-r1 server (bm25, over the pyserini index): up in {server['up_s']:.1f} s")
+            for batch, rate in server["rates"].items():
+                print(f"search-r1 server via autodata's client, top 3, batches of {batch:>5}: {rate:8.1f} queries/s")
+            print(
+                f"autodata in-process / search-r1 server: queries/s one at a time {ours[1] / server['rates'][1]:.2f}x, "
+                f"in batches of 2,560 {ours[2_560] / server['rates'][2_560]:.2f}x"
+            )
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0

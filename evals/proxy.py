@@ -368,21 +368,36 @@ def _mean_logprob(logits, rows: list[int], targets: list[int]) -> float:
     return predicted.gather(1, torch.tensor(targets, device=logits.device)[:, None]).mean().item()
 
 
-def base_logprobs(model, tokens: list[ProbeTokens], first_tuned_layer: int, device: str) -> tuple[list[float], list]:
+def shared_head(tokens: list[ProbeTokens]) -> int:
+    """How many leading tokens every probe's prefix shares (the instruction before the question):
+    they are run once for all probes. At least one token of each prefix is left to run per probe."""
+    first = tokens[0].prefix
+    head = min(len(probe.prefix) for probe in tokens) - 1
+    for probe in tokens[1:]:
+        head = next((i for i in range(head) if probe.prefix[i] != first[i]), head)
+    return max(head, 0)
+
+
+def base_logprobs(model, tokens: list[ProbeTokens], first_tuned_layer: int, device: str) -> tuple[list[float], dict]:
     """The untuned student's score per probe (best golden answer), and its hidden states at the input of
-    `first_tuned_layer` (prefix, then each suffix), from which `tuned_logprobs` runs only the tuned layers."""
+    `first_tuned_layer` (the shared head once, then per probe the rest of its prefix and each suffix),
+    from which `tuned_logprobs` runs only the tuned layers."""
     import copy
 
     import torch
 
-    scores, states = [], []
+    head = shared_head(tokens)
+    scores, states = [], {"head": None, "probes": []}
     with torch.inference_mode():
+        cache = None
+        if head:
+            out = model(input_ids=torch.tensor([tokens[0].prefix[:head]], device=device), **_STATES)
+            states["head"], cache = out.hidden_states[first_tuned_layer][0].half().cpu(), out.past_key_values
         for probe in tqdm(tokens, desc="likelihood (untuned student)", unit=" q"):
             out = model(
-                input_ids=torch.tensor([probe.prefix], device=device),
-                use_cache=True,
-                output_hidden_states=True,
-                logits_to_keep=1,
+                input_ids=torch.tensor([probe.prefix[head:]], device=device),
+                past_key_values=copy.deepcopy(cache),
+                **_STATES,
             )
             kept = {"prefix": out.hidden_states[first_tuned_layer][0].half().cpu(), "suffixes": []}
             best = None
@@ -396,14 +411,17 @@ def base_logprobs(model, tokens: list[ProbeTokens], first_tuned_layer: int, devi
                 value = _mean_logprob(step.logits[0], rows, targets)
                 best = value if best is None else max(best, value)
             scores.append(round(best, 5))
-            states.append(kept)
+            states["probes"].append(kept)
     return scores, states
+
+
+_STATES = {"use_cache": True, "output_hidden_states": True, "logits_to_keep": 1}
 
 
 def tuned_logprobs(
     model,
     tokens: list[ProbeTokens],
-    states: list,
+    states: dict,
     first_tuned_layer: int,
     device: str,
     desc: str = "likelihood (tuned student)",
@@ -416,15 +434,23 @@ def tuned_logprobs(
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     dtype = next(causal_lm.parameters()).dtype
+    as_input = lambda hidden: hidden[None].to(device, dtype)
     scores = []
     with torch.inference_mode(), _only_layers_from(causal_lm, first_tuned_layer):
-        for probe, kept in tqdm(list(zip(tokens, states)), desc=desc, unit=" q"):
-            out = causal_lm(inputs_embeds=kept["prefix"][None].to(device, dtype), use_cache=True, logits_to_keep=1)
+        cache = None
+        if states["head"] is not None:
+            cache = causal_lm(inputs_embeds=as_input(states["head"]), use_cache=True, logits_to_keep=1).past_key_values
+        for probe, kept in tqdm(list(zip(tokens, states["probes"])), desc=desc, unit=" q"):
+            out = causal_lm(
+                inputs_embeds=as_input(kept["prefix"]),
+                past_key_values=copy.deepcopy(cache),
+                use_cache=True,
+                logits_to_keep=1,
+            )
             best = None
             for suffix_states, rows, targets in zip(kept["suffixes"], probe.rows, probe.targets):
                 step = causal_lm(
-                    inputs_embeds=suffix_states[None].to(device, dtype),
-                    past_key_values=copy.deepcopy(out.past_key_values),
+                    inputs_embeds=as_input(suffix_states), past_key_values=copy.deepcopy(out.past_key_values)
                 )
                 value = _mean_logprob(step.logits[0], rows, targets)
                 best = value if best is None else max(best, value)
@@ -610,7 +636,7 @@ def run_proxy(
     return result
 
 
-def _read_baseline(baseline_file: Path | None) -> tuple[dict, list | None]:
+def _read_baseline(baseline_file: Path | None) -> tuple[dict, dict | None]:
     """The cached untuned numbers and hidden states (None when either is missing: both are recomputed)."""
     if baseline_file is None or not baseline_file.is_file():
         return {}, None
@@ -623,7 +649,7 @@ def _read_baseline(baseline_file: Path | None) -> tuple[dict, list | None]:
     return cached, torch.load(states_file)
 
 
-def _write_states(baseline_file: Path | None, states: list) -> None:
+def _write_states(baseline_file: Path | None, states: dict) -> None:
     if baseline_file is None:
         return
     import torch
@@ -750,5 +776,6 @@ def run_proxy_in(
     )
 
 
-PROBE_VERSION = 2  # bump when the probe's rendering changes: cached untuned numbers are then recomputed (2: the
-# first user turn became Search-R1's make_prefix byte for byte, and search results lost their zero-score filler)
+PROBE_VERSION = 3  # bump when the probe's rendering changes: cached untuned numbers are then recomputed (2: the
+# first user turn became Search-R1's make_prefix byte for byte, and search results lost their zero-score filler;
+# 3: the states hold the probes' shared head once)

@@ -284,22 +284,24 @@ def test_cached_prefixes_and_top_layers_give_the_plain_numbers_and_the_best_gold
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from evals.proxy import Probe, base_logprobs, tokenize_probe, tuned_logprobs
+    from evals.proxy import Probe, base_logprobs, shared_head, tokenize_probe, tuned_logprobs
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_student)
     config = LlamaConfig.from_pretrained(tiny_student)
     config.num_hidden_layers = 3
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_config(config).eval()  # three layers: one below the tuned two
-    probe = Probe(
-        "d1", "capital of japan", 'Doc 1(Title: "Tokyo") Tokyo is the capital of Japan.', ("Tokyo", "Denmark")
-    )
-    tokens = [tokenize_probe(tokenizer, probe)]
+    probes = [
+        Probe("d1", "capital of japan", 'Doc 1(Title: "Tokyo") Tokyo is the capital of Japan.', ("Tokyo", "Denmark")),
+        Probe("d2", "who wrote hamlet", 'Doc 1(Title: "Hamlet") Shakespeare wrote it.', ("Shakespeare",)),
+    ]
+    tokens = [tokenize_probe(tokenizer, probe) for probe in probes]
+    assert shared_head(tokens) > 0  # the instruction before the question is run once for both
     base, states = base_logprobs(model, tokens, 1, "cpu")
     with torch.inference_mode():
-        plain = {a: plain_logprob(model, tokenizer, probe, a) for a in probe.golden_answers}
-    assert plain["Tokyo"] != plain["Denmark"]
-    assert base[0] == pytest.approx(max(plain.values()), abs=1e-4)
+        plain = [{a: plain_logprob(model, tokenizer, p, a) for a in p.golden_answers} for p in probes]
+    assert plain[0]["Tokyo"] != plain[0]["Denmark"]
+    assert base == pytest.approx([max(p.values()) for p in plain], abs=1e-4)
     tuned = get_peft_model(
         model,
         LoraConfig(
@@ -311,9 +313,9 @@ def test_cached_prefixes_and_top_layers_give_the_plain_numbers_and_the_best_gold
         ),
     )
     with torch.inference_mode():
-        plain_tuned = max(plain_logprob(tuned, tokenizer, probe, a) for a in probe.golden_answers)
-    assert plain_tuned != pytest.approx(max(plain.values()), abs=1e-3)  # the adapters change the numbers
-    assert tuned_logprobs(tuned, tokens, states, 1, "cpu")[0] == pytest.approx(plain_tuned, abs=1e-4)
+        plain_tuned = [max(plain_logprob(tuned, tokenizer, p, a) for a in p.golden_answers) for p in probes]
+    assert plain_tuned[0] != pytest.approx(max(plain[0].values()), abs=1e-3)  # the adapters change the numbers
+    assert tuned_logprobs(tuned, tokens, states, 1, "cpu") == pytest.approx(plain_tuned, abs=1e-4)
 
 
 def test_repeats_train_again_and_the_same_inputs_give_the_same_score(tmp_path, tiny_student, bm25_index):

@@ -163,6 +163,25 @@ def test_client_speaks_to_a_plain_search_r1_server_without_scores():
         assert client.search(["a", "b"], topk=1) == [[Hit(id="0", contents='"A"\ntext')]] * 2
 
 
+def test_client_gives_stable_ids_to_a_search_r1_bm25_server_over_stored_raw_documents():
+    """Search-R1's BM25 server over a Lucene index built with --storeRaw answers title/text/contents
+    and no id (its retrieval_server.py `_search`); the passage id is made from the contents."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    contents = ['"A"\nfirst text', '"B"\nsecond text']
+
+    @app.post("/retrieve")
+    def retrieve(body: dict):
+        ranked = [{"title": c.split("\n")[0].strip('"'), "text": c.split("\n", 1)[1], "contents": c} for c in contents]
+        return {"result": [[{"document": d, "score": 2.0 - i} for i, d in enumerate(ranked)] for _ in body["queries"]]}
+
+    with BackgroundServer(app) as server, SearchClient(server.url + "/retrieve") as client:
+        first, again = client.search(["a", "b"], topk=2)
+    assert [h.contents for h in first] == contents and [h.score for h in first] == [2.0, 1.0]
+    assert first == again and first[0].id != first[1].id and first[0].id.startswith("sha256:")
+
+
 # --- building indexes -------------------------------------------------------------------
 
 

@@ -15,11 +15,12 @@ of queries (train batch x rollouts, 2,560 in its GRPO script) is one request.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 DEFAULT_TOPK = 3
 # Far above any training batch (Search-R1's GRPO script sends 2,560); a larger request is
@@ -28,11 +29,24 @@ MAX_QUERIES_PER_REQUEST = 65_536
 
 
 class Passage(BaseModel):
-    """One corpus entry. Servers may add fields (FlashRAG corpora carry `title`, `text`)."""
+    """One corpus entry. Servers may add fields (FlashRAG corpora carry `title`, `text`).
+
+    Search-R1's BM25 server over a Lucene index that stores raw documents answers
+    `{"title", "text", "contents"}` without an id (its trainer reads only `contents`); such a
+    passage gets an id made from its contents, the same on every search.
+    """
 
     model_config = ConfigDict(extra="allow")
     id: str
     contents: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _id_from_contents(cls, value):
+        if isinstance(value, dict) and "id" not in value and isinstance(value.get("contents"), str):
+            digest = hashlib.sha256(value["contents"].encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            return {**value, "id": f"sha256:{digest}"}
+        return value
 
     @field_validator("id", mode="before")
     @classmethod
