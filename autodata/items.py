@@ -40,6 +40,7 @@ RejectionReason = Literal[
     "not_multi_hop",  # a two-hop question answered without walking both hops
     "answerable",  # an insufficient-evidence question whose answer a search retrieves
     "paraphrase",  # the question paraphrases a held-out question with the same answer
+    "worker_died",  # the seed was in flight each time its Ray worker died (ray_executor.SEED_DEATHS)
 ]
 
 

@@ -10,7 +10,9 @@ and a 429 seen by one worker halves the limit for all of them.
 
 A worker that dies (its process killed, its node lost) loses only its seeds in flight:
 the driver hands them to a live worker (Ray restarts the dead one), gives back the slots it
-held, and since only the driver writes, and only whole seeds, nothing is duplicated.
+held, and since only the driver writes, and only whole seeds, nothing is duplicated. A seed
+in flight in `SEED_DEATHS` deaths is taken for their cause: it is written as rejected
+(`worker_died`), so the job goes on and a re-run does not feed it to a worker again.
 Killing the driver is killing a local run: re-running the command continues.
 
 Every node needs what a worker opens: autodata installed, the world's index folder at the
@@ -30,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from autodata.errors import AutodataError, RecipeError
+from autodata.items import Rejection
 from autodata.llm import LLMSession
 from autodata.llm.limiter import AdaptiveLimiter
 from autodata.llm.session import endpoint_limits
@@ -43,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 WAITERS_PER_LIMITER = 100_000  # requests a limiter actor may hold waiting for a slot
 RESTART_TIMEOUT_S = 120
+SEED_DEATHS = 3  # worker deaths with a seed in flight after which the seed is rejected, not sent again
 
 
 def _ray():
@@ -248,6 +252,7 @@ class RayExecutor:
     def map(self, seeds: Iterable[SeedItem]) -> Iterator[SeedResult]:
         ray = self.ray
         pending: dict = {}  # object ref -> (seed, worker index)
+        deaths: Counter[str] = Counter()  # seed id -> worker deaths while it was in flight
         load = [0] * len(self.workers)
 
         def submit(seed: SeedItem) -> None:
@@ -268,11 +273,15 @@ class RayExecutor:
                 result = ray.get(ref)
             except ray.exceptions.RayActorError as err:
                 self._worker_died(index, err)
-                submit(seed)  # it runs again on a live worker: nothing of it was written
-                continue
+                deaths[seed.id] += 1
+                if deaths[seed.id] < SEED_DEATHS:
+                    submit(seed)  # it runs again on a live worker: nothing of it was written
+                    continue
+                result = SeedResult(seed.id, rejections=[killed_its_worker(seed.id, deaths[seed.id], err)])
             except ray.exceptions.RayTaskError as err:
                 raise err.cause if isinstance(err.cause, AutodataError) else err
-            self.ledger.add_totals(result.cost)
+            else:
+                self.ledger.add_totals(result.cost)
             yield result
             self.ledger.check_budget()  # the workers' calls, counted here seed by seed, against the job's budget
             if (seed := next(stream, None)) is not None:
@@ -310,3 +319,12 @@ class RayExecutor:
             f"Ray worker {index} died ({err.__class__.__name__}: {err}) and did not come back within "
             f"{RESTART_TIMEOUT_S} s. Re-run the command to continue where it stopped."
         )
+
+
+def killed_its_worker(seed_id: str, deaths: int, err: Exception) -> Rejection:
+    """The rejection of a seed that was in flight each time its worker died (its calls' cost is lost with them)."""
+    return Rejection(
+        seed_id=seed_id,
+        reason="worker_died",
+        detail=f"its worker died {deaths} times while it ran ({err.__class__.__name__}); not sent again",
+    )

@@ -142,3 +142,47 @@ def test_a_killed_ray_worker_loses_nothing_and_duplicates_nothing(endpoint, tmp_
     assert fake.peak_in_flight <= SLOTS
     assert all(sum(state["held"].values()) == 0 for state in executor.final)  # the dead worker's slots came back
     assert usage["strong"]["calls"] >= report.manifest["llm_totals"]["strong"]["calls"] > 0
+
+
+def test_a_seed_that_keeps_killing_its_worker_is_rejected_and_the_job_goes_on(endpoint, tmp_path, bm25_index):
+    """Fault injected: the retriever (shipped to the workers) kills its process on one seed's question.
+    Ray restarts the worker each time; after SEED_DEATHS deaths the seed is written as rejected and the
+    other seeds are all done; a re-run does not send it again."""
+    from autodata.ray_executor import SEED_DEATHS, RayExecutor
+
+    _, seeds = endpoint
+    lines = seeds.read_text().splitlines()[:6]
+    lines[2] = json.dumps({"id": "poison", "question": "who wrote the poison pen letters", "golden_answers": ["x"]})
+    seeds.write_text("\n".join(lines) + "\n")
+
+    class KillsOnPoison:  # defined here so that Ray ships it by value
+        def __init__(self, index):
+            self.index, self.driver = index, os.getpid()
+
+        def search(self, queries, topk=3):
+            if os.getpid() != self.driver and any("poison" in q for q in queries):
+                os._exit(1)  # a worker's death, as a native crash on this seed would be
+            return self.index.search(queries, topk=topk)
+
+    recipe = Recipe().with_changes(strategies={"keep": 1, "rephrase": 0, "multi_hop": 0})
+
+    def run():
+        with LLMSession(load_settings()) as llms:
+            return synthesize(
+                seeds,
+                tmp_path / "ray",
+                recipe=recipe,
+                retriever=KillsOnPoison(bm25_index),
+                llms=llms,
+                concurrency=1,
+                show_progress=False,
+                executor=functools.partial(RayExecutor, workers=1),
+            )
+
+    report = run()
+    rejected = [json.loads(line) for line in (tmp_path / "ray" / "rejected.jsonl").read_text().splitlines()]
+    died = [r for r in rejected if r["reason"] == "worker_died"]
+    assert [r["seed_id"] for r in died] == ["poison"] and f"died {SEED_DEATHS} times" in died[0]["detail"]
+    progress = [json.loads(line)["seed_id"] for line in (tmp_path / "ray" / "progress.jsonl").read_text().splitlines()]
+    assert sorted(progress) == sorted(json.loads(line)["id"] for line in lines) and report.seeds_run_now == 6
+    assert run().seeds_run_now == 0  # done: the re-run sends nothing, the poison seed included

@@ -299,6 +299,33 @@ def test_the_answer_must_rest_on_the_last_observation_about_the_question(types_w
     assert problem.reason == "unsupported" and "is not about the question (0 of its 5 content words)" in problem.detail
 
 
+def test_the_answer_passage_must_meet_the_questions_year_and_time(types_world):
+    """A year the question names must be in the passage the answer rests on; a question about a
+    relative time ("next", "current") needs an answer with the evidence's time boundary."""
+    search = Recipe().search
+
+    def check(question, answer="Athens", query="modern olympic games", facts=None):
+        final = "The passage names the city of the games." if answer == "Athens" else "It names the mayor of Paris."
+        made = Trajectory(
+            question=question, steps=steps(types_world, (query, "I look it up."), answer=answer, final=final)
+        )
+        expected = Expected(answers=(answer,), facts=facts or (answer,))
+        return check_trajectory(made, expected, types_world, search)
+
+    assert check("Where were the first modern Olympic Games held, in 1896?") is None
+    assert check("Where were the modern Olympic Games held in 1900?") == (
+        "unsupported",
+        "the question asks about 1900, which the passage it rests on never names",
+    )
+    assert check("Where will the next modern Olympic Games be held?") == (
+        "unsupported",
+        "the question asks about 'next', a time it does not fix, and the answer gives no time boundary ('as of ...')",
+    )
+    mayor = as_of("Anne Hidalgo", "2014")
+    assert check("Who is the current mayor of Paris?", "Anne Hidalgo", "mayor paris").reason == "unsupported"
+    assert check("Who is the current mayor of Paris?", mayor, "mayor paris", ("Anne Hidalgo", "2014")) is None
+
+
 def test_a_refusal_whose_searches_retrieve_a_guess_is_rejected(types_world):
     search = Recipe().search
     refusal = Trajectory(

@@ -3,8 +3,8 @@
 `check_trajectory` holds the programmatic checks: at least one search; every
 observation exactly what the retriever returns for its query (no fabricated
 observations); the final answer matches and is stated in a passage of the observation it
-rests on, a passage about what the question asks (a refusal: no observation states a guess
-of the answer) (`unsupported`); a two-hop question walks both hops (`not_multi_hop`); no
+rests on, a passage about what the question asks that meets its year and time constraints
+(a refusal: no observation states a guess of the answer) (`unsupported`); a two-hop question walks both hops (`not_multi_hop`); no
 thought or query holds the answer (or a multi-hop question's hidden bridge, or a hinted
 title) before an observation showed it, and no thought speaks of being told (`hint_leak`);
 every thought is prose that says something, does not repeat itself and does not contradict
@@ -26,7 +26,15 @@ from typing import Literal, NamedTuple
 
 import dspy
 
-from autodata.answers import FUNCTION_WORDS, content_words, exact_match, normalize_answer, sub_exact_match
+from autodata.answers import (
+    FUNCTION_WORDS,
+    answer_form,
+    content_words,
+    exact_match,
+    normalize_answer,
+    split_as_of,
+    sub_exact_match,
+)
 from autodata.recipe import SearchRecipe
 from autodata.roles._types import Reason
 from autodata.search.protocol import Hit, Retriever, article_name, format_hits, title_of
@@ -138,7 +146,9 @@ def _support_problem(trajectory: Trajectory, expected: Expected, last_hits: Sequ
         return None
     if not expected.together:
         missing = [f for f in expected.facts if not any(sub_exact_match(o, [f]) for o in observations)]
-        return Problem("unsupported", f"no observation states {missing[0]!r}") if missing else None
+        if missing:
+            return Problem("unsupported", f"no observation states {missing[0]!r}")
+        return constraint_problem(trajectory.question, trajectory.answer or "", "\n".join(observations))
     passage = answer_passage(trajectory, expected, last_hits)
     if passage is None:
         where = f"of {expected.document!r} " if expected.document else ""
@@ -154,6 +164,38 @@ def _support_problem(trajectory: Trajectory, expected: Expected, last_hits: Sequ
             "unsupported",
             f"the passage stating the answer, {title!r}, is not about the question "
             f"({len(shared)} of its {len(asked)} content words)",
+        )
+    return constraint_problem(trajectory.question, trajectory.answer or "", passage.contents)
+
+
+# Words that ask about a moment the question does not fix ("the next Olympics", "the current
+# mayor"): a static corpus answers them only with the time its passage gives, "V (as of T)".
+_RELATIVE_TIME = re.compile(
+    r"\b(next|current|currently|latest|upcoming|now|nowadays|presently|today|this year|most recent|"
+    r"most recently|last time)\b",
+    re.IGNORECASE,
+)
+_YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
+
+
+def constraint_problem(question: str, answer: str, evidence: str) -> Problem | None:
+    """`unsupported`: the evidence the answer rests on ignores a constraint of the question. Each
+    year the question names (and the answer does not) must be in that evidence; a question about
+    a relative time ("next", "current", ...) needs an answer with the time boundary the evidence
+    gives (`as of`), or its answer may be true of another time (the 2008 Games for "the next").
+    A false premise's correction is exempt: its question names what the evidence contradicts."""
+    if answer_form(answer) == "correction":
+        return None
+    missing = [year for year in _YEAR.findall(question) if year not in answer and year not in _YEAR.findall(evidence)]
+    if missing:
+        return Problem(
+            "unsupported", f"the question asks about {missing[0]}, which the passage it rests on never names"
+        )
+    if (relative := _RELATIVE_TIME.search(question)) and split_as_of(answer) is None:
+        return Problem(
+            "unsupported",
+            f"the question asks about {relative.group(0).lower()!r}, a time it does not fix, and the answer "
+            "gives no time boundary ('as of ...')",
         )
     return None
 
