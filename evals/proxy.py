@@ -10,8 +10,9 @@ The default score is the *likelihood gain*: for each dev question, the mean log-
 per token of the gold answer step (`<answer> gold </answer>`, best over golden answers) at
 the answer turn of the inference loop, after a real search for the question and its real
 observation, all rendered by `autodata.trajectory` as in training and inference; tuned
-minus untuned student, per question. No generation: seconds for 100 questions with the
-135M student on 2 cores, and a signal where the student is too small to answer exactly.
+minus untuned student, per question. No generation (about 2 minutes for the untuned pass over
+100 questions with the 135M student on 2 cores, once; 40 s for a tuned one), and a signal where
+the student is too small to answer exactly.
 
 `score_metric` em/subem/f1/format_valid (or `generate=True`) also converts base and tuned
 weights to GGUF with llama.cpp's converter (from the pinned llama-cpp-python sdist) and
@@ -75,7 +76,7 @@ CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 
 @dataclass(frozen=True)
 class ProxySettings:
-    """How the proxy trains and scores. Defaults fit 2 CPU cores in about 3 minutes."""
+    """How the proxy trains and scores. Defaults: about 1.7 minutes per trial on 2 CPU cores (bench.proxy_signal)."""
 
     steps: int = 24  # optimizer steps, one example each: always all of them
     max_items: int = 64  # training examples drawn from the dataset

@@ -52,10 +52,11 @@ def types_world(tmp_path, monkeypatch, scripted_roles):
     return index
 
 
-def synthesize(tmp_path, strategy: str, seeds=HUGO) -> dict:
+def synthesize(tmp_path, strategy: str, seeds=HUGO, **changes) -> dict:
     seeds_file = tmp_path / "seeds.jsonl"
     seeds_file.write_text("".join(json.dumps(s) + "\n" for s in seeds))
-    recipe = Recipe().with_changes(strategies={"keep": 0, "rephrase": 0, "multi_hop": 0, strategy: 1}, max_rounds=1)
+    strategies = {"keep": 0, "rephrase": 0, "multi_hop": 0, strategy: 1}
+    recipe = Recipe().with_changes(strategies=strategies, max_rounds=1, **changes)
     with Workspace(load_settings()) as ws:
         report = ws.synthesize(tmp_path / "out", recipe=recipe, seeds=seeds_file, show_progress=False)
     read = lambda name: [json.loads(x) for x in (tmp_path / "out" / name).read_text().splitlines()]
@@ -324,6 +325,18 @@ def test_the_answer_passage_must_meet_the_questions_year_and_time(types_world):
     mayor = as_of("Anne Hidalgo", "2014")
     assert check("Who is the current mayor of Paris?", "Anne Hidalgo", "mayor paris").reason == "unsupported"
     assert check("Who is the current mayor of Paris?", mayor, "mayor paris", ("Anne Hidalgo", "2014")) is None
+
+
+def test_the_llm_judge_is_shown_the_passage_the_answer_rests_on(types_world, scripted_roles, tmp_path):
+    result = synthesize(tmp_path, "keep", llm_judge=True)
+    assert result["manifest"]["items"]["accepted"] == 1, result["rejected"]
+    (shown,) = scripted_roles.judged
+    assert "Les Miserables" in result["items"][0]["trajectory"]["steps"][0]["observation"]  # more was retrieved
+    assert shown.startswith(
+        '<information>Doc 1(Title: "Victor Hugo") Victor Hugo was a French writer born in 1802 in Besancon.'
+        "</information>\n"
+    )
+    assert "Les Miserables" not in shown  # the scripted server's copy of the field ends with DSPy's own line
 
 
 def test_a_refusal_whose_searches_retrieve_a_guess_is_rejected(types_world):

@@ -104,17 +104,24 @@ def check_trajectory(
     trajectory: Trajectory, expected: Expected, retriever: Retriever, search: SearchRecipe
 ) -> Problem | None:
     """None if the trajectory may be kept, else the `Problem` (see the README's verification rules)."""
+    return _checked(trajectory, expected, retriever, search)[0]
+
+
+def _checked(
+    trajectory: Trajectory, expected: Expected, retriever: Retriever, search: SearchRecipe
+) -> tuple[Problem | None, list[Hit]]:
+    """`check_trajectory`'s verdict, and the hits its last search gave again (what the answer rests on)."""
     searches = trajectory.searches
     if not searches:
-        return Problem("unverified", "no search: not search-augmented")
+        return Problem("unverified", "no search: not search-augmented"), []
     if trajectory.answer is None:
-        return Problem("unverified", "no final answer")
+        return Problem("unverified", "no final answer"), []
     if not exact_match(trajectory.answer, expected.answers):
-        return Problem("unverified", f"final answer {trajectory.answer!r} does not match {expected.answers[0]!r}")
+        return Problem("unverified", f"final answer {trajectory.answer!r} does not match {expected.answers[0]!r}"), []
     fresh = retriever.search([s.query for s in searches], topk=search.top_k)
     for step, hits in zip(searches, fresh):
         if step.observation != observation_text(hits, search.max_observation_tokens, search.observation_tokenizer):
-            return Problem("unverified", f"fabricated observation for query {step.query!r}")
+            return Problem("unverified", f"fabricated observation for query {step.query!r}"), []
     checks = (
         lambda: _support_problem(trajectory, expected, fresh[-1]),
         lambda: _knowledge_before_evidence(trajectory, expected),
@@ -122,7 +129,7 @@ def check_trajectory(
         lambda: _hops_problem(trajectory, expected),
         lambda: _needless_search(trajectory, expected),
     )
-    return next((problem for check in checks if (problem := check()) is not None), None)
+    return next((problem for check in checks if (problem := check()) is not None), None), fresh[-1]
 
 
 def answer_passage(trajectory: Trajectory, expected: Expected, last_hits: Sequence[Hit]) -> Hit | None:
@@ -362,16 +369,17 @@ class Verifier(dspy.Module):
     def forward(
         self, question: str, expected: Expected, trajectories: list[Trajectory], config: dict
     ) -> dspy.Prediction:
-        problems, valid = [], []
+        problems, valid = [], []  # valid: (trajectory, its last search's hits)
         for trajectory in trajectories:
-            problem = check_trajectory(trajectory, expected, self.retriever, self.search)
-            (problems.append(problem) if problem else valid.append(trajectory))
+            problem, last_hits = _checked(trajectory, expected, self.retriever, self.search)
+            (problems.append(problem) if problem else valid.append((trajectory, last_hits)))
         if not valid:
             first = problems[0] if problems else Problem("unverified", "no correct trajectory")
             return dspy.Prediction(trajectory=None, reason=first.reason, detail=first.detail)
-        chosen = min(valid, key=lambda t: (len(t.searches), sum(len(s.observation) for s in t.searches)))
+        chosen, last_hits = min(
+            valid, key=lambda pair: (len(pair[0].searches), sum(len(s.observation) for s in pair[0].searches))
+        )
         if self.llm_judge:  # it sees the passage the answer rests on (a refusal or conflict: every observation)
-            last_hits = self.retriever.search([chosen.searches[-1].query], topk=self.search.top_k)[0]
             passage = answer_passage(chosen, expected, last_hits)
             evidence = (
                 render_information(format_hits([passage]))

@@ -44,6 +44,7 @@ class ScriptedAgents:
     hinted_think: str | None = None  # when set, what the hinted first call thinks (the explain call says strong_think)
     calls: dict[str, int] = field(default_factory=dict)
     tagged: list[str] = field(default_factory=list)  # the questions the tagger was asked about
+    judged: list[str] = field(default_factory=list)  # the evidence the LLM judge was shown
 
     def __call__(self, request: dict) -> str:
         response_format = request.get("response_format") or {}
@@ -64,6 +65,8 @@ class ScriptedAgents:
             ("new_instructions", "change_summary"): "rewrite",
         }.get(keys, "unknown")
         self.calls[step] = self.calls.get(step, 0) + 1
+        if step == "judge":
+            self.judged.append(inputs["evidence"])
         if step == "tagger":
             self.tagged.append(inputs["question"].split("\n\n")[0])
             reply = {
