@@ -499,7 +499,7 @@ def score_gguf(
     `out` is emptied first: a new model must not resume an earlier model's answers."""
     shutil.rmtree(out, ignore_errors=True)
     embedded = EmbeddedModelSettings(
-        gguf=gguf, alias="proxy-student", n_threads=os.cpu_count() or 1
+        gguf=gguf, alias="proxy-student", n_threads=os.cpu_count() or 1, n_threads_batch=os.cpu_count() or 1
     )  # nothing else runs
     endpoint = EndpointSettings(
         model="proxy-student", max_tokens=settings.max_tokens_per_turn, temperature=0.0, json_mode="json_object"

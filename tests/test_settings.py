@@ -66,3 +66,18 @@ def test_mask_url_leaves_plain_urls():
     assert mask_url("http://127.0.0.1:8000/retrieve") == "http://127.0.0.1:8000/retrieve"
     assert mask_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
     assert mask_url(None) is None
+
+
+def test_the_embedded_server_processes_prompts_on_up_to_four_cores_and_generates_on_one(monkeypatch, tmp_path):
+    from autodata.llm.embedded import EmbeddedServer
+
+    def threads(settings):
+        argv = EmbeddedServer(tmp_path / "m.gguf", settings.embedded, log_file=tmp_path / "log").command
+        return int(argv[argv.index("--n_threads") + 1]), int(argv[argv.index("--n_threads_batch") + 1])
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert threads(load_settings()) == (1, 4)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert threads(load_settings()) == (1, 2)
+    monkeypatch.setenv("AUTODATA_EMBEDDED__N_THREADS_BATCH", "1")  # a busy machine
+    assert threads(load_settings()) == (1, 1)

@@ -121,7 +121,7 @@ class EmbeddedServer:
             "--n_threads",
             str(s.n_threads),
             "--n_threads_batch",
-            str(s.n_threads),
+            str(s.batch_threads),
             "--verbose",
             "False",
         ]
