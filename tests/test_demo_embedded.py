@@ -1,4 +1,4 @@
-"""`autodata demo` end to end on the embedded default, as a new user runs it (`pytest -m demo`: 27 minutes here).
+"""`autodata demo` end to end on the embedded default, as a new user runs it (`pytest -m demo`: 11 minutes here).
 
 A fresh home: the demo world from PyPI, a 3-trial study scored by the likelihood proxy, the trial
 table with intervals, what `promote` decides on the confirm split, and Next lines that work.
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.demo  # 27 minutes here: not in `-m slow`, which CI runs within its 90 minutes
+pytestmark = pytest.mark.demo  # 11 minutes here: not in `-m slow`, which CI runs within its 90 minutes
 
 
 def autodata(*args: str, timeout: int) -> subprocess.CompletedProcess:
