@@ -24,6 +24,11 @@ that Pyserini index and the corpus, and measures it through autodata's HTTP clie
 `int(docid)`, so a `--corpus` file's ids must be its line numbers from 0, as the synthetic
 corpus's are.
 
+`--rank-bm25-queries K` also builds rank-bm25's BM25Okapi (in-process Python BM25, what
+bench/retrieval.py compares against on the demo corpus) over the same corpus in a child process
+and times K of the same queries one at a time (it has no batch API); it holds every passage's
+tokens in memory, so keep K and N modest.
+
 Needs the demo world for its sentences (`autodata world prepare`) unless `--corpus` is given.
 """
 
@@ -85,6 +90,40 @@ for batch in (1, 32, 2560):
     rates[batch] = len(queries) / (time.perf_counter() - start)
 print(json.dumps({"build_s": build_s, "build_gb": build_kb / 2**20, "load_s": load_s, "rates": rates}))
 """
+
+
+# rank-bm25's side, as bench/retrieval.py runs it: the same tokenization as our index (English stop
+# words, Snowball stemmer), BM25Okapi with k1=0.9 b=0.4, get_top_n(n=3) one query at a time. The
+# build time counts reading, tokenizing and indexing the corpus. Prints one JSON line.
+RANK_BM25 = """
+import json, resource, sys, time
+import Stemmer
+from rank_bm25 import BM25Okapi
+from autodata.search.build import STEMMER_LANGUAGE, tokenize
+corpus_file, queries_file = sys.argv[1:3]
+stemmer = Stemmer.Stemmer(STEMMER_LANGUAGE)
+start = time.perf_counter()
+corpus = [json.loads(line)["contents"] for line in open(corpus_file, encoding="utf-8")]
+okapi = BM25Okapi(tokenize(corpus, stemmer), k1=0.9, b=0.4)
+build_s = time.perf_counter() - start
+queries = tokenize(json.load(open(queries_file)), stemmer)
+start = time.perf_counter()
+for query in queries:
+    okapi.get_top_n(query, corpus, n=3)
+rate = len(queries) / (time.perf_counter() - start)
+peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+print(json.dumps({"build_s": build_s, "peak_gb": peak_gb, "rate": rate}))
+"""
+
+
+def rank_bm25_side(corpus: Path, work: Path, queries: list[str]) -> dict:
+    """rank-bm25's build seconds, peak resident GB and queries/s on `corpus` (see RANK_BM25)."""
+    (work / "rank-bm25-queries.json").write_text(json.dumps(queries))
+    command = [sys.executable, "-c", RANK_BM25, str(corpus), str(work / "rank-bm25-queries.json")]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"rank-bm25 failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def pyserini_side(python: str, corpus: Path, work: Path, queries: list[str]) -> dict | None:
@@ -214,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CHECKOUT",
         help="a Search-R1 checkout: also measure its retrieval_server.py (bm25) over the Pyserini index",
     )
+    parser.add_argument(
+        "--rank-bm25-queries",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also measure rank-bm25 (BM25Okapi) on K of the queries, one at a time (default 0: skip)",
+    )
     args = parser.parse_args(argv)
 
     from autodata.search import BM25Index
@@ -262,6 +308,18 @@ def main(argv: list[str] | None = None) -> int:
         f"extrapolated to wiki-18 ({WIKI18_PASSAGES:,} passages): build "
         f"{seconds * WIKI18_PASSAGES / passages / 3600:.1f} h, peak memory {wiki_gb:.1f} GB"
     )
+    if args.rank_bm25_queries:
+        timed = queries[: args.rank_bm25_queries]
+        rank = rank_bm25_side(corpus, work, timed)
+        print(
+            f"rank-bm25 build: {rank['build_s']:.0f} s ({rank['build_s'] * per_million:.0f} s per million), "
+            f"peak memory {rank['peak_gb']:.2f} GB; search top 3, one at a time: {rank['rate']:8.2f} queries/s "
+            f"({len(timed)} queries)"
+        )
+        print(
+            f"autodata / rank-bm25: queries/s one at a time {ours[1] / rank['rate']:.1f}x, "
+            f"in batches of 2,560 {ours[2_560] / rank['rate']:.1f}x"
+        )
     theirs = pyserini_side(args.pyserini_python, corpus, work, queries)
     if theirs is None:
         print(f"pyserini: not importable by {args.pyserini_python} (see --help): not measured")
