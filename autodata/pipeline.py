@@ -112,7 +112,8 @@ FEEDBACK: dict[str, str] = {
     "too_hard": "The strong solver could not find and support the answer by searching: make sure the answer is "
     "stated word for word in a cited passage and the question names what to search for.",
     "leak": "The question contains its own answer: remove the answer from the question.",
-    "unsupported": "The answer does not occur in the cited passages: copy the answer exactly from a passage.",
+    "unsupported": "The answer is not stated where it must be: copy the answer exactly from a passage about the "
+    "question, and name only years that passage gives (no 'next' or 'current' without its date).",
     "invalid": "The question broke the format: ask exactly one thing, end with '?', keep the answer short.",
     "duplicate": "The question repeats an earlier one: ask about a different fact.",
     "unverified": "The search agent's trajectory failed verification: ask something the passages state directly.",
