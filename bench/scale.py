@@ -116,14 +116,18 @@ print(json.dumps({"build_s": build_s, "peak_gb": peak_gb, "rate": rate}))
 """
 
 
+def child_json(command: list[str], name: str) -> dict:
+    """The JSON line a measuring child process prints last; its exit status and stderr if it fails."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{name} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def rank_bm25_side(corpus: Path, work: Path, queries: list[str]) -> dict:
     """rank-bm25's build seconds, peak resident GB and queries/s on `corpus` (see RANK_BM25)."""
     (work / "rank-bm25-queries.json").write_text(json.dumps(queries))
-    command = [sys.executable, "-c", RANK_BM25, str(corpus), str(work / "rank-bm25-queries.json")]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"rank-bm25 failed (exit {done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json([sys.executable, "-c", RANK_BM25, str(corpus), str(work / "rank-bm25-queries.json")], "rank-bm25")
 
 
 def pyserini_side(python: str, corpus: Path, work: Path, queries: list[str]) -> dict | None:
@@ -137,11 +141,8 @@ def pyserini_side(python: str, corpus: Path, work: Path, queries: list[str]) -> 
     (work / "queries.json").write_text(json.dumps(queries))
     index = work / "pyserini-index"
     shutil.rmtree(index, ignore_errors=True)
-    command = [python, "-c", PYSERINI, str(corpus_dir), str(index), str(work / "queries.json")]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"Pyserini failed (exit {done.returncode}): {done.stderr[-2000:]}")
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "disk_gb": folder_gb(index)}
+    measured = child_json([python, "-c", PYSERINI, str(corpus_dir), str(index), str(work / "queries.json")], "Pyserini")
+    return {**measured, "disk_gb": folder_gb(index)}
 
 
 # Search-R1's retrieval_server.py run as it is, but on argv[1]'s loopback port: it calls

@@ -351,9 +351,8 @@ class ProbeTokens:
 
 def tokenize_probe(tokenizer, probe: Probe) -> ProbeTokens:
     encoded = [answer_span_tokens(tokenizer, probe_conversation(probe, golden)) for golden in probe.golden_answers]
-    shared = min(positions[0] - 1 for _, positions in encoded)  # the token before the step predicts its first
-    for ids, _ in encoded[1:]:
-        shared = next((i for i in range(shared) if ids[i] != encoded[0][0][i]), shared)
+    # the token before the step predicts its first: the step's tokens stay out of the shared prefix
+    shared = common_prefix([ids for ids, _ in encoded], min(positions[0] - 1 for _, positions in encoded))
     return ProbeTokens(
         encoded[0][0][:shared],
         [ids[shared : positions[-1]] for ids, positions in encoded],
@@ -369,14 +368,18 @@ def _mean_logprob(logits, rows: list[int], targets: list[int]) -> float:
     return predicted.gather(1, torch.tensor(targets, device=logits.device)[:, None]).mean().item()
 
 
+def common_prefix(sequences: list[list[int]], limit: int) -> int:
+    """How many leading items all `sequences` share, at most `limit`."""
+    first, shared = sequences[0], max(limit, 0)
+    for other in sequences[1:]:
+        shared = next((i for i in range(shared) if other[i] != first[i]), shared)
+    return shared
+
+
 def shared_head(tokens: list[ProbeTokens]) -> int:
     """How many leading tokens every probe's prefix shares (the instruction before the question):
     they are run once for all probes. At least one token of each prefix is left to run per probe."""
-    first = tokens[0].prefix
-    head = min(len(probe.prefix) for probe in tokens) - 1
-    for probe in tokens[1:]:
-        head = next((i for i in range(head) if probe.prefix[i] != first[i]), head)
-    return max(head, 0)
+    return common_prefix([probe.prefix for probe in tokens], min(len(probe.prefix) for probe in tokens) - 1)
 
 
 def base_logprobs(model, tokens: list[ProbeTokens], first_tuned_layer: int, device: str) -> tuple[list[float], dict]:
@@ -498,9 +501,8 @@ def score_gguf(
 
     `out` is emptied first: a new model must not resume an earlier model's answers."""
     shutil.rmtree(out, ignore_errors=True)
-    embedded = EmbeddedModelSettings(
-        gguf=gguf, alias="proxy-student", n_threads=os.cpu_count() or 1, n_threads_batch=os.cpu_count() or 1
-    )  # nothing else runs
+    cores = os.cpu_count() or 1  # nothing else runs
+    embedded = EmbeddedModelSettings(gguf=gguf, alias="proxy-student", n_threads=cores, n_threads_batch=cores)
     endpoint = EndpointSettings(
         model="proxy-student", max_tokens=settings.max_tokens_per_turn, temperature=0.0, json_mode="json_object"
     )

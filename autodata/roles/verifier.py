@@ -193,7 +193,8 @@ def constraint_problem(question: str, answer: str, evidence: str) -> Problem | N
     A false premise's correction is exempt: its question names what the evidence contradicts."""
     if answer_form(answer) == "correction":
         return None
-    missing = [year for year in _YEAR.findall(question) if year not in answer and year not in _YEAR.findall(evidence)]
+    given = set(_YEAR.findall(evidence))
+    missing = [year for year in _YEAR.findall(question) if year not in answer and year not in given]
     if missing:
         return Problem(
             "unsupported", f"the question asks about {missing[0]}, which the passage it rests on never names"
